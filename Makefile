@@ -1,0 +1,32 @@
+# The two commands of the README. Both work on a fresh machine: they create .venv and install first.
+PY      ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+CONFIG  ?= configs/quick.yaml
+PYTEST_ARGS ?=
+
+.PHONY: demo test install clean-venv bench
+
+$(BIN)/.installed: pyproject.toml requirements/constraints.txt
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch first and pinned: a bare torch requirement can pull a CUDA build of several GB.
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -c requirements/constraints.txt -e '.[dev]'
+	touch $@
+
+install: $(BIN)/.installed
+
+demo: install
+	$(BIN)/ray-pipeline run $(CONFIG)
+
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: install
+	$(BIN)/ray-pipeline bench solver
+	$(BIN)/ray-pipeline bench data $(CONFIG)
+	$(BIN)/ray-pipeline bench train $(CONFIG)
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,36 @@
+"""`ray-pipeline bench ...`: benchmarks that print JSON figures measured side by side in one run."""
+from __future__ import annotations
+
+import argparse
+
+
+def add_subcommands(sub: argparse._SubParsersAction) -> None:
+    from . import solver as solver_bench
+
+    p = sub.add_parser("solver", help="nodes/s and nodes per heuristic on generated families; vs python-constraint")
+    solver_bench.add_arguments(p)
+    p.set_defaults(bench_fn=solver_bench.run)
+    for name, help_ in (("data", "dataset stage: instances/s and labelled states/s with 1 vs 2 workers"),
+                        ("train", "training samples/s with 1 vs 2 DDP workers"),
+                        ("model", "student latency/throughput: PyTorch vs ONNX Runtime FP32 vs INT8")):
+        p = sub.add_parser(name, help=help_)
+        p.add_argument("config", nargs="?", default="configs/quick.yaml")
+        p.add_argument("overrides", nargs="*", metavar="key.path=value")
+        p.set_defaults(bench_fn=_lazy(name))
+
+
+def _lazy(name: str):
+    def run(args: argparse.Namespace) -> int:
+        import importlib
+        import sys
+
+        try:
+            mod = importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as e:
+            if e.name == f"{__name__}.{name}":
+                print(f"error: bench {name!r} is not implemented yet", file=sys.stderr)
+                return 3
+            raise
+        return mod.run(args)
+
+    return run

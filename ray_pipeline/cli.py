@@ -1,0 +1,138 @@
+"""`ray-pipeline` command line. Thin: parse, load config, hand over to the pipeline or a tool."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from typing import Optional
+
+from .config import STAGES, ConfigError
+
+log = logging.getLogger("ray_pipeline")
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_BUILT = 0, 1, 2, 3
+
+_STAGE_HELP = {
+    "generate": "build the dataset: generate -> trace -> label -> augment -> purify -> split -> Parquet (Ray Data)",
+    "train": "train teacher, student (distilled) and cost predictor with DDP (Ray Train); runs generate if needed",
+    "tune": "ASHA sweep of the teacher's or student's hyperparameters (Ray Tune); writes the best config as YAML",
+    "evaluate": "ranking metrics, calibration, error analysis and the solver speedup benchmark (Ray tasks)",
+    "export": "ONNX export with parity check, INT8 quantization, pruning (Ray tasks); fills the registry",
+    "report": "write reports/report.md with plots and metrics.json from what the run holds",
+}
+
+
+def _add_pipeline_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="YAML config, e.g. configs/quick.yaml")
+    p.add_argument("overrides", nargs="*", metavar="key.path=value",
+                   help="config overrides, type-checked, e.g. run.name=try1 train.num_workers=1")
+    p.add_argument("--address", default=None, help="join this Ray cluster (default: embedded local Ray, or RAY_ADDRESS)")
+    p.add_argument("--force", action="store_true", help="recompute the stages even if their hashes match")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ray-pipeline",
+        description="Learn variable-ordering heuristics for a backtracking constraint solver on Ray.",
+        epilog="Examples:\n  ray-pipeline run configs/quick.yaml\n  ray-pipeline run configs/quick.yaml run.name=try1 "
+               "--force\n  ray-pipeline solve uf50-01.cnf --heuristic dom-wdeg --json\n  ray-pipeline bench solver",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", help="run the whole pipeline (the stages listed in the config's `stages`)")
+    _add_pipeline_args(p)
+    p.add_argument("--stages", default=None, help=f"comma-separated subset of {','.join(STAGES)}")
+    for stage in STAGES:
+        _add_pipeline_args(sub.add_parser(stage, help=_STAGE_HELP[stage], description=_STAGE_HELP[stage]))
+
+    p = sub.add_parser("solve", help="solve one instance file (DIMACS .cnf/.col or project JSON)")
+    from .solver.command import add_arguments as add_solve_arguments
+    add_solve_arguments(p)
+
+    p = sub.add_parser("bench", help="benchmarks printing JSON figures measured side by side in one run")
+    bsub = p.add_subparsers(dest="bench", required=True, metavar="BENCH")
+    from .bench import add_subcommands as add_bench_subcommands
+    add_bench_subcommands(bsub)
+    return parser
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from .runtime import configure_logging
+    configure_logging(args.log_level)
+    try:
+        if args.command in ("run", *STAGES):
+            return _pipeline(args)
+        if args.command == "solve":
+            from .solver.command import run as run_solve
+            return run_solve(args)
+        if args.command == "bench":
+            return args.bench_fn(args)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    parser.error(f"unknown command {args.command}")
+    return EXIT_USAGE
+
+
+def _pipeline(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .manifest import Manifest, ManifestError
+    from .paths import RunPaths
+    from .pipeline import StageContext, StageFailed, StageNotBuilt, run_stages, with_upstream
+    from .preflight import PreflightError, check_before_ray, check_cluster
+
+    cfg = load_config(args.config, args.overrides)
+    if args.command == "run":
+        targets = cfg.stages
+        if args.stages:
+            targets = [s.strip() for s in args.stages.split(",") if s.strip()]
+            bad = [s for s in targets if s not in STAGES]
+            if bad:
+                raise ConfigError("--stages", [f"--stages: unknown stage(s) {bad}; choose from {list(STAGES)}"])
+        if cfg.tune.enabled and "tune" not in targets and not args.stages:
+            targets = [s for s in STAGES if s in targets or s == "tune"]
+    else:
+        targets = [args.command]
+    stages = with_upstream(targets)
+    paths = RunPaths.of(cfg.run.root, cfg.run.name)
+    try:
+        check_before_ray(cfg, stages)
+        from .runtime import init_ray, set_tracking_env, shutdown_ray
+        manifest = Manifest.open(paths.manifest, cfg)
+        set_tracking_env(cfg, wandb_dir=str(paths.run))
+        info = init_ray(cfg, address=args.address, extra_env={"WANDB_MODE": cfg.tracking.wandb_mode})
+        try:
+            check_cluster(cfg, stages, info)
+            ctx = StageContext(cfg=cfg, paths=paths, manifest=manifest, force=args.force)
+            outcome = run_stages(ctx, stages)
+        finally:
+            if info.started:
+                shutdown_ray()
+    except (PreflightError, ManifestError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except StageNotBuilt as e:
+        print(f"error: {e}", file=sys.stderr)
+        print(f"run directory: {paths.run}", file=sys.stderr)
+        return EXIT_NOT_BUILT
+    except StageFailed as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    summary = ", ".join(f"{k} {v}" for k, v in outcome.items())
+    print(f"stages: {summary}")
+    report = paths.reports / "report.md"
+    if report.exists():
+        print(f"report: {report}")
+    print(f"run directory: {paths.run}")
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,417 @@
+"""Typed, validated configuration tree.
+
+One YAML file -> one frozen `Config`. Unknown keys and bad values are collected and raised together as a
+single `ConfigError` that names every bad key path, so a user fixes a config in one round trip.
+Command-line overrides are `key.path=value` strings; the value is parsed as YAML (so `3`, `0.5`, `true`,
+`[a, b]` and `null` work) and then goes through the same validation as the file.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+FAMILIES = ("nqueens", "coloring", "sudoku", "rb", "ksat")
+SIZES = ("small", "medium", "large", "xlarge")
+HEURISTICS = ("lex", "random", "mrv", "dom-deg", "dom-wdeg", "learned")
+STAGES = ("generate", "train", "tune", "evaluate", "export", "report")
+
+Family = Literal["nqueens", "coloring", "sudoku", "rb", "ksat"]
+Size = Literal["small", "medium", "large", "xlarge"]
+Heuristic = Literal["lex", "random", "mrv", "dom-deg", "dom-wdeg", "learned"]
+Propagation = Literal["fc", "mac"]
+ValueOrder = Literal["lex", "min-conflicts"]
+Stage = Literal["generate", "train", "tune", "evaluate", "export", "report"]
+
+
+class ConfigError(ValueError):
+    """Every problem of a config at once, each with its key path."""
+
+    def __init__(self, source: str, problems: list[str]):
+        self.source = source
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"invalid config {source} ({len(problems)} problem{'s' * (len(problems) != 1)}):\n{lines}")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+# --------------------------------------------------------------------------------------------- run / ray
+class RunSection(_Section):
+    name: str = Field("default", pattern=r"^[A-Za-z0-9_.\-]+$", description="run directory name under root")
+    root: str = Field("runs", description="directory (or fsspec/pyarrow URI on a cluster) holding runs")
+    seed: int = Field(0, ge=0, description="base seed; every instance seed derives from it")
+
+
+class RaySection(_Section):
+    address: Optional[str] = Field(None, description="join this cluster; None = embedded local Ray (or RAY_ADDRESS)")
+    num_cpus: Optional[int] = Field(None, ge=1, description="CPUs of the embedded local Ray; None = all")
+    include_dashboard: bool = Field(True, description="needed by Ray Jobs and by Tune+Train (State API)")
+    dashboard_host: str = "127.0.0.1"
+    auth_mode: Literal["token", "disabled"] = "token"
+    object_store_memory_mb: Optional[int] = Field(None, ge=75)
+    progress_bars: Optional[bool] = Field(None, description="Ray Data progress bars; None = only on a terminal")
+
+
+class TrackingSection(_Section):
+    wandb_mode: Literal["offline", "online", "disabled"] = "offline"
+    wandb_project: str = "ray-pipeline"
+    tensorboard: bool = True
+
+
+# --------------------------------------------------------------------------------------------- data
+class FamilySpec(_Section):
+    family: Family
+    sizes: list[Size] = Field(min_length=1)
+    count: int = Field(ge=1, description="base instances per size (before augmentation)")
+    params: dict[str, float | int | bool | str] = Field(default_factory=dict, description="generator knobs")
+
+
+class GenerateSection(_Section):
+    families: list[FamilySpec] = Field(min_length=1)
+    heldout: list[FamilySpec] = Field(default_factory=list, description="larger sizes, a generalization split")
+
+
+class AugmentSection(_Section):
+    factor: int = Field(1, ge=1, le=64, description="instances per base instance, the original included")
+
+
+class TraceSection(_Section):
+    heuristic: Heuristic = "dom-wdeg"
+    propagation: Propagation = "mac"
+    node_limit: int = Field(20000, ge=1)
+    # A safety valve only: a run that hits it is non-deterministic, so it is counted and reported.
+    time_limit_s: float = Field(60.0, gt=0)
+
+
+class LabelSection(_Section):
+    states_per_instance: int = Field(6, ge=1)
+    top_k: int = Field(8, ge=2, description="probe at most this many candidates, best by dom/wdeg")
+    node_budget: int = Field(2000, ge=1, description="node budget of one probe; over it the cost is censored")
+    min_candidates: int = Field(2, ge=2)
+
+
+class PurifySection(_Section):
+    dedupe: bool = True
+    balance: bool = True
+    max_group_ratio: float = Field(3.0, ge=1.0, description="cap each (family,size) train group at ratio x smallest")
+
+
+class SplitSection(_Section):
+    train: float = Field(0.7, gt=0, lt=1)
+    val: float = Field(0.15, gt=0, lt=1)
+    test: float = Field(0.15, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _sums_to_one(self) -> "SplitSection":
+        if abs(self.train + self.val + self.test - 1.0) > 1e-6:
+            raise ValueError(f"train+val+test must be 1, got {self.train + self.val + self.test:g}")
+        return self
+
+
+class DataSection(_Section):
+    generate: GenerateSection
+    augment: AugmentSection = AugmentSection()
+    trace: TraceSection = TraceSection()
+    label: LabelSection = LabelSection()
+    purify: PurifySection = PurifySection()
+    split: SplitSection = SplitSection()
+    instances_per_block: int = Field(2, ge=1, description="instances per Ray Data block (one task each)")
+    max_error_rate: float = Field(0.05, ge=0, le=1, description="quarantined instances tolerated, as a fraction")
+
+
+# --------------------------------------------------------------------------------------------- models / train
+class OptimSection(_Section):
+    lr: float = Field(3e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    epochs: int = Field(20, ge=1)
+    batch_size: int = Field(128, ge=1)
+    schedule: Literal["cosine", "constant"] = "cosine"
+    warmup_epochs: int = Field(1, ge=0)
+    grad_clip: float = Field(1.0, gt=0)
+    label_smoothing: float = Field(0.05, ge=0, lt=1)
+    ema_decay: Optional[float] = Field(None, gt=0, lt=1)
+    early_stopping_patience: int = Field(5, ge=1)
+
+
+class TeacherSection(_Section):
+    hidden: int = Field(64, ge=4)
+    layers: int = Field(2, ge=1, description="self-attention blocks over the candidates of a state")
+    heads: int = Field(4, ge=1)
+    dropout: float = Field(0.1, ge=0, lt=1)
+    optim: OptimSection = OptimSection()
+
+    @model_validator(mode="after")
+    def _heads_divide_hidden(self) -> "TeacherSection":
+        if self.hidden % self.heads:
+            raise ValueError(f"hidden ({self.hidden}) must be a multiple of heads ({self.heads})")
+        return self
+
+
+class DistillSection(_Section):
+    alpha: float = Field(0.7, ge=0, le=1, description="weight of T^2*KL(teacher||student); 1-alpha on CE")
+    temperature: float = Field(2.0, gt=0)
+    teachers: dict[str, float] = Field(default_factory=lambda: {"teacher": 1.0},
+                                       description="teacher model name -> weight (probabilities averaged)")
+
+
+class StudentSection(_Section):
+    hidden: int = Field(32, ge=2)
+    layers: int = Field(2, ge=1)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    distill: DistillSection = DistillSection()
+    optim: OptimSection = OptimSection()
+
+
+class CostSection(_Section):
+    hidden: int = Field(64, ge=2)
+    layers: int = Field(2, ge=1)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    optim: OptimSection = OptimSection(epochs=60, batch_size=64, label_smoothing=0.0, early_stopping_patience=15)
+
+
+class TrainSection(_Section):
+    num_workers: int = Field(2, ge=0, description="DDP workers; 0 = Ray Train local mode (in-process)")
+    cpus_per_worker: float = Field(0.5, gt=0, description="leave CPUs for Ray Data ingest on small machines")
+    use_gpu: bool = False
+    mixed_precision: bool = Field(False, description="bf16/fp16 autocast; used only when use_gpu")
+    max_failures: int = Field(2, ge=0, description="worker-group restarts from the last checkpoint")
+    keep_checkpoints: int = Field(2, ge=1, description="best-K by validation metric, plus the last")
+    nan_retries: int = Field(3, ge=0)
+    nan_lr_factor: float = Field(0.5, gt=0, lt=1)
+    worker_start_timeout_s: float = Field(120.0, gt=0, description="fail instead of waiting forever for workers")
+    teacher: TeacherSection = TeacherSection()
+    student: StudentSection = StudentSection()
+    cost: CostSection = CostSection()
+
+
+# --------------------------------------------------------------------------------------------- tune
+class SearchDim(_Section):
+    kind: Literal["loguniform", "uniform", "choice", "randint"]
+    low: Optional[float] = None
+    high: Optional[float] = None
+    values: Optional[list[float | int | str]] = None
+
+    @model_validator(mode="after")
+    def _shape(self) -> "SearchDim":
+        if self.kind == "choice":
+            if not self.values:
+                raise ValueError("choice needs a non-empty 'values'")
+        elif self.low is None or self.high is None or not self.low < self.high:
+            raise ValueError(f"{self.kind} needs low < high")
+        elif self.kind == "loguniform" and self.low <= 0:
+            raise ValueError("loguniform needs low > 0")
+        return self
+
+
+class TuneSection(_Section):
+    enabled: bool = Field(False, description="run the sweep as part of `run`")
+    model: Literal["teacher", "student"] = "teacher"
+    num_samples: int = Field(4, ge=1)
+    max_t: int = Field(4, ge=1, description="ASHA: max epochs per trial")
+    grace_period: int = Field(1, ge=1)
+    reduction_factor: int = Field(2, ge=2)
+    max_concurrent_trials: int = Field(1, ge=1)
+    trial_cpus: float = Field(0.1, gt=0, description="the trial driver; its Train workers reserve their own CPUs")
+    num_workers: int = Field(2, ge=1)
+    metric: str = "val_top1"
+    mode: Literal["max", "min"] = "max"
+    # keys are dotted paths inside the model section, e.g. "optim.lr", "hidden", "distill.alpha"
+    space: dict[str, SearchDim] = Field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------------------------- evaluate / export
+class LearnedSection(_Section):
+    model: Literal["student", "teacher"] = "student"
+    top_k: int = Field(8, ge=1, description="score only the best K candidates by dom/wdeg")
+    max_depth: Optional[int] = Field(None, ge=0, description="call the model only up to this depth")
+    runtime: Literal["onnx", "onnx-int8", "torch"] = "onnx"
+
+
+class EvaluateSection(_Section):
+    heuristics: list[Heuristic] = Field(default_factory=lambda: ["lex", "mrv", "dom-deg", "dom-wdeg", "learned"])
+    baseline: Heuristic = "dom-wdeg"
+    propagation: Propagation = "mac"
+    node_limit: int = Field(50000, ge=1)
+    time_limit_s: float = Field(30.0, gt=0)
+    splits: list[Literal["test", "heldout"]] = Field(default_factory=lambda: ["test", "heldout"])
+    max_instances: int = Field(40, ge=1, description="per split")
+    files: list[str] = Field(default_factory=list, description="DIMACS .cnf / .col:K files to benchmark too")
+    learned: LearnedSection = LearnedSection()
+    ece_bins: int = Field(15, ge=2)
+
+
+class ExportSection(_Section):
+    parity_atol: float = Field(1e-4, gt=0)
+    parity_rows: int = Field(512, ge=2)
+    quantize_dynamic: bool = True
+    quantize_static: bool = True
+    calibration_rows: int = Field(256, ge=8)
+    int8_max_top1_drop: float = Field(0.01, ge=0, description="INT8 kept only within this top-1 drop")
+    prune_amounts: list[float] = Field(default_factory=lambda: [0.3, 0.5])
+    latency_calls: int = Field(2000, ge=10)
+
+    @field_validator("prune_amounts")
+    @classmethod
+    def _amounts(cls, v: list[float]) -> list[float]:
+        bad = [a for a in v if not 0 < a < 1]
+        if bad:
+            raise ValueError(f"prune amounts must be in (0, 1), got {bad}")
+        return v
+
+
+class DebugSection(_Section):
+    """Fault injection for the reliability suite. Off by default; never set in shipped configs."""
+
+    fail_instance_every: Optional[int] = Field(None, ge=1, description="raise in generation of every Nth instance")
+    nan_loss_at_step: Optional[int] = Field(None, ge=0)
+    crash_worker_at_epoch: Optional[int] = Field(None, ge=0, description="kill rank 1 once at this epoch")
+    sleep_per_epoch_s: float = Field(0.0, ge=0)
+
+
+class Config(_Section):
+    run: RunSection = RunSection()
+    ray: RaySection = RaySection()
+    tracking: TrackingSection = TrackingSection()
+    stages: list[Stage] = Field(default_factory=lambda: ["generate", "train", "evaluate", "export", "report"])
+    data: DataSection
+    train: TrainSection = TrainSection()
+    tune: TuneSection = TuneSection()
+    evaluate: EvaluateSection = EvaluateSection()
+    export: ExportSection = ExportSection()
+    debug: DebugSection = DebugSection()
+
+    @field_validator("stages")
+    @classmethod
+    def _stage_order(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"stages repeat: {v}")
+        order = [s for s in STAGES if s in v]
+        if order != v:
+            raise ValueError(f"stages must keep the pipeline order {list(STAGES)}, got {v}")
+        return v
+
+    # ----------------------------------------------------------------------------------- helpers
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def section_hash(self, *paths: str) -> str:
+        """Hash of the given dotted sections (plus the seed): what a stage's output depends on."""
+        d = self.to_dict()
+        picked = {p: _get_path(d, p.split(".")) for p in sorted(paths)}
+        picked["run.seed"] = self.run.seed
+        return stable_hash(picked)
+
+
+def stable_hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+
+
+def _get_path(d: Any, parts: list[str]) -> Any:
+    for p in parts:
+        d = d[int(p)] if isinstance(d, list) else d[p]
+    return d
+
+
+# --------------------------------------------------------------------------------------------- loading
+def parse_override(text: str) -> tuple[list[str], Any]:
+    if "=" not in text:
+        raise ConfigError("overrides", [f"{text!r}: expected key.path=value"])
+    key, _, raw = text.partition("=")
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError("overrides", [f"{text!r}: empty key path"])
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as e:
+        raise ConfigError("overrides", [f"{key}: value {raw!r} is not valid YAML ({e.__class__.__name__})"]) from None
+    return key.split("."), value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Set each `key.path=value` in a copy of the raw dict. List items are addressed by index."""
+    out = copy.deepcopy(raw)
+    problems: list[str] = []
+    for text in overrides:
+        try:
+            parts, value = parse_override(text)
+        except ConfigError as e:
+            problems.extend(e.problems)
+            continue
+        node: Any = out
+        path = []
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            path.append(part)
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    problems.append(f"{'.'.join(path)}: no list item {part!r} (list has {len(node)})")
+                    break
+                idx = int(part)
+                if last:
+                    node[idx] = value
+                else:
+                    node = node[idx]
+            elif isinstance(node, dict):
+                if last:
+                    node[part] = value  # unknown keys are caught by validation, with the rest
+                else:
+                    node = node.setdefault(part, {})
+            else:
+                problems.append(f"{'.'.join(path[:-1])}: is a value, cannot set {part!r} inside it")
+                break
+    if problems:
+        raise ConfigError("overrides", problems)
+    return out
+
+
+def _format_errors(err: ValidationError) -> list[str]:
+    problems = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "<root>"
+        if e["type"] == "extra_forbidden":
+            problems.append(f"{loc}: unknown key")
+        elif e["type"] == "missing":
+            problems.append(f"{loc}: required key is missing")
+        else:
+            msg = e["msg"].removeprefix("Value error, ")
+            problems.append(f"{loc}: {msg} (got {e.get('input')!r})")
+    return problems
+
+
+def validate(raw: Any, source: str = "<config>") -> Config:
+    if not isinstance(raw, dict):
+        raise ConfigError(source, [f"<root>: expected a mapping of sections, got {type(raw).__name__}"])
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(source, _format_errors(e)) from None
+
+
+def load_raw(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(str(path), ["<file>: no such config file"])
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else "?"
+        raise ConfigError(str(path), [f"<file>: YAML syntax error at {where}: {getattr(e, 'problem', e)}"]) from None
+    return raw if raw is not None else {}
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    raw = load_raw(path)
+    if overrides:
+        if not isinstance(raw, dict):
+            raise ConfigError(str(path), ["<root>: expected a mapping of sections"])
+        raw = apply_overrides(raw, overrides)
+    return validate(raw, source=str(path) + (f" + {len(overrides)} override(s)" if overrides else ""))

@@ -1,0 +1,66 @@
+"""The layout of a run directory: the one place that knows where each artifact lives."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    run: Path  # <run.root>/<run.name>, absolute: Train workers and Tune trials change directory
+
+    @classmethod
+    def of(cls, root: str | Path, name: str) -> "RunPaths":
+        return cls(Path(root).expanduser().resolve() / name)
+
+    @property
+    def manifest(self) -> Path:
+        return self.run / "manifest.json"
+
+    @property
+    def dataset(self) -> Path:
+        return self.run / "datasets" / "main"
+
+    @property
+    def soft_labels(self) -> Path:
+        return self.run / "datasets" / "soft_labels"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.run / "checkpoints"
+
+    @property
+    def models(self) -> Path:
+        return self.run / "models"
+
+    def model(self, name: str) -> Path:
+        return self.models / name
+
+    @property
+    def tune(self) -> Path:
+        return self.run / "tune"
+
+    @property
+    def evaluation(self) -> Path:
+        return self.run / "evaluation"
+
+    @property
+    def reports(self) -> Path:
+        return self.run / "reports"
+
+    @property
+    def logs(self) -> Path:
+        return self.run / "logs"
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.run / "tensorboard"
+
+    @property
+    def wandb(self) -> Path:
+        return self.run / "wandb"
+
+
+def registry_path(root: str | Path) -> Path:
+    """One model registry per run root, shared by its runs."""
+    return Path(root).expanduser().resolve() / "registry.sqlite"

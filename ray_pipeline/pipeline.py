@@ -1,0 +1,141 @@
+"""Stage orchestration: which stages run, in what order, and which can be skipped (resume).
+
+Each stage is a function `run(ctx) -> StageResult` in its own module, imported only when it runs.
+The manifest decides skipping: same config hash and same input hash as a finished run -> skipped.
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+from .config import STAGES, Config, stable_hash
+from .manifest import Manifest
+from .paths import RunPaths
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    name: str
+    config_keys: tuple[str, ...]  # config sections the stage's output depends on
+    inputs: tuple[str, ...]  # stages whose outputs it reads
+    impl: Any  # "module:function" (or a callable, in tests); None = not built yet
+    issue: int  # where it is specified
+
+
+@dataclass
+class StageResult:
+    outputs: dict[str, Any]
+    output_hash: str
+
+
+@dataclass
+class StageContext:
+    cfg: Config
+    paths: RunPaths
+    manifest: Manifest
+    force: bool
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def output(self, stage: str) -> dict[str, Any]:
+        return self.manifest.stage(stage).get("outputs", {})
+
+
+SPECS: dict[str, StageSpec] = {
+    s.name: s
+    for s in [
+        StageSpec("generate", ("data",), (), "ray_pipeline.data.stage:run", 4),
+        StageSpec("train", ("train",), ("generate",), "ray_pipeline.train.stage:run", 5),
+        StageSpec("tune", ("tune", "train"), ("generate",), "ray_pipeline.tune.stage:run", 5),
+        StageSpec("evaluate", ("evaluate",), ("generate", "train"), "ray_pipeline.evaluate.stage:run", 6),
+        StageSpec("export", ("export",), ("generate", "train"), "ray_pipeline.export.stage:run", 6),
+        StageSpec("report", (), ("generate", "train", "evaluate", "export"), "ray_pipeline.reports.stage:run", 6),
+    ]
+}
+assert tuple(SPECS) == STAGES
+
+
+class StageNotBuilt(RuntimeError):
+    pass
+
+
+class StageFailed(RuntimeError):
+    pass
+
+
+def _resolve(spec: StageSpec) -> Callable[[StageContext], StageResult]:
+    if callable(spec.impl):
+        return spec.impl
+    if spec.impl is None:
+        raise StageNotBuilt(f"stage {spec.name!r} is not implemented yet (issue #{spec.issue})")
+    module, _, fn = spec.impl.partition(":")
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        if e.name and (e.name == module or module.startswith(e.name + ".")):
+            raise StageNotBuilt(f"stage {spec.name!r} is not implemented yet (issue #{spec.issue})") from None
+        raise
+    return getattr(mod, fn)
+
+
+def with_upstream(targets: list[str]) -> list[str]:
+    """The target stages plus every stage they read, in pipeline order (report reads what exists)."""
+    need: set[str] = set()
+
+    def add(name: str) -> None:
+        if name in need:
+            return
+        need.add(name)
+        if name != "report":
+            for dep in SPECS[name].inputs:
+                add(dep)
+
+    for t in targets:
+        add(t)
+    return [s for s in STAGES if s in need]
+
+
+def input_hash(manifest: Manifest, spec: StageSpec) -> str:
+    hashes = {}
+    for dep in spec.inputs:
+        s = manifest.stage(dep)
+        if s.get("status") == "done":
+            hashes[dep] = s["output_hash"]
+        elif spec.name != "report":  # report summarises whatever exists; the others need their inputs
+            raise StageFailed(f"stage {spec.name!r} needs {dep!r}, which has not finished")
+    return stable_hash(hashes)
+
+
+def run_stages(ctx: StageContext, stages: list[str], specs: Optional[dict[str, StageSpec]] = None) -> dict[str, str]:
+    """Run (or skip) each stage in order; returns stage -> 'ran' | 'skipped'."""
+    specs = specs or SPECS
+    outcome: dict[str, str] = {}
+    for name in stages:
+        spec = specs[name]
+        fn = _resolve(spec)
+        chash = ctx.cfg.section_hash(*spec.config_keys) if spec.config_keys else stable_hash({})
+        ihash = input_hash(ctx.manifest, spec)
+        if not ctx.force and ctx.manifest.is_current(name, chash, ihash):
+            log.info("stage %s: up to date (config %s, inputs %s), skipped", name, chash, ihash)
+            outcome[name] = "skipped"
+            continue
+        log.info("stage %s: running (config %s, inputs %s)", name, chash, ihash)
+        ctx.manifest.mark_running(name, chash, ihash)
+        t0 = time.perf_counter()
+        try:
+            result = fn(ctx)
+        except BaseException as e:
+            ctx.manifest.mark_failed(name, f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=8)}")
+            if isinstance(e, (KeyboardInterrupt, SystemExit, StageNotBuilt)):
+                raise
+            log.debug("stage %s failed", name, exc_info=True)
+            raise StageFailed(f"stage {name!r} failed: {type(e).__name__}: {e}") from e
+        ctx.manifest.mark_done(name, result.output_hash, result.outputs, time.perf_counter() - t0)
+        log.info("stage %s: done in %.1f s", name, time.perf_counter() - t0)
+        outcome[name] = "ran"
+    return outcome

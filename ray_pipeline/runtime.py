@@ -1,0 +1,133 @@
+"""The one place that starts or joins Ray, sets the security and tracking environment, and logs.
+
+Embedded local Ray by default; `--address` / `ray.address` / `RAY_ADDRESS` joins a cluster instead.
+`RAY_AUTH_MODE` is always set explicitly (Ray >= 2.59 turns token auth on for the first local `ray.init()`
+on its own, which surprises clients later); the dashboard binds to 127.0.0.1 unless the config says otherwise.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from dataclasses import dataclass
+from typing import Optional
+
+from .config import Config
+
+log = logging.getLogger(__name__)
+_LOGGING_DONE = False
+
+# Environment every Ray worker of ours gets (local or remote); W&B mode is added per run.
+_WORKER_ENV = {
+    "RAY_DEDUP_LOGS": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    "PYTHONHASHSEED": "0",
+}
+
+
+def configure_logging(level: str = "INFO") -> None:
+    global _LOGGING_DONE
+    if _LOGGING_DONE:
+        return
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S",
+                        stream=sys.stderr)
+    for noisy in ("ray.data", "ray.tune", "ray.train", "filelock", "matplotlib", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    _LOGGING_DONE = True
+
+
+def set_tracking_env(cfg: Config, wandb_dir: Optional[str] = None) -> dict[str, str]:
+    """W&B is offline unless configured otherwise, and never prompts for a key."""
+    env = {"WANDB_MODE": os.environ.get("RAY_PIPELINE_WANDB_MODE", cfg.tracking.wandb_mode),
+           "WANDB_SILENT": "true", "WANDB_PROJECT": cfg.tracking.wandb_project}
+    if wandb_dir:
+        env["WANDB_DIR"] = wandb_dir
+    os.environ.update(env)
+    return env
+
+
+@dataclass(frozen=True)
+class RayInfo:
+    address: str
+    embedded: bool  # no address given: a local Ray of our own (or the one already running in-process)
+    started: bool  # this call started it, so this process shuts it down
+    num_cpus: float
+    dashboard_url: Optional[str]
+    auth_mode: str
+
+
+def resolve_address(cfg: Config, address: Optional[str]) -> Optional[str]:
+    return address or cfg.ray.address or os.environ.get("RAY_ADDRESS") or None
+
+
+def init_ray(cfg: Config, address: Optional[str] = None, extra_env: Optional[dict[str, str]] = None) -> RayInfo:
+    """Start embedded Ray or join a cluster; reuse an already initialised Ray (tests, Ray Jobs)."""
+    auth = os.environ.get("RAY_AUTH_MODE")
+    if auth is None:
+        os.environ["RAY_AUTH_MODE"] = auth = cfg.ray.auth_mode
+    elif auth != cfg.ray.auth_mode:
+        log.info("RAY_AUTH_MODE=%s from the environment overrides ray.auth_mode=%s", auth, cfg.ray.auth_mode)
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if cfg.ray.progress_bars is False or (cfg.ray.progress_bars is None and not sys.stderr.isatty()):
+        os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", str(int(cfg.train.worker_start_timeout_s)))
+
+    import ray
+
+    env = dict(_WORKER_ENV, **(extra_env or {}))
+    addr = resolve_address(cfg, address)
+    started = not ray.is_initialized()
+    if started:
+        if addr:
+            log.info("joining Ray cluster at %s (auth %s)", addr, auth)
+            ray.init(address=addr, runtime_env={"env_vars": env}, log_to_driver=True)
+        else:
+            kwargs = dict(num_cpus=cfg.ray.num_cpus, include_dashboard=cfg.ray.include_dashboard,
+                          dashboard_host=cfg.ray.dashboard_host, runtime_env={"env_vars": env})
+            if cfg.ray.object_store_memory_mb:
+                kwargs["object_store_memory"] = cfg.ray.object_store_memory_mb * 2**20
+            ray.init(**kwargs)
+    configure_ray_data(cfg)
+    ctx = ray.get_runtime_context()
+    info = RayInfo(address=ctx.gcs_address, embedded=not addr, started=started, num_cpus=ray.cluster_resources().get("CPU", 0.0),
+                   dashboard_url=_dashboard_url(), auth_mode=auth)
+    log.info("Ray %s: %s CPUs at %s, dashboard %s", "embedded" if info.embedded else "cluster", info.num_cpus,
+             info.address, info.dashboard_url or "off")
+    return info
+
+
+def _dashboard_url() -> Optional[str]:
+    try:
+        import ray
+        url = ray.get_runtime_context().dashboard_url if hasattr(ray.get_runtime_context(), "dashboard_url") else None
+        if not url:
+            from ray._private.worker import global_worker
+            url = getattr(global_worker.node, "dashboard_url", None) if global_worker.node else None
+        return url or None
+    except Exception:  # the URL is informative only
+        return None
+
+
+def configure_ray_data(cfg: Config) -> None:
+    import ray.data
+
+    ctx = ray.data.DataContext.get_current()
+    # Artifacts must be byte-reproducible: keep block order.
+    ctx.execution_options.preserve_order = True
+    if os.environ.get("RAY_DATA_DISABLE_PROGRESS_BARS") == "1":
+        ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+
+
+def cluster_cpus() -> float:
+    import ray
+
+    return float(ray.cluster_resources().get("CPU", 1.0))
+
+
+def shutdown_ray() -> None:
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()

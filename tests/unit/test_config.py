@@ -1,0 +1,95 @@
+from pathlib import Path
+
+import pytest
+
+from ray_pipeline.cli import main
+from ray_pipeline.config import ConfigError, apply_overrides, load_config, load_raw, validate
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+SHIPPED = sorted(CONFIGS.glob("*.yaml"))
+
+
+def test_the_four_configs_ship():
+    assert {p.name for p in SHIPPED} >= {"quick.yaml", "default.yaml", "large.yaml", "tune.yaml"}
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_every_shipped_config_validates(path):
+    cfg = load_config(path)
+    assert cfg.run.name == path.stem
+    assert cfg.data.generate.families
+    # the stage hashes are stable for the same file
+    assert cfg.section_hash("data") == load_config(path).section_hash("data")
+
+
+def _quick_raw():
+    return load_raw(CONFIGS / "quick.yaml")
+
+
+def test_unknown_keys_and_bad_types_are_all_reported_at_once():
+    raw = _quick_raw()
+    raw["bogus"] = 1
+    raw["train"]["num_workerz"] = 2
+    raw["data"]["label"]["top_k"] = "eight"
+    raw["data"]["split"] = {"train": 0.9}
+    with pytest.raises(ConfigError) as ei:
+        validate(raw, "x.yaml")
+    text = str(ei.value)
+    assert "x.yaml" in text and "4 problems" in text
+    assert "bogus: unknown key" in text
+    assert "train.num_workerz: unknown key" in text
+    assert "data.label.top_k:" in text
+    assert "data.split:" in text and "must be 1" in text
+
+
+def test_overrides_are_type_checked_and_address_lists():
+    raw = apply_overrides(_quick_raw(), ["run.name=try1", "run.root=/data/runs", "train.num_workers=1",
+                                         "data.generate.families.0.count=3", "evaluate.heuristics=[lex, mrv]"])
+    cfg = validate(raw)
+    assert (cfg.run.name, cfg.run.root, cfg.train.num_workers) == ("try1", "/data/runs", 1)
+    assert cfg.data.generate.families[0].count == 3
+    assert cfg.evaluate.heuristics == ["lex", "mrv"]
+    with pytest.raises(ConfigError) as ei:
+        load_config(CONFIGS / "quick.yaml", ["train.num_workers=two", "train.nope=1", "data.generate.families.9.count=1"])
+    text = str(ei.value)
+    assert "data.generate.families.9" in text  # list index checked when applying
+    with pytest.raises(ConfigError) as ei:
+        load_config(CONFIGS / "quick.yaml", ["train.num_workers=two", "train.nope=1"])
+    assert "train.num_workers" in str(ei.value) and "train.nope: unknown key" in str(ei.value)
+
+
+def test_cross_field_rules():
+    raw = _quick_raw()
+    raw["train"]["teacher"]["hidden"] = 30  # not a multiple of 4 heads
+    raw["stages"] = ["train", "generate"]
+    raw["tune"]["space"] = {"optim.lr": {"kind": "loguniform", "low": 0, "high": 1}}
+    with pytest.raises(ConfigError) as ei:
+        validate(raw)
+    t = str(ei.value)
+    assert "train.teacher" in t and "multiple of heads" in t
+    assert "stages" in t and "pipeline order" in t
+    assert "tune.space.optim.lr" in t and "low > 0" in t
+
+
+def test_yaml_syntax_error_names_the_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("run:\n  name: x\n  seed: [1, 2\n")
+    with pytest.raises(ConfigError) as ei:
+        load_config(bad)
+    assert "bad.yaml" in str(ei.value) and "line" in str(ei.value)
+
+
+def test_cli_bad_config_exits_nonzero_naming_each_key(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text((CONFIGS / "quick.yaml").read_text() + "\nextra_section: 1\n")
+    code = main(["run", str(bad), "train.num_workers=-1", "data.label.top_k=x"])
+    err = capsys.readouterr().err
+    assert code == 2
+    for key in ("extra_section: unknown key", "train.num_workers", "data.label.top_k"):
+        assert key in err
+    assert not (tmp_path / "runs").exists()  # nothing written before the config is valid
+
+
+def test_cli_missing_config_file(capsys):
+    assert main(["generate", "/no/such.yaml"]) == 2
+    assert "/no/such.yaml" in capsys.readouterr().err
