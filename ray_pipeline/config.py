@@ -89,6 +89,7 @@ class TraceSection(_Section):
     node_limit: int = Field(20000, ge=1)
     # A safety valve only: a run that hits it is non-deterministic, so it is counted and reported.
     time_limit_s: float = Field(60.0, gt=0)
+    max_records: int = Field(5000, ge=0, description="decision records kept per instance in decisions.parquet")
 
 
 class LabelSection(_Section):

@@ -119,15 +119,14 @@ def state_features(s: "Solver", depth: int, n_cands: int) -> np.ndarray:
 
 def instance_features(inst: "Instance") -> np.ndarray:
     """[N_INSTANCE] float32 description of a whole instance (cost predictor input)."""
-    from .solver.core import Solver
+    from .solver.core import compile_instance
 
-    s = Solver(inst, heuristic="lex")  # compiles merged constraints and tightness; does not search
+    s = compile_instance(inst)  # merged constraints and their tightness
     n = inst.n
     sizes = [d.bit_count() for d in inst.domains]
     max_dom = max(d.bit_length() for d in inst.domains)
     deg = np.array(s.static_deg, dtype=np.float64)
     nb, nc = s.n_bin, len(s.clauses)
-    tb = s.tightness[:nb]
     tight_all = s.tightness
     space = sum(math.log(max(1, z)) for z in sizes)
     # Gent et al.'s constrainedness kappa = -sum log2(1 - t_c) / sum log2 |D_v|

@@ -49,7 +49,7 @@ class StageContext:
 SPECS: dict[str, StageSpec] = {
     s.name: s
     for s in [
-        StageSpec("generate", ("data",), (), "ray_pipeline.data.stage:run", 4),
+        StageSpec("generate", ("data", "debug.fail_instance_every"), (), "ray_pipeline.data.stage:run", 4),
         StageSpec("train", ("train",), ("generate",), "ray_pipeline.train.stage:run", 5),
         StageSpec("tune", ("tune", "train"), ("generate",), "ray_pipeline.tune.stage:run", 5),
         StageSpec("evaluate", ("evaluate",), ("generate", "train"), "ray_pipeline.evaluate.stage:run", 6),

@@ -16,6 +16,7 @@ from .config import Config
 
 log = logging.getLogger(__name__)
 _LOGGING_DONE = False
+_DASHBOARD_URL: Optional[str] = None
 
 # Environment every Ray worker of ours gets (local or remote); W&B mode is added per run.
 _WORKER_ENV = {
@@ -78,35 +79,24 @@ def init_ray(cfg: Config, address: Optional[str] = None, extra_env: Optional[dic
     env = dict(_WORKER_ENV, **(extra_env or {}))
     addr = resolve_address(cfg, address)
     started = not ray.is_initialized()
+    global _DASHBOARD_URL
     if started:
         if addr:
             log.info("joining Ray cluster at %s (auth %s)", addr, auth)
-            ray.init(address=addr, runtime_env={"env_vars": env}, log_to_driver=True)
+            _DASHBOARD_URL = ray.init(address=addr, runtime_env={"env_vars": env}, log_to_driver=True).dashboard_url
         else:
             kwargs = dict(num_cpus=cfg.ray.num_cpus, include_dashboard=cfg.ray.include_dashboard,
                           dashboard_host=cfg.ray.dashboard_host, runtime_env={"env_vars": env})
             if cfg.ray.object_store_memory_mb:
                 kwargs["object_store_memory"] = cfg.ray.object_store_memory_mb * 2**20
-            ray.init(**kwargs)
+            _DASHBOARD_URL = ray.init(**kwargs).dashboard_url
     configure_ray_data(cfg)
     ctx = ray.get_runtime_context()
     info = RayInfo(address=ctx.gcs_address, embedded=not addr, started=started, num_cpus=ray.cluster_resources().get("CPU", 0.0),
-                   dashboard_url=_dashboard_url(), auth_mode=auth)
+                   dashboard_url=_DASHBOARD_URL or None, auth_mode=auth)
     log.info("Ray %s: %s CPUs at %s, dashboard %s", "embedded" if info.embedded else "cluster", info.num_cpus,
              info.address, info.dashboard_url or "off")
     return info
-
-
-def _dashboard_url() -> Optional[str]:
-    try:
-        import ray
-        url = ray.get_runtime_context().dashboard_url if hasattr(ray.get_runtime_context(), "dashboard_url") else None
-        if not url:
-            from ray._private.worker import global_worker
-            url = getattr(global_worker.node, "dashboard_url", None) if global_worker.node else None
-        return url or None
-    except Exception:  # the URL is informative only
-        return None
 
 
 def configure_ray_data(cfg: Config) -> None:

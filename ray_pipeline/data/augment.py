@@ -30,13 +30,25 @@ def _map_mask(mask: int, perm: list[int]) -> int:
     return out
 
 
+def value_widths(inst: Instance) -> list[int]:
+    """Per variable, the number of value slots any part of the instance refers to (domains can be narrower
+    than the support tables, e.g. a pre-placed queen)."""
+    width = [d.bit_length() for d in inst.domains]
+    for x, y, sup in inst.binary:
+        width[x] = max(width[x], len(sup))
+        width[y] = max([width[y]] + [s.bit_length() for s in sup])
+    for clause in inst.clauses:
+        for v, a in clause:
+            width[v] = max(width[v], a + 1)
+    return width
+
+
 def random_symmetry(inst: Instance, rng: random.Random, values: bool = True) -> Symmetry:
     n = inst.n
     var_perm = list(range(n))
     rng.shuffle(var_perm)
     val_perm = []
-    for d in inst.domains:
-        size = d.bit_length()
+    for size in value_widths(inst):
         p = list(range(size))
         if values:
             rng.shuffle(p)
@@ -59,7 +71,7 @@ def apply(inst: Instance, sym: Symmetry, rng: random.Random, name_suffix: str = 
     rng.shuffle(binary)
     clauses = []
     for clause in inst.clauses:
-        lits = [(pi[v], sigma[v][a] if a < len(sigma[v]) else a) for v, a in clause]
+        lits = [(pi[v], sigma[v][a]) for v, a in clause]
         rng.shuffle(lits)
         clauses.append(tuple(lits))
     rng.shuffle(clauses)

@@ -1,5 +1,6 @@
 """The backtracking solver (pure: no Ray)."""
-from .core import HEURISTICS, PROPAGATIONS, VALUE_ORDERS, Result, Solver, SolverBug, Stats, count_solutions, solve
+from .core import (HEURISTICS, PROPAGATIONS, VALUE_ORDERS, Compiled, Result, Solver, SolverBug, Stats, compile_instance,
+                   count_solutions, solve)
 
-__all__ = ["Solver", "Result", "Stats", "SolverBug", "solve", "count_solutions", "HEURISTICS", "PROPAGATIONS",
+__all__ = ["Solver", "Compiled", "compile_instance", "Result", "Stats", "SolverBug", "solve", "count_solutions", "HEURISTICS", "PROPAGATIONS",
            "VALUE_ORDERS"]

@@ -96,7 +96,8 @@ class Solver:
                  max_depth: Optional[int] = None, restarts: bool = False, restart_base: int = 100,
                  tracer: Optional[Tracer] = None, var_rank: Optional[Sequence[int]] = None,
                  val_rank: Optional[Sequence[Sequence[int]]] = None, domains: Optional[Sequence[int]] = None,
-                 weights: Optional[Sequence[int]] = None, first_var: Optional[int] = None):
+                 weights: Optional[Sequence[int]] = None, first_var: Optional[int] = None,
+                 compiled: Optional["Compiled"] = None):
         if heuristic not in HEURISTICS:
             raise ValueError(f"unknown heuristic {heuristic!r}; choose from {HEURISTICS}")
         if propagation not in PROPAGATIONS:
@@ -116,7 +117,13 @@ class Solver:
         self.n = n
         self.var_rank = list(var_rank) if var_rank is not None else list(range(n))
         self.val_rank = [list(r) for r in val_rank] if val_rank is not None else None
-        self._compile(inst)
+        c = compiled if compiled is not None else compile_instance(inst)
+        if c.n != n:
+            raise ValueError(f"compiled instance has {c.n} variables, instance {n}")
+        self.compiled = c
+        self.cvars, self.arcs, self.var_bin, self.tightness = c.cvars, c.arcs, c.var_bin, c.tightness
+        self.n_bin, self.clauses, self.occ, self.n_cons = c.n_bin, c.clauses, c.occ, c.n_cons
+        self.static_deg, self.init_size = c.static_deg, c.init_size
         self.dom = list(domains) if domains is not None else list(inst.domains)
         if len(self.dom) != n:
             raise ValueError(f"{len(self.dom)} domains for {n} variables")
@@ -130,50 +137,6 @@ class Solver:
         self._first_solution: Optional[list[int]] = None
         self._deadline = INF
         self._fails_to_restart = INF
-
-    # ------------------------------------------------------------------------------------ compile
-    def _compile(self, inst: Instance) -> None:
-        n = inst.n
-        size = [d.bit_length() for d in inst.domains]
-        merged: dict[tuple[int, int], list[int]] = {}
-        for x, y, sup in inst.binary:
-            if x > y:  # store as (low, high): transpose the table
-                sup = _transpose(sup, size[x], size[y])
-                x, y = y, x
-            sup = list(sup[: size[x]]) + [0] * (size[x] - len(sup))
-            cur = merged.get((x, y))
-            merged[(x, y)] = sup if cur is None else [a & b for a, b in zip(cur, sup)]
-        self.cvars: list[tuple[int, ...]] = []
-        self.arcs: list[list[tuple]] = [[] for _ in range(n)]  # x -> (y, sup_xy, cid, cache)
-        self.var_bin: list[list[tuple[int, int]]] = [[] for _ in range(n)]  # x -> (y, cid)
-        self.tightness: list[float] = []
-        for (x, y), sup in merged.items():
-            cid = len(self.cvars)
-            self.cvars.append((x, y))
-            sup_xy = tuple(sup)
-            sup_yx = tuple(_transpose(sup_xy, size[x], size[y]))
-            self.arcs[x].append((y, sup_xy, cid, {}))
-            self.arcs[y].append((x, sup_yx, cid, {}))
-            self.var_bin[x].append((y, cid))
-            self.var_bin[y].append((x, cid))
-            dx, dy = inst.domains[x], inst.domains[y]
-            allowed = sum((sup_xy[a] & dy).bit_count() for a in range(size[x]) if dx >> a & 1)
-            self.tightness.append(1.0 - allowed / max(1, dx.bit_count() * dy.bit_count()))
-        self.n_bin = len(self.cvars)
-        self.clauses = [tuple(c) for c in inst.clauses]
-        self.occ: list[list[int]] = [[] for _ in range(n)]
-        for j, clause in enumerate(self.clauses):
-            for v in dict.fromkeys(v for v, _ in clause):
-                self.occ[v].append(j)
-            self.cvars.append(tuple(dict.fromkeys(v for v, _ in clause)))
-            t = 1.0
-            for v, a in clause:
-                d = inst.domains[v].bit_count()
-                t *= 1.0 - (1.0 / d if inst.domains[v] >> a & 1 else 0.0)
-            self.tightness.append(t)
-        self.n_cons = len(self.cvars)
-        self.static_deg = [len(self.var_bin[v]) + len(self.occ[v]) for v in range(n)]
-        self.init_size = [max(1, d.bit_count()) for d in inst.domains]
 
     # ------------------------------------------------------------------------------------ state
     def _set(self, v: int, new: int) -> None:
@@ -467,6 +430,71 @@ class Solver:
             status = "SAT"
         st.time_s = time.perf_counter() - t0
         return Result(status, self._first_solution if status == "SAT" else None, st, self.solutions)
+
+
+class Compiled:
+    """See `compile_instance`."""
+
+    n: int
+    cvars: list[tuple[int, ...]]
+    arcs: list[list[tuple]]  # x -> (y, sup_xy, cid, cache of dom(x) -> union of supports)
+    var_bin: list[list[tuple[int, int]]]  # x -> (y, cid)
+    tightness: list[float]
+    n_bin: int
+    clauses: list[tuple[tuple[int, int], ...]]
+    occ: list[list[int]]
+    n_cons: int
+    static_deg: list[int]
+    init_size: list[int]
+
+
+def compile_instance(inst: Instance) -> "Compiled":
+    """The immutable, shareable part of a solver: merged constraints, arcs, occurrence lists, statistics.
+    Compile once per instance when many solvers run on it (probing); the arc caches are shared too."""
+    c = Compiled()
+    n = inst.n
+    size = [d.bit_length() for d in inst.domains]
+    merged: dict[tuple[int, int], list[int]] = {}
+    for x, y, sup in inst.binary:
+        if x > y:  # store as (low, high): transpose the table
+            sup = _transpose(sup, size[x], size[y])
+            x, y = y, x
+        sup = list(sup[: size[x]]) + [0] * (size[x] - len(sup))
+        cur = merged.get((x, y))
+        merged[(x, y)] = sup if cur is None else [a & b for a, b in zip(cur, sup)]
+    c.cvars = []
+    c.arcs = [[] for _ in range(n)]  # x -> (y, sup_xy, cid, cache)
+    c.var_bin = [[] for _ in range(n)]  # x -> (y, cid)
+    c.tightness = []
+    for (x, y), sup in merged.items():
+        cid = len(c.cvars)
+        c.cvars.append((x, y))
+        sup_xy = tuple(sup)
+        sup_yx = tuple(_transpose(sup_xy, size[x], size[y]))
+        c.arcs[x].append((y, sup_xy, cid, {}))
+        c.arcs[y].append((x, sup_yx, cid, {}))
+        c.var_bin[x].append((y, cid))
+        c.var_bin[y].append((x, cid))
+        dx, dy = inst.domains[x], inst.domains[y]
+        allowed = sum((sup_xy[a] & dy).bit_count() for a in range(size[x]) if dx >> a & 1)
+        c.tightness.append(1.0 - allowed / max(1, dx.bit_count() * dy.bit_count()))
+    c.n_bin = len(c.cvars)
+    c.clauses = [tuple(cl) for cl in inst.clauses]
+    c.occ = [[] for _ in range(n)]
+    for j, clause in enumerate(c.clauses):
+        for v in dict.fromkeys(v for v, _ in clause):
+            c.occ[v].append(j)
+        c.cvars.append(tuple(dict.fromkeys(v for v, _ in clause)))
+        t = 1.0
+        for v, a in clause:
+            d = inst.domains[v].bit_count()
+            t *= 1.0 - (1.0 / d if inst.domains[v] >> a & 1 else 0.0)
+        c.tightness.append(t)
+    c.n_cons = len(c.cvars)
+    c.static_deg = [len(c.var_bin[v]) + len(c.occ[v]) for v in range(n)]
+    c.init_size = [max(1, d.bit_count()) for d in inst.domains]
+    c.n = n
+    return c
 
 
 def _transpose(sup: Sequence[int], size_x: int, size_y: int) -> list[int]:

@@ -1,0 +1,258 @@
+"""The dataset steps as pure functions (no Ray): specs -> instance -> trace -> labelled states -> purify/split.
+
+Ray Data adapters (`ray_data.py`) call these on blocks of rows; tests call them directly.
+Everything here is deterministic: per-instance seeds derive from (base seed, family, size, index, copy),
+and probes are bounded by node budgets, never by time (a time limit only guards the trace and is reported).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import time
+from typing import Any, Optional
+
+import numpy as np
+
+from ..config import DataSection, DebugSection
+from ..features import N_INPUT, candidate_features, instance_features
+from ..problems import generate
+from ..problems.instance import Instance, derive_seed, dumps, loads
+from ..solver import Solver, compile_instance
+from . import augment
+
+HELDOUT_INDEX_OFFSET = 1_000_000  # held-out instances never share (family, size, index) with the main ones
+
+
+class InjectedFault(RuntimeError):
+    """Raised by debug.fail_instance_every (fault-injection tests only)."""
+
+
+# ------------------------------------------------------------------------------------------ specs
+def instance_specs(data: DataSection, base_seed: int) -> list[dict[str, Any]]:
+    """One spec per instance to build: every (family, size, index) x augmented copy, plus held-out ones."""
+    specs = []
+    for heldout, families in ((False, data.generate.families), (True, data.generate.heldout)):
+        for fs in families:
+            for size in fs.sizes:
+                for i in range(fs.count):
+                    index = i + (HELDOUT_INDEX_OFFSET if heldout else 0)
+                    base_id = f"{fs.family}-{size}-{index:07d}"
+                    for copy in range(1 if heldout else data.augment.factor):
+                        specs.append({
+                            "ordinal": len(specs), "instance_id": base_id + (f"~a{copy}" if copy else ""),
+                            "base_id": base_id, "family": fs.family, "size": size, "index": index, "aug": copy,
+                            "heldout": heldout, "params_json": json.dumps(fs.params, sort_keys=True),
+                            "base_seed": base_seed,
+                        })
+    return specs
+
+
+def build_instance(spec: dict[str, Any], debug: Optional[DebugSection] = None) -> Instance:
+    if debug is not None and debug.fail_instance_every and (spec["ordinal"] + 1) % debug.fail_instance_every == 0:
+        raise InjectedFault(f"injected failure for instance ordinal {spec['ordinal']}")
+    inst = generate(spec["family"], spec["size"], spec["index"], spec["base_seed"], json.loads(spec["params_json"]))
+    if spec["aug"]:
+        rng = random.Random(derive_seed(spec["base_seed"], spec["base_id"], "augment", spec["aug"]))
+        inst = augment.apply(inst, augment.random_symmetry(inst, rng), rng)
+    inst.name = spec["instance_id"]
+    return inst
+
+
+# ------------------------------------------------------------------------------------------ trace
+class DecisionRecorder:
+    """Tracer: one record per decision (the SolverLogger record, columnar), and state snapshots on request."""
+
+    def __init__(self, capture: frozenset[int] = frozenset(), max_records: Optional[int] = None):
+        self.depth: list[int] = []
+        self.n_cands: list[int] = []
+        self.chosen: list[int] = []
+        self.subtree: list[int] = []
+        self.solved: list[bool] = []
+        self.capture = capture
+        self.max_records = max_records
+        self.snapshots: dict[int, tuple[list[int], list[int], int]] = {}
+        self.count = 0
+
+    def on_decision(self, s: Solver, depth: int, chosen: int) -> Optional[int]:
+        idx = self.count
+        self.count += 1
+        if idx in self.capture:
+            self.snapshots[idx] = (list(s.dom), list(s.weights), depth)
+        if self.max_records is not None and idx >= self.max_records:
+            return None
+        dom = s.dom
+        self.depth.append(depth)
+        self.n_cands.append(sum(1 for d in dom if d & (d - 1)))
+        self.chosen.append(chosen)
+        self.subtree.append(0)
+        self.solved.append(False)
+        return idx
+
+    def on_outcome(self, token: int, subtree_nodes: int, solved: bool) -> None:
+        self.subtree[token] = subtree_nodes
+        self.solved[token] = solved
+
+
+def trace_instance(inst: Instance, data: DataSection) -> dict[str, Any]:
+    t = data.trace
+    rec = DecisionRecorder(max_records=t.max_records)
+    r = Solver(inst, heuristic=t.heuristic, propagation=t.propagation, node_limit=t.node_limit,
+               time_limit=t.time_limit_s, tracer=rec).solve()
+    limit = ""
+    if r.status == "UNKNOWN":
+        limit = "node" if r.stats.nodes > t.node_limit else "time"
+    return {"status": r.status, "nodes": r.stats.nodes, "backtracks": r.stats.backtracks,
+            "propagations": r.stats.propagations, "checks": r.stats.checks, "limit": limit,
+            "trace_time_s": r.stats.time_s, "n_decisions": r.stats.nodes,
+            "dec_depth": rec.depth, "dec_n_cands": rec.n_cands, "dec_chosen": rec.chosen,
+            "dec_subtree": rec.subtree, "dec_solved": rec.solved}
+
+
+# ------------------------------------------------------------------------------------------ label
+def choose_states(n_cands: list[int], k: int, min_candidates: int, seed: int) -> list[int]:
+    eligible = [i for i, c in enumerate(n_cands) if c >= min_candidates]
+    rng = random.Random(seed)
+    return sorted(rng.sample(eligible, min(k, len(eligible))))
+
+
+def label_instance(inst: Instance, trace: dict[str, Any], data: DataSection, base_seed: int) -> tuple[list[dict], dict]:
+    """Probe up to top_k candidates (best by dom/wdeg) at a sample of the trace's decision states.
+
+    cost(c) = nodes needed to finish the subproblem with c branched on first, then the trace heuristic,
+    under `node_budget`; over budget the cost is budget+1 and marked censored.
+    """
+    lab, tr = data.label, data.trace
+    picks = choose_states(trace["dec_n_cands"], lab.states_per_instance, lab.min_candidates,
+                          derive_seed(base_seed, inst.name, "label"))
+    stats = {"probes": 0, "probe_nodes": 0}
+    if not picks:
+        return [], stats
+    # Replay the deterministic search up to the last pick and snapshot the picked states.
+    compiled = compile_instance(inst)  # shared by the replay and every probe (and their arc caches)
+    rec = DecisionRecorder(capture=frozenset(picks), max_records=0)
+    Solver(inst, heuristic=tr.heuristic, propagation=tr.propagation, node_limit=max(picks) + 1,
+           tracer=rec, compiled=compiled).solve()
+    states = []
+    for idx in picks:
+        if idx not in rec.snapshots:  # the trace stopped on time before this state: skip, never guess
+            continue
+        dom, weights, depth = rec.snapshots[idx]
+        s = Solver(inst, heuristic=tr.heuristic, propagation=tr.propagation, domains=dom, weights=weights,
+                   compiled=compiled)
+        cands = s.dom_wdeg_order(s.unassigned())[: lab.top_k]
+        feats = candidate_features(s, cands, depth)
+        costs, censored = [], []
+        for c in cands:
+            probe = Solver(inst, heuristic=tr.heuristic, propagation=tr.propagation, domains=dom, weights=weights,
+                           first_var=c, node_limit=lab.node_budget, compiled=compiled).solve()
+            over = probe.status == "UNKNOWN"
+            costs.append(float(lab.node_budget + 1 if over else probe.stats.nodes))
+            censored.append(over)
+            stats["probes"] += 1
+            stats["probe_nodes"] += probe.stats.nodes
+        best = int(np.argmin(costs))
+        states.append({
+            "state_id": f"{inst.name}/{idx:06d}", "decision": idx, "depth": depth, "n_cands": len(cands),
+            "candidates": cands, "features": feats.tolist(), "costs": costs, "censored": censored, "best": best,
+            "n_best": int(sum(1 for c in costs if c == costs[best])),
+        })
+    return states, stats
+
+
+# ------------------------------------------------------------------------------------------ one instance
+def process_spec(spec: dict[str, Any], data: DataSection, debug: Optional[DebugSection] = None) -> dict[str, Any]:
+    """generate -> augment -> trace -> label for one spec; any exception is quarantined with its seed."""
+    out: dict[str, Any] = {"spec": spec, "instance": None, "trace": None, "states": [], "error": None,
+                           "timing": {"generate_s": 0.0, "trace_s": 0.0, "label_s": 0.0, "probes": 0,
+                                      "probe_nodes": 0}}
+    step = "generate"
+    try:
+        t0 = time.perf_counter()
+        inst = build_instance(spec, debug)
+        out["instance"] = inst
+        t1 = time.perf_counter()
+        step = "trace"
+        out["trace"] = trace_instance(inst, data)
+        t2 = time.perf_counter()
+        step = "label"
+        out["states"], probe_stats = label_instance(inst, out["trace"], data, spec["base_seed"])
+        t3 = time.perf_counter()
+        out["timing"].update(generate_s=t1 - t0, trace_s=t2 - t1, label_s=t3 - t2, **probe_stats)
+    except Exception as e:  # quarantine: the stage decides later whether the error rate is acceptable
+        seed = derive_seed(spec["base_seed"], spec["family"], spec["size"], spec["index"])
+        out["error"] = {"instance_id": spec["instance_id"], "ordinal": spec["ordinal"], "family": spec["family"],
+                        "size": spec["size"], "index": spec["index"], "aug": spec["aug"], "seed": seed,
+                        "step": step, "message": f"{type(e).__name__}: {e}"[:1000]}
+        out["states"] = []
+    return out
+
+
+# ------------------------------------------------------------------------------------------ purify / split
+def is_informative(costs: list[float], censored: list[bool], min_candidates: int) -> bool:
+    """A state teaches something only if it has candidates whose probes differ and are not all censored."""
+    return len(costs) >= min_candidates and not all(censored) and min(costs) < max(costs)
+
+
+def state_key(features: np.ndarray, costs: np.ndarray) -> str:
+    h = hashlib.sha1(np.ascontiguousarray(features, dtype=np.float32).tobytes())
+    h.update(np.ascontiguousarray(costs, dtype=np.float32).tobytes())
+    return h.hexdigest()
+
+
+def assign_splits(base_ids: list[tuple[str, str, str]], fractions: tuple[float, float, float], seed: int
+                  ) -> dict[str, str]:
+    """Split base instances (never rows) per (family, size) stratum: train/val/test by the given fractions.
+
+    `base_ids`: (base_id, family, size). Augmented copies share their base's split, so no leakage.
+    """
+    strata: dict[tuple[str, str], list[str]] = {}
+    for base_id, family, size in sorted(set(base_ids)):
+        strata.setdefault((family, size), []).append(base_id)
+    out = {}
+    for (family, size), ids in sorted(strata.items()):
+        ids = sorted(ids, key=lambda b: hashlib.sha256(f"{seed}/{b}".encode()).hexdigest())
+        n = len(ids)
+        n_val = max(1, round(fractions[1] * n)) if n >= 3 else 0
+        n_test = max(1, round(fractions[2] * n)) if n >= 3 else 0
+        n_train = n - n_val - n_test
+        for i, b in enumerate(ids):
+            out[b] = "train" if i < n_train else "val" if i < n_train + n_val else "test"
+    return out
+
+
+def balance_caps(group_counts: dict[tuple[str, str], int], max_ratio: float) -> dict[tuple[str, str], int]:
+    """Cap each (family, size) group at max_ratio x the smallest group."""
+    if not group_counts:
+        return {}
+    cap = int(math.ceil(max_ratio * min(group_counts.values())))
+    return {g: min(c, cap) for g, c in group_counts.items()}
+
+
+def norm_stats(x: np.ndarray) -> dict[str, list[float]]:
+    """Mean and std per column (std floored so constant features do not blow up)."""
+    if len(x) == 0:
+        return {"mean": [0.0] * x.shape[1], "std": [1.0] * x.shape[1]}
+    mean = x.mean(axis=0, dtype=np.float64)
+    std = x.std(axis=0, dtype=np.float64)
+    return {"mean": mean.astype(np.float32).tolist(), "std": np.maximum(std, 1e-3).astype(np.float32).tolist()}
+
+
+def instance_row(spec: dict[str, Any], inst: Instance, trace: dict[str, Any], n_states: int) -> dict[str, Any]:
+    return {
+        "instance_id": spec["instance_id"], "base_id": spec["base_id"], "family": spec["family"],
+        "size": spec["size"], "index": spec["index"], "aug": spec["aug"], "heldout": spec["heldout"],
+        "seed": inst.seed, "n_vars": inst.n, "n_binary": len(inst.binary), "n_clauses": len(inst.clauses),
+        "status": trace["status"], "nodes": trace["nodes"], "backtracks": trace["backtracks"],
+        "propagations": trace["propagations"], "checks": trace["checks"], "limit": trace["limit"],
+        "n_decisions": trace["n_decisions"], "n_states": n_states,
+        "features": instance_features(inst).tolist(), "instance_json": dumps(inst),
+    }
+
+
+def instance_from_row(row: dict[str, Any]) -> Instance:
+    return loads(row["instance_json"], row.get("instance_id", "<dataset row>"))
+
+
+assert N_INPUT > 0
