@@ -17,8 +17,8 @@ _STAGE_HELP = {
     "generate": "build the dataset: generate -> trace -> label -> augment -> purify -> split -> Parquet (Ray Data)",
     "train": "train teacher, student (distilled) and cost predictor with DDP (Ray Train); runs generate if needed",
     "tune": "ASHA sweep of the teacher's or student's hyperparameters (Ray Tune); writes the best config as YAML",
-    "evaluate": "ranking metrics, calibration, error analysis and the solver speedup benchmark (Ray tasks)",
     "export": "ONNX export with parity check, INT8 quantization, pruning (Ray tasks); fills the registry",
+    "evaluate": "ranking metrics, calibration, error analysis and the solver speedup benchmark (Ray tasks)",
     "report": "write reports/report.md with plots and metrics.json from what the run holds",
 }
 
@@ -45,7 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_pipeline_args(p)
     p.add_argument("--stages", default=None, help=f"comma-separated subset of {','.join(STAGES)}")
     for stage in STAGES:
-        _add_pipeline_args(sub.add_parser(stage, help=_STAGE_HELP[stage], description=_STAGE_HELP[stage]))
+        sp = sub.add_parser(stage, help=_STAGE_HELP[stage], description=_STAGE_HELP[stage])
+        _add_pipeline_args(sp)
+        if stage == "evaluate":
+            sp.add_argument("--files", nargs="+", default=[], metavar="FILE",
+                            help="DIMACS files to benchmark too (.cnf, or .col:K with K colours)")
 
     p = sub.add_parser("solve", help="solve one instance file (DIMACS .cnf/.col or project JSON)")
     from .solver.command import add_arguments as add_solve_arguments
@@ -89,6 +93,9 @@ def _pipeline(args: argparse.Namespace) -> int:
     from .preflight import PreflightError, check_before_ray, check_cluster
 
     cfg = load_config(args.config, args.overrides)
+    if getattr(args, "files", None):  # part of the config, so the stage hash sees them
+        cfg = cfg.model_copy(update={"evaluate": cfg.evaluate.model_copy(
+            update={"files": list(cfg.evaluate.files) + list(args.files)})})
     if args.command == "run":
         targets = cfg.stages
         if args.stages:

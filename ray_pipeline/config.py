@@ -19,14 +19,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 FAMILIES = ("nqueens", "coloring", "sudoku", "rb", "ksat")
 SIZES = ("small", "medium", "large", "xlarge")
 HEURISTICS = ("lex", "random", "mrv", "dom-deg", "dom-wdeg", "learned")
-STAGES = ("generate", "train", "tune", "evaluate", "export", "report")
+STAGES = ("generate", "train", "tune", "export", "evaluate", "report")
 
 Family = Literal["nqueens", "coloring", "sudoku", "rb", "ksat"]
 Size = Literal["small", "medium", "large", "xlarge"]
 Heuristic = Literal["lex", "random", "mrv", "dom-deg", "dom-wdeg", "learned"]
 Propagation = Literal["fc", "mac"]
 ValueOrder = Literal["lex", "min-conflicts"]
-Stage = Literal["generate", "train", "tune", "evaluate", "export", "report"]
+Stage = Literal["generate", "train", "tune", "export", "evaluate", "report"]
 
 
 class ConfigError(ValueError):
@@ -281,7 +281,7 @@ class Config(_Section):
     run: RunSection = RunSection()
     ray: RaySection = RaySection()
     tracking: TrackingSection = TrackingSection()
-    stages: list[Stage] = Field(default_factory=lambda: ["generate", "train", "evaluate", "export", "report"])
+    stages: list[Stage] = Field(default_factory=lambda: ["generate", "train", "export", "evaluate", "report"])
     data: DataSection
     train: TrainSection = TrainSection()
     tune: TuneSection = TuneSection()

@@ -52,9 +52,9 @@ SPECS: dict[str, StageSpec] = {
         StageSpec("generate", ("data", "debug.fail_instance_every"), (), "ray_pipeline.data.stage:run", 4),
         StageSpec("train", ("train",), ("generate",), "ray_pipeline.train.stage:run", 5),
         StageSpec("tune", ("tune", "train"), ("generate",), "ray_pipeline.tune.stage:run", 5),
-        StageSpec("evaluate", ("evaluate",), ("generate", "train"), "ray_pipeline.evaluate.stage:run", 6),
         StageSpec("export", ("export",), ("generate", "train"), "ray_pipeline.export.stage:run", 6),
-        StageSpec("report", (), ("generate", "train", "evaluate", "export"), "ray_pipeline.reports.stage:run", 6),
+        StageSpec("evaluate", ("evaluate",), ("generate", "train", "export"), "ray_pipeline.evaluate.stage:run", 6),
+        StageSpec("report", (), ("generate", "train", "tune", "export", "evaluate"), "ray_pipeline.reports.stage:run", 6),
     ]
 }
 assert tuple(SPECS) == STAGES

@@ -1,0 +1,198 @@
+"""Model evaluation on dataset states (pure: torch + numpy, no Ray).
+
+- correctness checks of a trained scorer (shapes, finiteness, permutation equivariance, determinism, batch
+  consistency), each reported by name;
+- ranking metrics per family and size; regression metrics of the cost predictor;
+- calibration of the scorer's softmax (ECE, reliability diagram data) and temperature scaling fitted on val;
+- confidence threshold analysis (accuracy vs coverage);
+- error analysis: worst states, error by family/size/depth, and suggestions derived from those numbers.
+"""
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..train.metrics import ece, finish_ranking, finish_regression, ranking_sums, regression_sums
+
+
+def scores_of(model: torch.nn.Module, a: dict[str, np.ndarray]) -> np.ndarray:
+    with torch.inference_mode():
+        s = model(torch.from_numpy(a["x"]), torch.from_numpy(a["mask"])).numpy()
+    return np.where(a["mask"], s, -np.inf).astype(np.float32)
+
+
+# ------------------------------------------------------------------------------------------ checks
+def checks(model: torch.nn.Module, kind: str, a: dict[str, np.ndarray], seed: int = 0) -> list[dict[str, Any]]:
+    rng = np.random.default_rng(seed)
+    x, mask = torch.from_numpy(a["x"][:64]), torch.from_numpy(a["mask"][:64])
+    out: list[dict[str, Any]] = []
+
+    def add(name: str, passed: bool, detail: str) -> None:
+        out.append({"name": name, "passed": bool(passed), "detail": detail})
+
+    with torch.inference_mode():
+        s = model(x, mask)
+        add("output_shape", tuple(s.shape) == tuple(mask.shape), f"{tuple(s.shape)} for input {tuple(x.shape)}")
+        valid = s[mask]
+        add("finite_outputs", bool(torch.isfinite(valid).all()), f"{int((~torch.isfinite(valid)).sum())} non-finite")
+        add("value_range", bool(valid.abs().max() < 1e4), f"max |score| {float(valid.abs().max()):.3g}")
+        perm = torch.from_numpy(np.stack([rng.permutation(x.shape[1]) for _ in range(x.shape[0])]))
+        xp = torch.gather(x, 1, perm[..., None].expand_as(x))
+        mp = torch.gather(mask, 1, perm)
+        sp = model(xp, mp)
+        back = torch.gather(s, 1, perm)
+        d = float((sp - back)[mp].abs().max())
+        add("permutation_equivariance", d < 1e-4, f"max |score(perm x) - perm(score x)| = {d:.2e}")
+        s2 = model(x, mask)
+        add("determinism", bool(torch.equal(s, s2)), "two identical calls give identical scores")
+        one = torch.stack([model(x[i: i + 1], mask[i: i + 1])[0] for i in range(min(8, len(x)))])
+        d1 = float((one - s[: len(one)])[mask[: len(one)]].abs().max())
+        add("batch_consistency", d1 < 1e-4, f"max |batch of 1 - full batch| = {d1:.2e}")
+        if kind == "student":
+            flat = model(x[mask])
+            d2 = float((flat - s[mask]).abs().max())
+            add("per_candidate_independence", d2 < 1e-5, f"scoring candidates alone vs in states: {d2:.2e}")
+    return out
+
+
+# ------------------------------------------------------------------------------------------ ranking
+def ranking_by_group(scores: np.ndarray, a: dict[str, np.ndarray], groups: list[str]) -> dict[str, dict[str, float]]:
+    out = {"all": _rank(scores, a, np.ones(len(groups), bool))}
+    for g in sorted(set(groups)):
+        out[g] = _rank(scores, a, np.array([x == g for x in groups]))
+    return out
+
+
+def _rank(scores: np.ndarray, a: dict[str, np.ndarray], sel: np.ndarray) -> dict[str, float]:
+    if not sel.any():
+        return {"n": 0}
+    r = finish_ranking(ranking_sums(torch.from_numpy(scores[sel]), torch.from_numpy(a["mask"][sel]),
+                                    torch.from_numpy(a["target"][sel])))
+    r["n"] = int(sel.sum())
+    return {k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()}
+
+
+def regression_report(pred: np.ndarray, y: np.ndarray, names: tuple[str, ...]) -> dict[str, float]:
+    return {k: round(v, 4) for k, v in finish_regression(regression_sums(torch.from_numpy(pred),
+                                                                         torch.from_numpy(y)), names).items()}
+
+
+# ------------------------------------------------------------------------------------------ calibration
+def _probs(scores: np.ndarray, t: float) -> np.ndarray:
+    z = scores / t
+    z = z - np.max(z, axis=1, keepdims=True)
+    e = np.where(np.isfinite(z), np.exp(z), 0.0)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def nll(scores: np.ndarray, target: np.ndarray, t: float) -> float:
+    p = (_probs(scores, t) * (target > 0)).sum(axis=1)  # probability mass on the tied-best candidates
+    return float(-np.log(np.maximum(p, 1e-12)).mean())
+
+
+def fit_temperature(scores: np.ndarray, target: np.ndarray) -> float:
+    """One scalar T > 0 minimising NLL on validation (Guo et al. 2017): grid in log space, then refined."""
+    if len(scores) == 0:
+        return 1.0
+    grid = np.exp(np.linspace(math.log(0.05), math.log(20.0), 61))
+    best = min(grid, key=lambda t: nll(scores, target, t))
+    fine = best * np.exp(np.linspace(-0.1, 0.1, 21))
+    return float(min(fine, key=lambda t: nll(scores, target, t)))
+
+
+def calibration(scores: np.ndarray, target: np.ndarray, t: float, bins: int) -> dict[str, Any]:
+    p = _probs(scores, t)
+    conf = p.max(axis=1)
+    correct = (target[np.arange(len(p)), p.argmax(axis=1)] > 0).astype(float)
+    e, rows = ece(conf, correct, bins)
+    thresholds = []
+    for th in (0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9):
+        sel = conf >= th
+        thresholds.append({"threshold": th, "coverage": round(float(sel.mean()), 4) if len(sel) else 0.0,
+                           "accuracy": round(float(correct[sel].mean()), 4) if sel.any() else None})
+    return {"temperature": round(t, 4), "ece": round(e, 4), "nll": round(nll(scores, target, t), 4),
+            "accuracy": round(float(correct.mean()), 4) if len(correct) else None, "bins": bins,
+            "reliability": rows, "thresholds": thresholds}
+
+
+# ------------------------------------------------------------------------------------------ error analysis
+def error_analysis(scores: np.ndarray, a: dict[str, np.ndarray], meta: list[dict[str, Any]], top: int = 10
+                   ) -> dict[str, Any]:
+    """Regret of the model's choice: cost(chosen) / cost(best) per state, grouped and ranked."""
+    pick = np.argmax(scores, axis=1)
+    n = np.arange(len(pick))
+    best_cost = np.where(a["mask"], a["costs"], np.inf).min(axis=1)
+    chosen = a["costs"][n, pick]
+    ratio = chosen / np.maximum(best_cost, 1.0)
+    base_ratio = a["costs"][:, 0] / np.maximum(best_cost, 1.0)
+    miss = a["target"][n, pick] <= 0
+    worst = np.argsort(-ratio, kind="stable")[:top]
+    groups: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for i, m in enumerate(meta):
+        d = m["depth"]
+        bucket = "0-2" if d <= 2 else "3-5" if d <= 5 else "6-10" if d <= 10 else ">10"
+        for key in (f"family/size={m['family']}/{m['size']}", f"depth={bucket}"):
+            groups[key]["miss"].append(float(miss[i]))
+            groups[key]["log_regret"].append(float(np.log(ratio[i])))
+            groups[key]["log_regret_dom_wdeg"].append(float(np.log(base_ratio[i])))
+    by_group = {k: {"n": len(v["miss"]), "miss_rate": round(float(np.mean(v["miss"])), 4),
+                    "mean_log_regret": round(float(np.mean(v["log_regret"])), 4),
+                    "mean_log_regret_dom_wdeg": round(float(np.mean(v["log_regret_dom_wdeg"])), 4)}
+                for k, v in sorted(groups.items())}
+    return {
+        "states": int(len(pick)), "miss_rate": round(float(miss.mean()), 4) if len(miss) else None,
+        "mean_log_regret": round(float(np.log(ratio).mean()), 4) if len(ratio) else None,
+        "mean_log_regret_dom_wdeg": round(float(np.log(base_ratio).mean()), 4) if len(ratio) else None,
+        "worst": [{"state_id": meta[i]["state_id"], "family": meta[i]["family"], "size": meta[i]["size"],
+                   "depth": meta[i]["depth"], "chosen_cost": float(chosen[i]), "best_cost": float(best_cost[i]),
+                   "dom_wdeg_cost": float(a["costs"][i, 0]), "regret_ratio": round(float(ratio[i]), 3)}
+                  for i in worst],
+        "by_group": by_group,
+    }
+
+
+def suggestions(ev: dict[str, Any], train_counts: dict[str, int], train_top1: float | None) -> list[str]:
+    """Concrete next steps, each grounded in a number from this evaluation."""
+    out = []
+    st = ev["ranking"]["student"]["test"]["all"]
+    te = ev["ranking"]["teacher"]["test"]["all"]
+    overall = st.get("top1", 0.0)
+    base = st.get("baseline_top1", 0.0)
+    if overall <= base + 0.01:
+        out.append(f"The student's test top-1 ({overall:.3f}) is not above dom/wdeg's ({base:.3f}): the features do "
+                   f"not yet separate candidates better than dom/wdeg does; add richer candidate features "
+                   f"(look-ahead pruning counts) or label more states (data.label.states_per_instance).")
+    if te.get("top1", 0) - overall > 0.05:
+        out.append(f"Student top-1 {overall:.3f} trails the teacher's {te['top1']:.3f} by more than 5 points: "
+                   f"widen the student (train.student.hidden) or raise distill.alpha.")
+    if train_top1 is not None and train_top1 - overall > 0.1:
+        out.append(f"Validation-best top-1 {train_top1:.3f} vs test {overall:.3f}: overfitting; raise dropout / "
+                   f"weight decay or add data.")
+    med = float(np.median(list(train_counts.values()))) if train_counts else 0.0
+    for g, r in ev["ranking"]["student"]["test"].items():
+        if g == "all" or r.get("n", 0) < 5:
+            continue
+        if r["top1"] < overall - 0.1:
+            n_train = train_counts.get(g, 0)
+            more = " (fewer training states than the median group: add data there)" if n_train < med else ""
+            out.append(f"{g}: top-1 {r['top1']:.3f} is more than 10 points below the overall {overall:.3f}, "
+                       f"with {n_train} training states{more}.")
+    held = ev["ranking"]["student"].get("heldout", {}).get("all", {})
+    if held.get("n", 0) >= 5 and held.get("top1", 1.0) < overall - 0.1:
+        out.append(f"Held-out (larger sizes) top-1 {held['top1']:.3f} vs test {overall:.3f}: a generalisation gap; "
+                   f"add larger instances to the training families.")
+    sp = ev.get("speedup", {}).get("summary", {})
+    for split, s in sp.items():
+        r = s.get("learned")
+        if r and r.get("geomean_time_ratio") and r.get("geomean_node_ratio"):
+            if r["geomean_node_ratio"] < 1 <= r["geomean_time_ratio"]:
+                out.append(f"{split}: fewer nodes (x{r['geomean_node_ratio']:.2f}) but more time "
+                           f"(x{r['geomean_time_ratio']:.2f}) than dom/wdeg: inference overhead dominates; lower "
+                           f"evaluate.learned.max_depth or top_k.")
+    if not out:
+        out.append("No group stands out: the next gains are likely from more labelled states overall.")
+    return out

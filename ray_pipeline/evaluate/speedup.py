@@ -1,0 +1,142 @@
+"""The solver speedup benchmark: every heuristic on the same instances, as Ray tasks over instances.
+
+One task solves one instance with every heuristic in turn (same process, same conditions); the learned
+heuristic calls the exported student through ONNX Runtime, and its wall time includes feature extraction
+and every model call. Ratios are against the baseline (dom/wdeg) on instances both solved within the limits.
+"""
+from __future__ import annotations
+
+import math
+import statistics
+from typing import Any, Optional
+
+import numpy as np
+
+
+def solve_all(item: dict[str, Any], heuristics: list[str], propagation: str, node_limit: int, time_limit: float,
+              model_path: Optional[str], top_k: int, max_depth: Optional[int]) -> list[dict[str, Any]]:
+    """Runs as a Ray task. `item` holds the instance as JSON or a file path (DIMACS)."""
+    from ..problems.instance import loads
+    from ..problems.readers import read_instance
+    from ..solver import Solver, compile_instance
+
+    inst = loads(item["instance_json"]) if item.get("instance_json") else read_instance(item["path"])
+    compiled = compile_instance(inst)
+    scorer = None
+    if "learned" in heuristics and model_path:
+        from ..inference import load_scorer
+
+        scorer = load_scorer(model_path)
+    rows = []
+    for h in heuristics:
+        if h == "learned" and scorer is None:
+            continue
+        r = Solver(inst, heuristic=h, propagation=propagation, node_limit=node_limit, time_limit=time_limit,
+                   scorer=scorer if h == "learned" else None, top_k=top_k, max_depth=max_depth, compiled=compiled,
+                   seed=0).solve()
+        st = r.stats
+        rows.append({"instance": item["name"], "split": item["split"], "family": item["family"], "size": item["size"],
+                     "heuristic": h, "status": r.status, "nodes": st.nodes, "backtracks": st.backtracks,
+                     "time_s": st.time_s, "model_calls": st.model_calls, "model_time_s": st.model_time_s,
+                     "feature_time_s": st.feature_time_s})
+    return rows
+
+
+def _geomean(xs: list[float]) -> Optional[float]:
+    return float(math.exp(sum(math.log(x) for x in xs) / len(xs))) if xs else None
+
+
+def summarize(rows: list[dict[str, Any]], baseline: str) -> dict[str, Any]:
+    """Per split and heuristic: solved counts, median/geomean node and time ratios vs the baseline, wins."""
+    out: dict[str, Any] = {}
+    for split in sorted({r["split"] for r in rows}):
+        rs = [r for r in rows if r["split"] == split]
+        by = {(r["instance"], r["heuristic"]): r for r in rs}
+        insts = sorted({r["instance"] for r in rs})
+        out[split] = {"instances": len(insts)}
+        for h in sorted({r["heuristic"] for r in rs}):
+            node_r, time_r, wins, losses, ties, twins, tlosses = [], [], 0, 0, 0, 0, 0
+            solved = sum(1 for i in insts if (i, h) in by and by[(i, h)]["status"] != "UNKNOWN")
+            for i in insts:
+                a, b = by.get((i, h)), by.get((i, baseline))
+                if not a or not b or a["status"] == "UNKNOWN" or b["status"] == "UNKNOWN":
+                    continue
+                node_r.append(max(a["nodes"], 1) / max(b["nodes"], 1))
+                time_r.append(max(a["time_s"], 1e-6) / max(b["time_s"], 1e-6))
+                wins += a["nodes"] < b["nodes"]
+                losses += a["nodes"] > b["nodes"]
+                ties += a["nodes"] == b["nodes"]
+                twins += a["time_s"] < b["time_s"]
+                tlosses += a["time_s"] > b["time_s"]
+            hr = [by[(i, h)] for i in insts if (i, h) in by]
+            out[split][h] = {
+                "solved": solved, "of": len(insts), "compared": len(node_r),
+                "median_node_ratio": round(statistics.median(node_r), 4) if node_r else None,
+                "geomean_node_ratio": round(_geomean(node_r), 4) if node_r else None,
+                "median_time_ratio": round(statistics.median(time_r), 4) if time_r else None,
+                "geomean_time_ratio": round(_geomean(time_r), 4) if time_r else None,
+                "node_wins": wins, "node_losses": losses, "node_ties": ties,
+                "time_wins": twins, "time_losses": tlosses,
+                "median_nodes": statistics.median([r["nodes"] for r in hr]) if hr else None,
+                "total_time_s": round(sum(r["time_s"] for r in hr), 3),
+                "model_calls": int(sum(r["model_calls"] for r in hr)),
+                "model_time_s": round(sum(r["model_time_s"] for r in hr), 4),
+                "feature_time_s": round(sum(r["feature_time_s"] for r in hr), 4),
+            }
+    return out
+
+
+def plot(rows: list[dict[str, Any]], summary: dict[str, Any], baseline: str, path_prefix) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .. import atomic
+
+    files = []
+    splits = sorted(summary)
+    fig, axes = plt.subplots(1, len(splits), figsize=(4.2 * len(splits), 3.8), squeeze=False)
+    for ax, split in zip(axes[0], splits):
+        by = {(r["instance"], r["heuristic"]): r for r in rows if r["split"] == split}
+        for h, color in (("learned", "#c44e52"), ("mrv", "#4c72b0"), ("dom-deg", "#55a868")):
+            pts = [(by[(i, baseline)]["nodes"], by[(i, h)]["nodes"]) for (i, hh) in by if hh == h
+                   and (i, baseline) in by]
+            if pts:
+                xs, ys = zip(*pts)
+                ax.scatter(np.maximum(xs, 1), np.maximum(ys, 1), s=14, alpha=0.7, label=h, color=color)
+        lim = max([r["nodes"] for r in rows if r["split"] == split] + [10])
+        ax.plot([1, lim], [1, lim], "k--", lw=0.8)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel(f"nodes, {baseline}")
+        ax.set_ylabel("nodes, other heuristic")
+        ax.set_title(split)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    p = f"{path_prefix}_nodes.png"
+    with atomic.file(p) as tmp:
+        fig.savefig(tmp, format="png", dpi=90)
+    plt.close(fig)
+    files.append(p)
+
+    fig, ax = plt.subplots(figsize=(6.5, 3.4))
+    hs = sorted({h for s in summary.values() for h in s if h != "instances"})
+    width = 0.8 / max(1, 2 * len(splits))
+    for j, split in enumerate(splits):
+        for k, key in enumerate(("geomean_node_ratio", "geomean_time_ratio")):
+            vals = [summary[split].get(h, {}).get(key) or np.nan for h in hs]
+            ax.bar(np.arange(len(hs)) + (2 * j + k) * width, vals, width, label=f"{split} {key.split('_')[1]}")
+    ax.axhline(1.0, color="k", lw=0.8)
+    ax.set_yscale("log")
+    ax.set_xticks(np.arange(len(hs)) + width * (len(splits) - 0.5))
+    ax.set_xticklabels(hs)
+    ax.set_ylabel(f"geomean ratio vs {baseline}")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    p = f"{path_prefix}_ratios.png"
+    with atomic.file(p) as tmp:
+        fig.savefig(tmp, format="png", dpi=90)
+    plt.close(fig)
+    files.append(p)
+    return files

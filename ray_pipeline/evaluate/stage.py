@@ -1,0 +1,174 @@
+"""The `evaluate` stage: model checks, ranking metrics, calibration, error analysis, and the solver speedup
+benchmark of the exported student against lex / MRV / dom-deg / dom-wdeg (Ray tasks over instances)."""
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.compute as pc
+
+from .. import atomic
+from ..data import dataset as ds_lib
+from ..pipeline import StageContext, StageResult
+from . import analysis, speedup
+
+log = logging.getLogger(__name__)
+
+
+def _states(paths, split: str, k_max: int) -> tuple[dict[str, np.ndarray], list[dict[str, Any]]]:
+    t = ds_lib.read_states(paths.dataset, split)
+    meta = t.select(["state_id", "family", "size", "depth"]).to_pylist()
+    return ds_lib.to_arrays(t, k_max), meta
+
+
+def pick_instances(paths, split: str, limit: int) -> list[dict[str, Any]]:
+    """Originals only (no augmented copies), round-robin over family/size so every group is represented."""
+    t = ds_lib.read_table(paths.dataset, "instances.parquet",
+                          columns=["instance_id", "split", "family", "size", "aug", "instance_json"]).to_pylist()
+    rows = sorted((r for r in t if r["split"] == split and r["aug"] == 0),
+                  key=lambda r: (r["family"], r["size"], r["instance_id"]))
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r["family"], r["size"]), []).append(r)
+    picked: list[dict[str, Any]] = []
+    while len(picked) < limit and any(groups.values()):
+        for g in sorted(groups):
+            if groups[g] and len(picked) < limit:
+                r = groups[g].pop(0)
+                picked.append({"name": r["instance_id"], "split": split, "family": r["family"], "size": r["size"],
+                               "instance_json": r["instance_json"]})
+    return picked
+
+
+def file_items(files: list[str]) -> list[dict[str, Any]]:
+    from ..problems.readers import read_instance
+
+    items = []
+    for i, f in enumerate(files):
+        base, _, k = f.rpartition(":") if f.rsplit(":", 1)[-1].isdigit() else (f, "", "")
+        p = Path(base).expanduser().resolve()
+        spec = f"{p}:{k}" if k else str(p)
+        try:
+            inst = read_instance(spec)  # fail here, naming the key, before any task starts
+        except Exception as e:
+            raise ValueError(f"evaluate.files[{i}]: {e}") from None
+        items.append({"name": p.name + (f":{k}" if k else ""), "split": "external", "family": inst.family,
+                      "size": "external", "path": spec})
+    return items
+
+
+def run(ctx: StageContext) -> StageResult:
+    import ray
+
+    from ..models import io as model_io
+
+    cfg, paths = ctx.cfg, ctx.paths
+    e = cfg.evaluate
+    manifest = ds_lib.read_manifest(paths.dataset)
+    k_max = manifest["top_k"]
+    out_dir = paths.evaluation
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = file_items(list(e.files))
+    ev: dict[str, Any] = {"ranking": {}, "checks": {}}
+
+    # ---- model-level evaluation on dataset states
+    data = {sp: _states(paths, sp, k_max) for sp in ("val", "test", "heldout")}
+    models = {k: model_io.load(paths.model(k))[0] for k in ("teacher", "student")}
+    scores = {k: {sp: analysis.scores_of(m, data[sp][0]) for sp in data} for k, m in models.items()}
+    for k, m in models.items():
+        ev["checks"][k] = analysis.checks(m, k, data["test"][0], seed=cfg.run.seed)
+        ev["ranking"][k] = {sp: analysis.ranking_by_group(scores[k][sp], data[sp][0],
+                                                          [f"{r['family']}/{r['size']}" for r in data[sp][1]])
+                            for sp in ("test", "heldout")}
+    export = json.loads((paths.models / "export_summary.json").read_text())
+    ev["checks"]["student"].append({"name": "onnx_parity", "passed": export["student"]["parity"]["passed"],
+                                    "detail": f"max |diff| {export['student']['parity']['max_abs_diff']:.2e} on "
+                                              f"{export['student']['parity']['rows']} rows"})
+    cost_model, _ = model_io.load(paths.model("cost"))
+    ev["cost"] = _cost_metrics(paths, cost_model)
+    t = analysis.fit_temperature(scores["student"]["val"], data["val"][0]["target"])
+    ev["calibration"] = {"before": analysis.calibration(scores["student"]["test"], data["test"][0]["target"], 1.0,
+                                                        e.ece_bins),
+                         "after": analysis.calibration(scores["student"]["test"], data["test"][0]["target"], t,
+                                                       e.ece_bins)}
+    ev["errors"] = {sp: analysis.error_analysis(scores["student"][sp], data[sp][0], data[sp][1])
+                    for sp in ("test", "heldout")}
+
+    # ---- speedup: Ray tasks over instances
+    model_file = {"onnx": "model.onnx", "onnx-int8": "model.int8.onnx", "torch": "model.pt"}[e.learned.runtime]
+    model_path = paths.model(e.learned.model) / model_file
+    items = [it for sp in e.splits for it in pick_instances(paths, sp, e.max_instances)] + files
+    task = ray.remote(num_cpus=1)(speedup.solve_all)
+    heuristics = list(dict.fromkeys([*e.heuristics, e.baseline]))
+    refs = [task.remote(it, heuristics, e.propagation, e.node_limit, e.time_limit_s, str(model_path),
+                        e.learned.top_k, e.learned.max_depth) for it in items]
+    log.info("evaluate: %d instances x %d heuristics as Ray tasks (learned = %s)", len(items), len(heuristics),
+             model_path.name)
+    rows = [r for ref in refs for r in ray.get(ref)]
+    summary = speedup.summarize(rows, e.baseline)
+    ev["speedup"] = {"baseline": e.baseline, "propagation": e.propagation, "node_limit": e.node_limit,
+                     "time_limit_s": e.time_limit_s, "learned": {"model": str(model_path), "top_k": e.learned.top_k,
+                                                                 "max_depth": e.learned.max_depth},
+                     "summary": summary}
+    atomic.write_json(out_dir / "speedup_rows.json", rows)
+    plots = speedup.plot(rows, summary, e.baseline, out_dir / "speedup")
+    plots.append(_reliability_plot(ev["calibration"], out_dir / "reliability.png"))
+    train_counts = Counter(f"{f}/{z}" for f, z in zip(
+        ds_lib.read_table(paths.dataset, "states_train.parquet", columns=["family"])["family"].to_pylist(),
+        ds_lib.read_table(paths.dataset, "states_train.parquet", columns=["size"])["size"].to_pylist()))
+    best_val = json.loads((paths.model("student") / "model.json").read_text()).get("summary", {}).get("best", {})
+    ev["suggestions"] = analysis.suggestions(ev, dict(train_counts), best_val.get("val_top1"))
+    ev["plots"] = [str(p) for p in plots]
+    atomic.write_json(out_dir / "evaluation.json", ev)
+    for split, s in summary.items():
+        lr = s.get("learned", {})
+        log.info("evaluate %s: learned vs %s geomean node ratio %s, time ratio %s, solved %s/%s", split, e.baseline,
+                 lr.get("geomean_node_ratio"), lr.get("geomean_time_ratio"), lr.get("solved"), lr.get("of"))
+    return StageResult(outputs={"path": str(out_dir / "evaluation.json"), "speedup": summary,
+                                "suggestions": ev["suggestions"]},
+                       output_hash=atomic.hash_tree(out_dir / "evaluation.json"))
+
+
+def _cost_metrics(paths, model) -> dict[str, Any]:
+    import torch
+
+    inst = ds_lib.read_table(paths.dataset, "instances.parquet", columns=["instance_id", "split", "features", "nodes"])
+    timings = ds_lib.read_table(paths.dataset, "timings.parquet", columns=["instance_id", "trace_s"])
+    out = {}
+    for split in ("test", "heldout"):
+        sel = inst.filter(pc.equal(inst["split"], split))
+        if sel.num_rows == 0:
+            continue
+        x = np.asarray(sel["features"].to_pylist(), dtype=np.float32).reshape(sel.num_rows, -1)
+        y = ds_lib.log_cost_targets(sel, timings)
+        with torch.inference_mode():
+            pred = model(torch.from_numpy(x)).numpy()
+        out[split] = dict(analysis.regression_report(pred, y, ("log_nodes", "log_time")), n=int(sel.num_rows))
+    return out
+
+
+def _reliability_plot(cal: dict[str, Any], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.2, 4))
+    ax.plot([0, 1], [0, 1], "k--", lw=0.8)
+    for key, color in (("before", "#c44e52"), ("after", "#4c72b0")):
+        rows = [r for r in cal[key]["reliability"] if r["n"]]
+        ax.plot([r["conf"] for r in rows], [r["acc"] for r in rows], marker="o", color=color,
+                label=f"{key}: T={cal[key]['temperature']}, ECE={cal[key]['ece']:.3f}")
+    ax.set_xlabel("confidence (max softmax over candidates)")
+    ax.set_ylabel("accuracy (chosen candidate is a cheapest one)")
+    ax.set_title("student reliability (test)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    with atomic.file(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=90)
+    plt.close(fig)
+    return path

@@ -1,0 +1,163 @@
+"""ONNX export, parity check, INT8 quantization, pruning and latency measurement (pure: no Ray).
+
+Facts this relies on (checked on this machine, see docs): the dynamo exporter needs onnxscript and must not
+see a dynamic dimension of size 1 at export time; its files need `quant_pre_process` before ORT
+quantization; for models this small, INT8 buys size more often than speed, so both are measured and the
+faster one at equal accuracy is kept.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from .. import atomic
+from ..features import FEATURE_VERSION
+from ..inference import ort_session
+
+
+class ExportError(RuntimeError):
+    pass
+
+
+def export_onnx(model: torch.nn.Module, kind: str, n_features: int, path: Path, meta: dict[str, str]) -> Path:
+    """Export with a dynamic batch (teacher: dynamic batch and candidate count) and embed metadata."""
+    import onnx
+
+    model = model.eval()
+    with atomic.file(path) as tmp:
+        if kind == "teacher":
+            x = torch.zeros(2, 3, n_features)
+            mask = torch.ones(2, 3, dtype=torch.bool)
+            prog = torch.onnx.export(model, (x, mask), dynamo=True, verbose=False,
+                                     dynamic_shapes=({0: "batch", 1: "candidates"}, {0: "batch", 1: "candidates"}),
+                                     input_names=["x", "mask"], output_names=["scores"])
+        else:
+            x = torch.zeros(2, n_features)  # batch >= 2: a size-1 example would be specialised
+            prog = torch.onnx.export(model, (x,), dynamo=True, verbose=False, dynamic_shapes=({0: "batch"},),
+                                     input_names=["x"], output_names=["scores" if kind == "student" else "cost"])
+        prog.save(str(tmp))
+        m = onnx.load(str(tmp))
+        for k, v in dict(meta, feature_version=FEATURE_VERSION).items():
+            p = m.metadata_props.add()
+            p.key, p.value = k, v
+        onnx.checker.check_model(m)
+        onnx.save(m, str(tmp))
+    return path
+
+
+def run_onnx(path: Path, *inputs: np.ndarray, threads: int = 1) -> np.ndarray:
+    s = ort_session(path, threads)
+    names = [i.name for i in s.get_inputs()]
+    return s.run(None, dict(zip(names, inputs)))[0]
+
+
+def parity(model: torch.nn.Module, path: Path, inputs: list[np.ndarray], atol: float, rtol: float = 1e-4
+           ) -> dict[str, Any]:
+    """ONNX Runtime against PyTorch on real rows, at batch 1 and at full batch."""
+    with torch.inference_mode():
+        ref = model(*[torch.from_numpy(a) for a in inputs]).numpy()
+    got = run_onnx(path, *inputs)
+    one = run_onnx(path, *[a[:1] for a in inputs])
+    ref_one = ref[:1]
+    if inputs and inputs[-1].dtype == bool:  # teacher: padded candidates do not count
+        m = inputs[-1]
+        diff = np.abs(got - ref)[m]
+        diff_one = np.abs(one - ref_one)[m[:1]]
+    else:
+        diff, diff_one = np.abs(got - ref), np.abs(one - ref_one)
+    max_abs = float(max(diff.max(initial=0.0), diff_one.max(initial=0.0)))
+    ok = bool(np.allclose(got, ref, atol=atol, rtol=rtol) and np.allclose(one, ref_one, atol=atol, rtol=rtol))
+    return {"rows": int(len(inputs[0])), "max_abs_diff": max_abs, "atol": atol, "rtol": rtol, "passed": ok}
+
+
+class _Calibration:
+    """CalibrationDataReader over real dataset rows, in small batches."""
+
+    def __init__(self, name: str, rows: np.ndarray, batch: int = 32):
+        self.items = [{name: rows[i: i + batch]} for i in range(0, len(rows), batch)]
+        self.i = 0
+
+    def get_next(self):
+        if self.i >= len(self.items):
+            return None
+        self.i += 1
+        return self.items[self.i - 1]
+
+    def rewind(self):
+        self.i = 0
+
+
+def quantize(fp32: Path, out_dir: Path, calibration_rows: np.ndarray | None, do_dynamic: bool, do_static: bool
+             ) -> dict[str, Path]:
+    """INT8 variants: dynamic (weights int8, activations quantised on the fly) and static QDQ S8S8
+    calibrated on dataset rows. The dynamo export is pre-processed first (shape inference)."""
+    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
+                                          quant_pre_process, quantize_dynamic, quantize_static)
+
+    pre = out_dir / "model.pre.onnx"
+    quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=False)
+    out: dict[str, Path] = {}
+    try:
+        if do_dynamic:
+            p = out_dir / "model.int8-dynamic.onnx"
+            quantize_dynamic(str(pre), str(p), weight_type=QuantType.QInt8)
+            out["int8-dynamic"] = p
+        if do_static and calibration_rows is not None and len(calibration_rows) >= 8:
+            p = out_dir / "model.int8-static.onnx"
+            name = ort_session(fp32).get_inputs()[0].name
+
+            class Reader(_Calibration, CalibrationDataReader):
+                pass
+
+            quantize_static(str(pre), str(p), Reader(name, calibration_rows), quant_format=QuantFormat.QDQ,
+                            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                            calibrate_method=CalibrationMethod.MinMax, extra_options={"ActivationSymmetric": False,
+                                                                                      "WeightSymmetric": True})
+            out["int8-static"] = p
+    finally:
+        pre.unlink(missing_ok=True)
+    return out
+
+
+def latency(fn: Callable[[], Any], calls: int) -> float:
+    """Mean microseconds per call after a warm-up."""
+    for _ in range(min(50, calls)):
+        fn()
+    t0 = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    return (time.perf_counter() - t0) / calls * 1e6
+
+
+def measure(variant: str, fn_single: Callable[[], Any], fn_batch: Callable[[], Any], batch_rows: int, calls: int,
+            size_bytes: int | None) -> dict[str, Any]:
+    single = latency(fn_single, calls)
+    batch = latency(fn_batch, max(10, calls // 10))
+    return {"variant": variant, "size_bytes": size_bytes, "latency_single_us": round(single, 2),
+            "latency_batch_us": round(batch, 2), "batch_rows": batch_rows,
+            "throughput_rows_per_s": round(batch_rows / (batch / 1e6), 1)}
+
+
+def prune_copy(model: torch.nn.Module, amount: float) -> tuple[torch.nn.Module, dict[str, int]]:
+    """Global L1 magnitude pruning of the Linear weights, made permanent (prune.remove) on a copy."""
+    import copy
+
+    from torch.nn.utils import prune
+
+    m = copy.deepcopy(model)
+    params = [(mod, "weight") for mod in m.modules() if isinstance(mod, torch.nn.Linear)]
+    prune.global_unstructured(params, pruning_method=prune.L1Unstructured, amount=amount)
+    for mod, name in params:
+        prune.remove(mod, name)
+    total = sum(int(mod.weight.numel()) for mod, _ in params)
+    nonzero = sum(int((mod.weight != 0).sum()) for mod, _ in params)
+    return m.eval(), {"linear_weights": total, "nonzero": nonzero}
+
+
+def write_meta(path: Path, obj: dict[str, Any]) -> None:
+    atomic.write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")

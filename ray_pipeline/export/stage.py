@@ -1,0 +1,182 @@
+"""The `export` stage: one Ray task per model -- ONNX export + parity check, INT8 (dynamic and static),
+magnitude pruning, latency/throughput/size table -- then model cards and the registry.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import atomic
+from ..pipeline import StageContext, StageResult
+
+log = logging.getLogger(__name__)
+KINDS = ("student", "teacher", "cost")
+
+
+def _rows(dataset_dir: Path, kind: str, k_max: int, split: str = "test") -> dict[str, np.ndarray]:
+    from ..data import dataset as ds_lib
+
+    if kind == "cost":
+        inst = ds_lib.read_table(dataset_dir, "instances.parquet", columns=["split", "features", "nodes",
+                                                                            "instance_id"])
+        timings = ds_lib.read_table(dataset_dir, "timings.parquet", columns=["instance_id", "trace_s"])
+        import pyarrow.compute as pc
+        inst = inst.filter(pc.is_in(inst["split"], value_set=__import__("pyarrow").array(["test", "val"])))
+        x = np.asarray(inst["features"].to_pylist(), dtype=np.float32).reshape(inst.num_rows, -1)
+        return {"x": x, "y": ds_lib.log_cost_targets(inst, timings)}
+    a = ds_lib.to_arrays(ds_lib.read_states(dataset_dir, split), k_max)
+    return a
+
+
+def _ranking(scores: np.ndarray, a: dict[str, np.ndarray]) -> dict[str, float]:
+    import torch
+
+    from ..train.metrics import finish_ranking, ranking_sums
+
+    return finish_ranking(ranking_sums(torch.from_numpy(scores), torch.from_numpy(a["mask"]),
+                                       torch.from_numpy(a["target"])))
+
+
+def export_one(kind: str, model_dir: str, dataset_dir: str, k_max: int, opts: dict[str, Any]) -> dict[str, Any]:
+    """Runs as a Ray task (one per model). Everything measured here runs in this one process."""
+    import torch
+
+    from ..features import INPUT_FEATURES, INSTANCE_FEATURES
+    from ..models import io as model_io
+    from . import onnx_tools as ot
+
+    torch.set_num_threads(1)
+    mdir = Path(model_dir)
+    model, spec = model_io.load(mdir)
+    n_feat = len(INSTANCE_FEATURES if kind == "cost" else INPUT_FEATURES)
+    data = _rows(Path(dataset_dir), kind, k_max)
+    meta = {"kind": kind, "features": json.dumps(spec["features"]), "train_key": spec["train_key"],
+            "dataset_hash": spec["dataset_hash"]}
+    fp32 = ot.export_onnx(model, kind, n_feat, mdir / "model.onnx", meta)
+    out: dict[str, Any] = {"kind": kind, "onnx": str(fp32), "params": sum(p.numel() for p in model.parameters())}
+
+    # ---- inputs on real rows, and how each variant is scored
+    if kind == "student":
+        flat = data["x"][data["mask"]]
+        parity_inputs = [flat[: opts["parity_rows"]]]
+
+        def score_fn(run):  # run(flat rows) -> flat scores, re-padded for the ranking metrics
+            s = np.full(data["mask"].shape, -np.inf, dtype=np.float32)
+            s[data["mask"]] = run(flat)
+            return _ranking(s, data)
+    elif kind == "teacher":
+        parity_inputs = [data["x"][: max(2, opts["parity_rows"] // k_max)], data["mask"][: max(2, opts["parity_rows"] // k_max)]]
+        flat = None
+
+        def score_fn(run):
+            return _ranking(run(data["x"], data["mask"]), data)
+    else:
+        flat = data["x"]
+        parity_inputs = [flat[: opts["parity_rows"]]]
+
+        def score_fn(run):
+            pred = run(flat)
+            ok = np.isfinite(data["y"])
+            return {"rmse_log_nodes": float(np.sqrt(np.mean((pred[:, 0] - data["y"][:, 0]) ** 2))),
+                    "rmse_log_time": float(np.sqrt(np.mean((pred[ok[:, 1], 1] - data["y"][ok[:, 1], 1]) ** 2)))
+                    if ok[:, 1].any() else None}
+    out["parity"] = ot.parity(model, fp32, parity_inputs, atol=opts["parity_atol"])
+    if not out["parity"]["passed"]:
+        raise ot.ExportError(f"{fp32}: ONNX Runtime differs from PyTorch by {out['parity']['max_abs_diff']:.3g} "
+                             f"(> atol {opts['parity_atol']}) on {out['parity']['rows']} dataset rows")
+
+    def torch_run(*arrs):
+        with torch.inference_mode():
+            return model(*[torch.from_numpy(a) for a in arrs]).numpy()
+
+    def ort_runner(path):
+        s = ot.ort_session(path)
+        names = [i.name for i in s.get_inputs()]
+        return lambda *arrs: s.run(None, dict(zip(names, arrs)))[0]
+
+    variants: dict[str, Any] = {"pytorch": (torch_run, None), "onnx-fp32": (ort_runner(fp32), fp32)}
+    if kind != "teacher":
+        q = ot.quantize(fp32, mdir, flat[: opts["calibration_rows"]], opts["quantize_dynamic"],
+                        opts["quantize_static"])
+        for name, p in q.items():
+            variants[f"onnx-{name}"] = (ort_runner(p), p)
+
+    # ---- accuracy, latency, size of every variant (single call = one decision's candidates)
+    if kind == "teacher":
+        single_in = [data["x"][:1], data["mask"][:1]]
+        batch_in = [data["x"][:32], data["mask"][:32]]
+    else:
+        single_in = [flat[:k_max]]
+        reps = int(np.ceil(256 / max(1, len(flat))))
+        batch_in = [np.ascontiguousarray(np.tile(flat, (reps, 1))[:256])]
+    table = []
+    for name, (run, path) in variants.items():
+        row = ot.measure(name, lambda: run(*single_in), lambda: run(*batch_in), len(batch_in[0]),
+                         opts["latency_calls"], path.stat().st_size if path else None)
+        row.update(score_fn(run))
+        table.append(row)
+    out["variants"] = table
+
+    # ---- which INT8 to keep: the fastest one whose top-1 stays within the allowed drop
+    if kind == "student":
+        base = next(r for r in table if r["variant"] == "onnx-fp32")
+        int8 = [r for r in table if r["variant"].startswith("onnx-int8")]
+        ok = [r for r in int8 if base["top1"] - r["top1"] <= opts["int8_max_top1_drop"]]
+        chosen = min(ok or int8, key=lambda r: r["latency_single_us"]) if int8 else None
+        if chosen:
+            shutil.copyfile(variants[chosen["variant"]][1], mdir / "model.int8.onnx")
+        out["int8_choice"] = chosen["variant"] if chosen else None
+        out["int8_within_tolerance"] = bool(ok)
+        fastest = min([base] + ok, key=lambda r: r["latency_single_us"])
+        out["deploy"] = "model.int8.onnx" if fastest is not base else "model.onnx"
+        # ---- pruning: the accuracy cost of zeroing small weights (shapes stay: no speedup on dense kernels)
+        prune_rows = []
+        for amount in opts["prune_amounts"]:
+            pm, counts = ot.prune_copy(model, amount)
+            with torch.inference_mode():
+                s = np.full(data["mask"].shape, -np.inf, dtype=np.float32)
+                s[data["mask"]] = pm(torch.from_numpy(flat)).numpy()
+            prune_rows.append({"amount": amount, **counts, **_ranking(s, data)})
+        out["pruning"] = prune_rows
+    elif kind == "cost":
+        int8 = [r for r in table if r["variant"].startswith("onnx-int8")]
+        if int8:
+            best = min(int8, key=lambda r: r["rmse_log_nodes"])
+            shutil.copyfile(variants[best["variant"]][1], mdir / "model.int8.onnx")
+            out["int8_choice"] = best["variant"]
+    return out
+
+
+def run(ctx: StageContext) -> StageResult:
+    import ray
+
+    from ..data import dataset as ds_lib
+    from ..registry import Registry
+    from . import cards
+
+    cfg, paths = ctx.cfg, ctx.paths
+    manifest = ds_lib.read_manifest(paths.dataset)
+    opts = cfg.export.model_dump(mode="json")
+    task = ray.remote(num_cpus=1)(export_one)
+    refs = {k: task.remote(k, str(paths.model(k)), str(paths.dataset), manifest["top_k"], opts) for k in KINDS}
+    results = {k: ray.get(r) for k, r in refs.items()}
+    registry = Registry.open(paths.run.parent)
+    train_summary = json.loads((paths.models / "train_summary.json").read_text())
+    for k, r in results.items():
+        spec = json.loads((paths.model(k) / "model.json").read_text())
+        card = cards.model_card(k, spec, r, train_summary, cfg)
+        atomic.write_text(paths.model(k) / "card.md", card)
+        registry.add_model(run=cfg.run.name, name=k, kind=k, path=str(paths.model(k)), spec=spec, export=r,
+                           config_hash=ctx.manifest.data["config_hash"])
+    atomic.write_json(paths.models / "export_summary.json", results)
+    s = results["student"]
+    log.info("export: student parity max|diff| %.2g; deploy %s; %s", s["parity"]["max_abs_diff"], s["deploy"],
+             {r["variant"]: (r["latency_single_us"], round(r["top1"], 3)) for r in s["variants"]})
+    h = atomic.hash_tree(paths.model("student") / "model.onnx")
+    return StageResult(outputs={"student": {k: s[k] for k in ("onnx", "deploy", "int8_choice", "parity")},
+                                "summary": str(paths.models / "export_summary.json")}, output_hash=h)

@@ -1,0 +1,139 @@
+"""The `report` stage: one `reports/report.md` for the run, linking every artifact, with plots and
+`metrics.json`; the run is recorded in the registry. It summarises whatever stages have finished."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any, Optional
+
+from .. import atomic
+from ..pipeline import StageContext, StageResult
+
+
+def _load(path: Path) -> Optional[dict[str, Any]]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _fmt(v: Any, nd: int = 3) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.{nd}f}"
+    return str(v)
+
+
+def run(ctx: StageContext) -> StageResult:
+    from ..registry import Registry
+
+    cfg, paths = ctx.cfg, ctx.paths
+    out = paths.reports
+    out.mkdir(parents=True, exist_ok=True)
+    m = ctx.manifest.data
+    data_rep = _load(paths.dataset / "report" / "report.json")
+    train = _load(paths.models / "train_summary.json")
+    export = _load(paths.models / "export_summary.json")
+    ev = _load(paths.evaluation / "evaluation.json")
+    tune = _load(paths.tune / "summary.json")
+    metrics: dict[str, Any] = {"run": cfg.run.name, "config_hash": m.get("config_hash"),
+                               "git_commit": m.get("git_commit")}
+    L = [f"# Run report: {cfg.run.name}", "",
+         f"Config hash `{m.get('config_hash')}`, seed {cfg.run.seed}, git `{m.get('git_commit')}`, "
+         f"Ray {m['versions'].get('ray')}, torch {m['versions'].get('torch')}, "
+         f"onnxruntime {m['versions'].get('onnxruntime')}.", "",
+         "| stage | status | seconds |", "|---|---|---|"]
+    for name, s in m.get("stages", {}).items():
+        L.append(f"| {name} | {s.get('status')} | {s.get('seconds', '-')} |")
+
+    if data_rep:
+        metrics["dataset"] = {"states": data_rep["states_per_split"], "instances": data_rep["instances"],
+                              "expansion_factor": data_rep["expansion_factor"], "labels": data_rep["labels"]}
+        L += ["", "## Dataset", "",
+              f"{data_rep['instances']['built']} instances ({data_rep['instances']['valid_pct']}% valid), "
+              f"labelled states per split {data_rep['states_per_split']}, expansion factor "
+              f"{data_rep['expansion_factor']}; dom/wdeg's choice is the cheapest probe in "
+              f"{data_rep['labels']['dom_wdeg_choice_is_best_pct']}% of states. "
+              f"Full report: [dataset report](../datasets/main/report/report.md)."]
+
+    if train:
+        metrics["train"] = {"test": train["test"], "student_vs_teacher_top1": train["student_vs_teacher_top1"],
+                            "params": {k: train[k]["params"] for k in ("teacher", "student", "cost")}}
+        L += ["", "## Models (test split)", "", "| model | params | top-1 | top-3 | MRR |", "|---|---|---|---|---|"]
+        for k in ("teacher", "student"):
+            t = train["test"][k]
+            L.append(f"| {k} | {train[k]['params']} | {_fmt(t['top1'])} | {_fmt(t['top3'])} | {_fmt(t['mrr'])} |")
+        L.append(f"| dom/wdeg's choice | - | {_fmt(train['test']['teacher']['baseline_top1'])} | - | - |")
+        L += ["", f"Student/teacher top-1: {_fmt(train['student_vs_teacher_top1'], 4)} "
+              f"(student has {train['student']['params'] / train['teacher']['params']:.1%} of the teacher's "
+              f"parameters)."]
+        for k in ("teacher", "student", "cost"):
+            src = paths.model(k) / "curves.png"
+            if src.exists():
+                shutil.copyfile(src, out / f"curves_{k}.png")
+        L += ["", "![teacher](curves_teacher.png) ![student](curves_student.png) ![cost](curves_cost.png)"]
+
+    if tune:
+        metrics["tune"] = {"best_params": tune["best_params"], "best_value": tune["best_value"]}
+        L += ["", "## Sweep", "", f"Best {tune['metric']} {_fmt(tune['best_value'], 4)} with "
+              f"`{json.dumps(tune['best_params'])}` ({len(tune['trials'])} trials); see "
+              f"[tune summary](../tune/summary.md)."]
+
+    if ev:
+        sp = ev["speedup"]
+        metrics["speedup"] = sp["summary"]
+        L += ["", f"## Solver speedup (MAC; learned = student via ONNX Runtime, top-{sp['learned']['top_k']}, "
+              f"max depth {sp['learned']['max_depth']}; ratios vs {sp['baseline']}, geometric mean over "
+              f"instances both solved; wall time includes features and model calls)", "",
+              "| split | heuristic | solved | node ratio (geomean / median) | time ratio (geomean / median) | "
+              "node wins/losses | time wins/losses |", "|---|---|---|---|---|---|---|"]
+        for split, s in sp["summary"].items():
+            for h, r in s.items():
+                if h == "instances":
+                    continue
+                L.append(f"| {split} | {h} | {r['solved']}/{r['of']} | {_fmt(r['geomean_node_ratio'])} / "
+                         f"{_fmt(r['median_node_ratio'])} | {_fmt(r['geomean_time_ratio'])} / "
+                         f"{_fmt(r['median_time_ratio'])} | {r['node_wins']}/{r['node_losses']} | "
+                         f"{r['time_wins']}/{r['time_losses']} |")
+        for p in ev.get("plots", []):
+            if Path(p).exists():
+                shutil.copyfile(p, out / Path(p).name)
+        L += ["", "![nodes](speedup_nodes.png) ![ratios](speedup_ratios.png)"]
+        cal = ev["calibration"]
+        metrics["calibration"] = {k: {"ece": cal[k]["ece"], "temperature": cal[k]["temperature"]} for k in cal}
+        L += ["", "## Checks, calibration, errors", "",
+              "Checks: " + ", ".join(f"{c['name']} {'ok' if c['passed'] else 'FAILED'}"
+                                     for c in ev["checks"]["student"]) + ".", "",
+              f"Student calibration on test ({cal['before']['bins']} bins): ECE {cal['before']['ece']:.3f} at T=1, "
+              f"{cal['after']['ece']:.3f} at T={cal['after']['temperature']} fitted on val. "
+              "![reliability](reliability.png)", "",
+              f"Cost predictor (test): {json.dumps(ev['cost'].get('test', {}))}", "", "Suggestions:", ""]
+        L += [f"- {s}" for s in ev["suggestions"]]
+
+    if export:
+        s = export["student"]
+        metrics["export"] = {"student": {"deploy": s["deploy"], "int8_choice": s["int8_choice"],
+                                         "parity_max_abs_diff": s["parity"]["max_abs_diff"],
+                                         "variants": s["variants"]}}
+        L += ["", "## Deployed student: size and speed", "",
+              f"Deploy `{s['deploy']}`; ONNX parity max |diff| {s['parity']['max_abs_diff']:.2e}.", "",
+              "| variant | size (KB) | latency, one decision (us) | latency, 256 rows (us) | rows/s | top-1 |",
+              "|---|---|---|---|---|---|"]
+        for r in s["variants"]:
+            size = f"{r['size_bytes'] / 1024:.1f}" if r["size_bytes"] else "-"
+            L.append(f"| {r['variant']} | {size} | {r['latency_single_us']} | {r['latency_batch_us']} | "
+                     f"{r['throughput_rows_per_s']:.0f} | {_fmt(r.get('top1'), 4)} |")
+        if s.get("pruning"):
+            L += ["", "Pruning: " + ", ".join(f"{p['amount']:.0%} -> top-1 {p['top1']:.4f}" for p in s["pruning"])
+                  + " (masks only: no speedup on dense kernels)."]
+        L += ["", "Model cards: " + ", ".join(f"[{k}](../models/{k}/card.md)" for k in ("teacher", "student", "cost"))]
+
+    L += ["", f"Manifest: [manifest.json](../manifest.json). TensorBoard: `tensorboard --logdir {paths.tensorboard}`.", ""]
+    atomic.write_text(out / "report.md", "\n".join(L))
+    atomic.write_json(out / "metrics.json", metrics)
+    Registry.open(paths.run.parent).add_run(run=cfg.run.name, config_hash=m.get("config_hash", ""),
+                                            report=str(out / "report.md"), metrics=metrics)
+    return StageResult(outputs={"report": str(out / "report.md"), "metrics": str(out / "metrics.json")},
+                       output_hash=atomic.hash_tree(out / "metrics.json"))

@@ -1,0 +1,190 @@
+"""The Ray side of training: Ray Data inputs, the TorchTrainer that runs `loop.train_fn`, soft labels.
+
+[1] datasets   Ray Data reads the Parquet splits and pads states to K candidates (`dataset.to_arrays`)
+[2] trainer    TorchTrainer(train_fn, ScalingConfig, RunConfig(storage_path, name)) -- a stable name makes a
+               re-run resume from the latest checkpoint, FailureConfig restarts a crashed worker group
+[3] soft labels  Ray Data batch inference of the teacher (callable class on an actor pool), stored once
+"""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute)
+
+from ..config import Config, stable_hash
+from ..data import dataset as ds_lib
+from ..models import io as model_io
+from ..paths import RunPaths
+
+log = logging.getLogger(__name__)
+
+SCORE = {"teacher": ("val_top1", "max"), "student": ("val_top1", "max"), "cost": ("val_loss", "min")}
+
+
+# ------------------------------------------------------------------------------------------ [1] datasets
+def _pad_batch(batch: pa.Table, k_max: int) -> dict[str, np.ndarray]:
+    a = ds_lib.to_arrays(batch, k_max)
+    return {"x": a["x"], "mask": a["mask"], "target": a["target"], "best": a["best"]}
+
+
+def scorer_dataset(dataset_dir: Path, split: str, k_max: int):
+    import ray.data
+
+    path = Path(dataset_dir) / f"states_{split}.parquet"
+    ds_lib.read_table(path.parent, path.name, columns=["n_cands"])  # a clear error for a missing/corrupt file
+    ds = ray.data.read_parquet(str(path), columns=["n_cands", "features", "costs"])
+    # materialised once: every epoch then streams from the object store instead of re-reading and padding
+    return ds.map_batches(_pad_batch, fn_kwargs={"k_max": k_max}, batch_format="pyarrow", batch_size=512).materialize()
+
+
+def cost_dataset(dataset_dir: Path, split: str):
+    import ray.data
+
+    inst = ds_lib.read_table(dataset_dir, "instances.parquet", columns=["instance_id", "split", "features", "nodes"])
+    timings = ds_lib.read_table(dataset_dir, "timings.parquet", columns=["instance_id", "trace_s"])
+    inst = inst.filter(pa.compute.equal(inst["split"], split))
+    x = np.asarray(inst["features"].to_pylist(), dtype=np.float32).reshape(inst.num_rows, -1)
+    y = ds_lib.log_cost_targets(inst, timings)
+    return ray.data.from_items([{"x": x[i], "y": y[i]} for i in range(len(x))],
+                               override_num_blocks=max(1, min(4, len(x)))).materialize()
+
+
+class TeacherLogits:
+    """[3] Callable class for Ray Data: loads a teacher once per actor, adds its logits as `t_<name>`."""
+
+    def __init__(self, model_dir: str, name: str):
+        import torch
+
+        torch.set_num_threads(1)
+        self.model, _ = model_io.load(Path(model_dir))
+        self.name = name
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import torch
+
+        with torch.inference_mode():
+            z = self.model(torch.from_numpy(np.array(batch["x"])), torch.from_numpy(np.array(batch["mask"])))
+        batch[f"t_{self.name}"] = z.numpy().astype(np.float32)
+        return batch
+
+
+def write_soft_labels(paths: RunPaths, teachers: dict[str, float], k_max: int, cpus: float) -> dict[str, str]:
+    """Teacher logits for the train and val splits, computed once with an actor pool and stored as Parquet
+    next to the dataset (x, mask, target and one `t_<teacher>` column per teacher)."""
+    import ray.data
+
+    from .. import atomic
+
+    out = {}
+    for split in ("train", "val"):
+        ds = scorer_dataset(paths.dataset, split, k_max)
+        for name in teachers:
+            mdir = paths.model(name)
+            if not (mdir / "model.pt").exists():
+                raise model_io.ModelFileError(f"{mdir}: teacher {name!r} (train.student.distill.teachers) "
+                                              f"has no trained model")
+            ds = ds.map_batches(TeacherLogits, fn_constructor_kwargs={"model_dir": str(mdir), "name": name},
+                                batch_size=256, batch_format="numpy",
+                                compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, min(2, int(cpus)))))
+        target = paths.soft_labels / split
+        with atomic.directory(target) as tmp:
+            ds.write_parquet(str(tmp))
+        out[split] = str(target)
+    return out
+
+
+def soft_label_dataset(paths: RunPaths, split: str):
+    import ray.data
+
+    return ray.data.read_parquet(str(paths.soft_labels / split)).materialize()
+
+
+# ------------------------------------------------------------------------------------------ [2] trainer
+def model_section(cfg: Config, kind: str) -> dict[str, Any]:
+    return cfg.train.model_dump(mode="json")[kind]
+
+
+def hparams_of(kind: str, section: dict[str, Any]) -> dict[str, Any]:
+    keys = {"teacher": ("hidden", "layers", "heads", "dropout"), "student": ("hidden", "layers", "dropout"),
+            "cost": ("hidden", "layers", "dropout")}[kind]
+    return {k: section[k] for k in keys}
+
+
+def train_key(cfg: Config, kind: str, section: dict[str, Any], dataset_hash: str) -> str:
+    """Identity of one training run: a new key starts fresh, the same key resumes its checkpoints."""
+    return stable_hash({"kind": kind, "section": section, "dataset": dataset_hash, "seed": cfg.run.seed,
+                        "nan_at": cfg.debug.nan_loss_at_step})
+
+
+def loop_config(cfg: Config, paths: RunPaths, kind: str, section: dict[str, Any], spec: dict[str, Any],
+                storage: Path) -> dict[str, Any]:
+    score, mode = SCORE[kind]
+    c = {"kind": kind, "optim": section["optim"], "spec": spec, "seed": cfg.run.seed, "score": score,
+         "score_mode": mode, "nan_retries": cfg.train.nan_retries, "nan_lr_factor": cfg.train.nan_lr_factor,
+         "mixed_precision": cfg.train.mixed_precision and cfg.train.use_gpu,
+         "debug": cfg.debug.model_dump(mode="json"), "storage_dir": str(storage), "run_name": cfg.run.name,
+         "wandb_dir": str(paths.wandb), "wandb_project": cfg.tracking.wandb_project}
+    if kind == "student":
+        c["distill"] = {"alpha": section["distill"]["alpha"], "temperature": section["distill"]["temperature"]}
+        c["teachers"] = dict(section["distill"]["teachers"])
+    return c
+
+
+def make_trainer(cfg: Config, loop_cfg: dict[str, Any], datasets: dict[str, Any], storage: Path, name: str,
+                 num_workers: Optional[int] = None, callbacks: Optional[list] = None):
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    n = cfg.train.num_workers if num_workers is None else num_workers
+    resources = {"CPU": cfg.train.cpus_per_worker}
+    if cfg.train.use_gpu:
+        resources["GPU"] = 1
+    score, mode = loop_cfg["score"], loop_cfg["score_mode"]
+    return TorchTrainer(
+        _train_fn_entry,
+        train_loop_config=loop_cfg,
+        scaling_config=ray.train.ScalingConfig(num_workers=n, use_gpu=cfg.train.use_gpu,
+                                               resources_per_worker=resources if n else None),
+        run_config=ray.train.RunConfig(
+            name=name, storage_path=str(storage),
+            failure_config=ray.train.FailureConfig(max_failures=cfg.train.max_failures,
+                                                   controller_failure_limit=2),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.train.keep_checkpoints,
+                                                         checkpoint_score_attribute=score,
+                                                         checkpoint_score_order=mode),
+            callbacks=callbacks),
+        datasets=datasets)
+
+
+def _train_fn_entry(c: dict[str, Any]) -> None:
+    from .loop import train_fn
+
+    train_fn(c)
+
+
+def best_checkpoint(result, score: str, mode: str):
+    """The best reported checkpoint by the validation metric (the latest if none carries the metric)."""
+    pairs = [(ck, m) for ck, m in (result.best_checkpoints or []) if ck is not None and score in (m or {})]
+    if not pairs:
+        return result.checkpoint
+    key = (lambda p: p[1][score]) if mode == "min" else (lambda p: -p[1][score])
+    return sorted(pairs, key=key)[0][0]
+
+
+def history(result) -> list[dict[str, Any]]:
+    """Every epoch's metrics, read from the latest checkpoint (Ray keeps only some reported rows)."""
+    ck = result.checkpoint
+    if ck is None:
+        return []
+    with ck.as_directory() as d:
+        return json.loads((Path(d) / "loop_state.json").read_text()).get("history", [])
+
+
+def clear_checkpoints(storage: Path, name: str) -> None:
+    shutil.rmtree(storage / name, ignore_errors=True)

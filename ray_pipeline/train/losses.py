@@ -1,0 +1,49 @@
+"""Losses (pure torch, no Ray)."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+NEG = -1e9  # masked logit: finite, so 0 * logit stays 0 in KL/CE
+
+
+def masked_logits(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return scores.float().masked_fill(~mask, NEG)
+
+
+def smooth(target: torch.Tensor, mask: torch.Tensor, eps: float) -> torch.Tensor:
+    """Label smoothing over the valid candidates only."""
+    if eps <= 0:
+        return target
+    k = mask.sum(-1, keepdim=True).clamp(min=1)
+    return (1 - eps) * target + eps * mask.float() / k
+
+
+def listwise_ce(scores: torch.Tensor, mask: torch.Tensor, target: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
+    """Softmax cross-entropy over the candidates of each state against a target distribution."""
+    logp = F.log_softmax(masked_logits(scores, mask), dim=-1)
+    return -(smooth(target, mask, eps) * logp).sum(-1).mean()
+
+
+def teacher_probs(teacher_logits: list[torch.Tensor], weights: list[float], mask: torch.Tensor, t: float
+                  ) -> torch.Tensor:
+    """Several teachers: weighted mean of their temperature-softened probabilities."""
+    total = sum(weights)
+    p = sum(w * F.softmax(masked_logits(z, mask) / t, dim=-1) for z, w in zip(teacher_logits, weights))
+    return p / total
+
+
+def distill(scores: torch.Tensor, mask: torch.Tensor, target: torch.Tensor, p_teacher: torch.Tensor, alpha: float,
+            t: float, eps: float = 0.0) -> torch.Tensor:
+    """alpha * T^2 * KL(teacher || student) + (1 - alpha) * CE(probe labels) (Hinton et al. 2015)."""
+    logq = F.log_softmax(masked_logits(scores, mask) / t, dim=-1)
+    kl = F.kl_div(logq, p_teacher, reduction="batchmean")
+    return alpha * t * t * kl + (1 - alpha) * listwise_ce(scores, mask, target, eps)
+
+
+def regression(pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Huber on log targets; NaN targets (no timing) are ignored."""
+    ok = torch.isfinite(y)
+    if not ok.any():
+        return pred.sum() * 0.0
+    return F.smooth_l1_loss(pred[ok], y[ok])

@@ -1,0 +1,124 @@
+"""The `train` stage: teacher -> teacher soft labels -> distilled student, and the cost predictor.
+
+Each model is trained by a TorchTrainer whose run name is `<kind>-<train key>` under `checkpoints/`:
+re-running after a crash or a kill resumes from the latest checkpoint; a model whose finished directory
+already carries the same key is not trained again. Final models go to `models/<kind>/` (atomically).
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from .. import atomic
+from ..config import Config
+from ..data import dataset as ds_lib
+from ..models import io as model_io
+from ..models.nets import n_params
+from ..paths import RunPaths
+from ..pipeline import StageContext, StageResult
+from . import driver, tracking
+
+log = logging.getLogger(__name__)
+KINDS = ("teacher", "student", "cost")
+
+
+def run(ctx: StageContext) -> StageResult:
+    cfg, paths = ctx.cfg, ctx.paths
+    manifest = ds_lib.read_manifest(paths.dataset)
+    if manifest["counts"]["states"]["train"] == 0:
+        raise ds_lib.DatasetError(f"{paths.dataset}: no training states; generate more data (data.generate)")
+    data_hash = ctx.manifest.output_hash("generate")
+    outputs: dict[str, Any] = {}
+    for kind in KINDS:
+        outputs[kind] = train_model(cfg, paths, kind, manifest, data_hash, force=ctx.force)
+    test = evaluate_on_test(paths, manifest)
+    outputs["test"] = test
+    t1, s1 = test["teacher"]["top1"], test["student"]["top1"]
+    outputs["student_vs_teacher_top1"] = round(s1 / t1, 4) if t1 else None
+    atomic.write_json(paths.models / "train_summary.json", outputs)
+    log.info("train: test top-1 teacher %.3f, student %.3f (%.1f%% of teacher), dom/wdeg %.3f", t1, s1,
+             100 * (s1 / t1 if t1 else 0), test["teacher"]["baseline_top1"])
+    h = atomic.hash_tree(paths.models / "teacher" / "model.pt") + atomic.hash_tree(
+        paths.models / "student" / "model.pt") + atomic.hash_tree(paths.models / "cost" / "model.pt")
+    return StageResult(outputs=outputs, output_hash=h[:16])
+
+
+def train_model(cfg: Config, paths: RunPaths, kind: str, manifest: dict[str, Any], data_hash: str,
+                force: bool = False, section: dict[str, Any] | None = None) -> dict[str, Any]:
+    section = section or driver.model_section(cfg, kind)
+    key = driver.train_key(cfg, kind, section, data_hash)
+    final = paths.model(kind)
+    if not force and (final / "model.json").exists():
+        try:
+            spec = json.loads((final / "model.json").read_text())
+            if spec.get("train_key") == key:
+                log.info("train %s: finished model with key %s exists, skipped", kind, key)
+                return spec["summary"]
+        except (OSError, json.JSONDecodeError):
+            pass
+    norm = manifest["norm"]["instance" if kind == "cost" else "input"]
+    spec = model_io.make_spec(kind, driver.hparams_of(kind, section), norm, train_key=key, dataset_hash=data_hash,
+                              seed=cfg.run.seed)
+    name = f"{kind}-{key}"
+    if force:
+        driver.clear_checkpoints(paths.checkpoints, name)
+    if kind == "cost":
+        datasets = {"train": driver.cost_dataset(paths.dataset, "train"), "val": driver.cost_dataset(paths.dataset, "val")}
+    elif kind == "student" and section["distill"]["teachers"]:
+        driver.write_soft_labels(paths, section["distill"]["teachers"], manifest["top_k"], _cluster_cpus())
+        datasets = {"train": driver.soft_label_dataset(paths, "train"), "val": driver.soft_label_dataset(paths, "val")}
+    else:
+        datasets = {sp: driver.scorer_dataset(paths.dataset, sp, manifest["top_k"]) for sp in ("train", "val")}
+    loop_cfg = driver.loop_config(cfg, paths, kind, section, spec, paths.checkpoints / name)
+    log.info("train %s: %d workers, run %s", kind, cfg.train.num_workers, paths.checkpoints / name)
+    result = driver.make_trainer(cfg, loop_cfg, datasets, paths.checkpoints, name).fit()
+    if result.error is not None:
+        raise result.error
+    score, mode = driver.SCORE[kind]
+    best = driver.best_checkpoint(result, score, mode)
+    if best is None:
+        raise RuntimeError(f"train {kind}: the run reported no checkpoint ({paths.checkpoints / name})")
+    hist = driver.history(result)
+    with best.as_directory() as d:
+        model, ck_spec = model_io.load(Path(d), expect={"train_key": key})
+    best_metrics = dict(max(hist, key=lambda r: r.get(score, -1e9) * (1 if mode == "max" else -1))) if hist else {}
+    summary = {"kind": kind, "train_key": key, "params": n_params(model), "epochs_run": len(hist),
+               "best": {k: v for k, v in best_metrics.items() if isinstance(v, (int, float))},
+               "checkpoints": str(paths.checkpoints / name)}
+    ck_spec["summary"] = summary
+    with atomic.directory(final) as tmp:
+        model_io.save(model, ck_spec, tmp)
+        atomic.write_json(tmp / "metrics.json", {"summary": summary, "history": hist})
+        tracking.write_csv(tmp / "metrics.csv", hist)
+        tracking.plot_curves(tmp / "curves.png", hist, kind)
+    if cfg.tracking.tensorboard:
+        tracking.write_tensorboard(paths.tensorboard / kind, hist)
+    log.info("train %s: %d params, best %s", kind, summary["params"],
+             {k: round(v, 4) for k, v in summary["best"].items() if k.startswith("val_")})
+    return summary
+
+
+def _cluster_cpus() -> float:
+    from ..runtime import cluster_cpus
+
+    return cluster_cpus()
+
+
+def evaluate_on_test(paths: RunPaths, manifest: dict[str, Any]) -> dict[str, Any]:
+    """Ranking metrics of the teacher and the student on the test split (local: the split is small)."""
+    import torch
+
+    from .metrics import finish_ranking, ranking_sums
+
+    table = ds_lib.read_states(paths.dataset, "test")
+    a = ds_lib.to_arrays(table, manifest["top_k"])
+    out = {}
+    for kind in ("teacher", "student"):
+        model, _ = model_io.load(paths.model(kind))
+        with torch.inference_mode():
+            s = model(torch.from_numpy(a["x"]), torch.from_numpy(a["mask"]))
+        out[kind] = finish_ranking(ranking_sums(s, torch.from_numpy(a["mask"]), torch.from_numpy(a["target"])))
+        out[kind]["n"] = int(len(a["x"]))
+    return out
