@@ -19,6 +19,29 @@ def _tmp_sibling(path: Path, tag: str = "tmp") -> Path:
     return path.with_name(f".{path.name}.{tag}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_stale(path: Path) -> None:
+    """Remove temp siblings of `path` left by a process that was killed (its pid no longer runs)."""
+    if not path.parent.exists():
+        return
+    for p in path.parent.glob(f".{path.name}.*-*-*"):
+        try:
+            pid = int(p.name.rsplit("-", 2)[-2])
+        except ValueError:
+            continue
+        if pid != os.getpid() and not _alive(pid):
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+
+
 def write_bytes(path: str | Path, data: bytes) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -73,6 +96,7 @@ def directory(path: str | Path) -> Iterator[Path]:
     """Yield an empty temp directory; on success it replaces `path` (the old one is removed only then)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale(path)
     tmp = _tmp_sibling(path)
     tmp.mkdir()
     try:

@@ -97,12 +97,14 @@ class LabelSection(_Section):
     top_k: int = Field(8, ge=2, description="probe at most this many candidates, best by dom/wdeg")
     node_budget: int = Field(2000, ge=1, description="node budget of one probe; over it the cost is censored")
     min_candidates: int = Field(2, ge=2)
+    max_depth: Optional[int] = Field(None, ge=0, description="sample only states at most this deep (the model "
+                                     "is called near the root, see evaluate.learned.max_depth)")
 
 
 class PurifySection(_Section):
     dedupe: bool = True
     balance: bool = True
-    max_group_ratio: float = Field(3.0, ge=1.0, description="cap each (family,size) train group at ratio x smallest")
+    max_group_ratio: float = Field(3.0, ge=1.0, description="cap each (family,size) train group at ratio x median")
 
 
 class SplitSection(_Section):
@@ -188,6 +190,9 @@ class TrainSection(_Section):
     nan_retries: int = Field(3, ge=0)
     nan_lr_factor: float = Field(0.5, gt=0, lt=1)
     worker_start_timeout_s: float = Field(120.0, gt=0, description="fail instead of waiting forever for workers")
+    target: Literal["best", "soft"] = Field("soft", description="scorer training target: uniform over the cheapest "
+                                            "candidates, or softmax(-log(cost/min cost)/T) over all of them")
+    target_temperature: float = Field(0.5, gt=0, description="T of the soft target")
     teacher: TeacherSection = TeacherSection()
     student: StudentSection = StudentSection()
     cost: CostSection = CostSection()
@@ -232,8 +237,10 @@ class TuneSection(_Section):
 class LearnedSection(_Section):
     model: Literal["student", "teacher"] = "student"
     top_k: int = Field(8, ge=1, description="score only the best K candidates by dom/wdeg")
-    max_depth: Optional[int] = Field(None, ge=0, description="call the model only up to this depth")
-    runtime: Literal["onnx", "onnx-int8", "torch"] = "onnx"
+    max_depth: Optional[int] = Field(1, ge=0, description="call the model only up to this depth (None = always); "
+                                     "deeper decisions use dom/wdeg, where the model's overhead costs more than it saves")
+    runtime: Literal["deployed", "onnx", "onnx-int8", "torch"] = Field(
+        "deployed", description="deployed = the file the export stage chose (FP32 or INT8, whichever is faster)")
 
 
 class EvaluateSection(_Section):

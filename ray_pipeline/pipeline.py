@@ -111,6 +111,20 @@ def input_hash(manifest: Manifest, spec: StageSpec) -> str:
     return stable_hash(hashes)
 
 
+def _outputs_intact(spec: StageSpec, ctx: StageContext) -> bool:
+    """A finished stage is trusted only while its files still hash to what the manifest recorded."""
+    if callable(spec.impl) or spec.impl is None:
+        return True
+    mod = importlib.import_module(spec.impl.partition(":")[0])
+    check = getattr(mod, "output_hash", None)
+    if check is None:
+        return True
+    try:
+        return check(ctx.paths) == ctx.manifest.stage(spec.name).get("output_hash")
+    except (OSError, ValueError, KeyError):
+        return False
+
+
 def run_stages(ctx: StageContext, stages: list[str], specs: Optional[dict[str, StageSpec]] = None) -> dict[str, str]:
     """Run (or skip) each stage in order; returns stage -> 'ran' | 'skipped'."""
     specs = specs or SPECS
@@ -121,9 +135,11 @@ def run_stages(ctx: StageContext, stages: list[str], specs: Optional[dict[str, S
         chash = ctx.cfg.section_hash(*spec.config_keys) if spec.config_keys else stable_hash({})
         ihash = input_hash(ctx.manifest, spec)
         if not ctx.force and ctx.manifest.is_current(name, chash, ihash):
-            log.info("stage %s: up to date (config %s, inputs %s), skipped", name, chash, ihash)
-            outcome[name] = "skipped"
-            continue
+            if _outputs_intact(spec, ctx):
+                log.info("stage %s: up to date (config %s, inputs %s), skipped", name, chash, ihash)
+                outcome[name] = "skipped"
+                continue
+            log.warning("stage %s: its outputs changed or disappeared on disk since it finished; recomputing", name)
         log.info("stage %s: running (config %s, inputs %s)", name, chash, ihash)
         ctx.manifest.mark_running(name, chash, ihash)
         t0 = time.perf_counter()

@@ -85,7 +85,9 @@ def init_ray(cfg: Config, address: Optional[str] = None, extra_env: Optional[dic
             log.info("joining Ray cluster at %s (auth %s)", addr, auth)
             _DASHBOARD_URL = ray.init(address=addr, runtime_env={"env_vars": env}, log_to_driver=True).dashboard_url
         else:
-            kwargs = dict(num_cpus=cfg.ray.num_cpus, include_dashboard=cfg.ray.include_dashboard,
+            # address="local": always a new embedded Ray, never a stale `ray start` cluster that
+            # /tmp/ray/ray_current_cluster still points to
+            kwargs = dict(address="local", num_cpus=cfg.ray.num_cpus, include_dashboard=cfg.ray.include_dashboard,
                           dashboard_host=cfg.ray.dashboard_host, runtime_env={"env_vars": env})
             if cfg.ray.object_store_memory_mb:
                 kwargs["object_store_memory"] = cfg.ray.object_store_memory_mb * 2**20

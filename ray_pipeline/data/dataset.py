@@ -220,7 +220,8 @@ def read_states(path: Path, split: str) -> pa.Table:
     return t
 
 
-def to_arrays(batch: dict[str, Any] | pa.Table, k_max: int) -> dict[str, np.ndarray]:
+def to_arrays(batch: dict[str, Any] | pa.Table, k_max: int, soft_temperature: float | None = None
+              ) -> dict[str, np.ndarray]:
     """Pad a batch of states to k_max candidates: the model input format (x, mask, target, costs, best).
 
     `target` is uniform over the tied-best candidates; `best` is the first of them.
@@ -249,8 +250,22 @@ def to_arrays(batch: dict[str, Any] | pa.Table, k_max: int) -> dict[str, np.ndar
     best_cost = c.min(axis=1, keepdims=True)
     ties = mask & (c == best_cost)
     target = ties / np.maximum(ties.sum(axis=1, keepdims=True), 1)
-    return {"x": x, "mask": mask, "target": target.astype(np.float32), "best": np.argmax(ties, axis=1),
-            "costs": np.where(mask, c, 0.0).astype(np.float32)}
+    out = {"x": x, "mask": mask, "target": target.astype(np.float32), "best": np.argmax(ties, axis=1),
+           "costs": np.where(mask, c, 0.0).astype(np.float32)}
+    if soft_temperature is not None:
+        out["soft"] = soft_target(out["costs"], mask, soft_temperature)
+    return out
+
+
+def soft_target(costs: np.ndarray, mask: np.ndarray, t: float) -> np.ndarray:
+    """softmax(-log(cost / min cost) / T) over the valid candidates: cheap candidates share the mass, and a
+    candidate 10x worse than the best gets almost none (the plain target ignores how much worse it is)."""
+    c = np.where(mask, np.maximum(costs, 1.0), np.inf)
+    z = -(np.log(c) - np.log(c.min(axis=1, keepdims=True))) / t
+    z = np.where(mask, z, -np.inf)
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.where(mask, np.exp(z), 0.0)
+    return (e / np.maximum(e.sum(axis=1, keepdims=True), 1e-30)).astype(np.float32)
 
 
 def log_cost_targets(instances: pa.Table, timings: pa.Table | None) -> np.ndarray:

@@ -29,4 +29,8 @@ def run(ctx: StageContext) -> StageResult:
         outputs={"path": str(ctx.paths.dataset), "states": summary["states_per_split"],
                  "instances": summary["instances"], "expansion_factor": summary["expansion_factor"],
                  "report": str(ctx.paths.dataset / "report" / "report.md")},
-        output_hash=dataset.content_hash(ctx.paths.dataset))
+        output_hash=output_hash(ctx.paths))
+
+
+def output_hash(paths) -> str:
+    return dataset.content_hash(paths.dataset)

@@ -21,7 +21,6 @@ def solve_all(item: dict[str, Any], heuristics: list[str], propagation: str, nod
     from ..solver import Solver, compile_instance
 
     inst = loads(item["instance_json"]) if item.get("instance_json") else read_instance(item["path"])
-    compiled = compile_instance(inst)
     scorer = None
     if "learned" in heuristics and model_path:
         from ..inference import load_scorer
@@ -31,6 +30,7 @@ def solve_all(item: dict[str, Any], heuristics: list[str], propagation: str, nod
     for h in heuristics:
         if h == "learned" and scorer is None:
             continue
+        compiled = compile_instance(inst)  # fresh per run: the arc caches must not carry over between heuristics
         r = Solver(inst, heuristic=h, propagation=propagation, node_limit=node_limit, time_limit=time_limit,
                    scorer=scorer if h == "learned" else None, top_k=top_k, max_depth=max_depth, compiled=compiled,
                    seed=0).solve()

@@ -99,7 +99,10 @@ def run(ctx: StageContext) -> StageResult:
                     for sp in ("test", "heldout")}
 
     # ---- speedup: Ray tasks over instances
-    model_file = {"onnx": "model.onnx", "onnx-int8": "model.int8.onnx", "torch": "model.pt"}[e.learned.runtime]
+    model_file = export[e.learned.model]["deploy"] if e.learned.runtime == "deployed" and \
+        export.get(e.learned.model, {}).get("deploy") else \
+        {"deployed": "model.onnx", "onnx": "model.onnx", "onnx-int8": "model.int8.onnx", "torch": "model.pt"}[
+            e.learned.runtime]
     model_path = paths.model(e.learned.model) / model_file
     items = [it for sp in e.splits for it in pick_instances(paths, sp, e.max_instances)] + files
     task = ray.remote(num_cpus=1)(speedup.solve_all)
@@ -130,7 +133,11 @@ def run(ctx: StageContext) -> StageResult:
                  lr.get("geomean_node_ratio"), lr.get("geomean_time_ratio"), lr.get("solved"), lr.get("of"))
     return StageResult(outputs={"path": str(out_dir / "evaluation.json"), "speedup": summary,
                                 "suggestions": ev["suggestions"]},
-                       output_hash=atomic.hash_tree(out_dir / "evaluation.json"))
+                       output_hash=output_hash(paths))
+
+
+def output_hash(paths) -> str:
+    return atomic.hash_tree(paths.evaluation / "evaluation.json")
 
 
 def _cost_metrics(paths, model) -> dict[str, Any]:

@@ -25,28 +25,28 @@ class ExportError(RuntimeError):
 
 
 def export_onnx(model: torch.nn.Module, kind: str, n_features: int, path: Path, meta: dict[str, str]) -> Path:
-    """Export with a dynamic batch (teacher: dynamic batch and candidate count) and embed metadata."""
+    """Export with a dynamic batch (teacher: dynamic batch and candidate count) and embed metadata.
+    Writes `path` directly: callers pass a temporary name and rename it after the parity check."""
     import onnx
 
     model = model.eval()
-    with atomic.file(path) as tmp:
-        if kind == "teacher":
-            x = torch.zeros(2, 3, n_features)
-            mask = torch.ones(2, 3, dtype=torch.bool)
-            prog = torch.onnx.export(model, (x, mask), dynamo=True, verbose=False,
-                                     dynamic_shapes=({0: "batch", 1: "candidates"}, {0: "batch", 1: "candidates"}),
-                                     input_names=["x", "mask"], output_names=["scores"])
-        else:
-            x = torch.zeros(2, n_features)  # batch >= 2: a size-1 example would be specialised
-            prog = torch.onnx.export(model, (x,), dynamo=True, verbose=False, dynamic_shapes=({0: "batch"},),
-                                     input_names=["x"], output_names=["scores" if kind == "student" else "cost"])
-        prog.save(str(tmp))
-        m = onnx.load(str(tmp))
-        for k, v in dict(meta, feature_version=FEATURE_VERSION).items():
-            p = m.metadata_props.add()
-            p.key, p.value = k, v
-        onnx.checker.check_model(m)
-        onnx.save(m, str(tmp))
+    if kind == "teacher":
+        x = torch.zeros(2, 3, n_features)
+        mask = torch.ones(2, 3, dtype=torch.bool)
+        prog = torch.onnx.export(model, (x, mask), dynamo=True, verbose=False,
+                                 dynamic_shapes=({0: "batch", 1: "candidates"}, {0: "batch", 1: "candidates"}),
+                                 input_names=["x", "mask"], output_names=["scores"])
+    else:
+        x = torch.zeros(2, n_features)  # batch >= 2: a size-1 example would be specialised
+        prog = torch.onnx.export(model, (x,), dynamo=True, verbose=False, dynamic_shapes=({0: "batch"},),
+                                 input_names=["x"], output_names=["scores" if kind == "student" else "cost"])
+    prog.save(str(path))
+    m = onnx.load(str(path))
+    for k, v in dict(meta, feature_version=FEATURE_VERSION).items():
+        p = m.metadata_props.add()
+        p.key, p.value = k, v
+    onnx.checker.check_model(m)
+    onnx.save(m, str(path))
     return path
 
 

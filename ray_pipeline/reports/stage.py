@@ -136,4 +136,8 @@ def run(ctx: StageContext) -> StageResult:
     Registry.open(paths.run.parent).add_run(run=cfg.run.name, config_hash=m.get("config_hash", ""),
                                             report=str(out / "report.md"), metrics=metrics)
     return StageResult(outputs={"report": str(out / "report.md"), "metrics": str(out / "metrics.json")},
-                       output_hash=atomic.hash_tree(out / "metrics.json"))
+                       output_hash=output_hash(paths))
+
+
+def output_hash(paths) -> str:
+    return atomic.hash_tree(paths.reports / "metrics.json")

@@ -320,6 +320,8 @@ class Solver:
 
     def _value(self, x: int) -> int:
         d = self.dom[x]
+        if self.value_order == "lex" and self.val_rank is None:
+            return (d & -d).bit_length() - 1
         vals = []
         m = d
         while m:
@@ -495,6 +497,7 @@ def compile_instance(inst: Instance) -> "Compiled":
     c.init_size = [max(1, d.bit_count()) for d in inst.domains]
     c.n = n
     return c
+
 
 
 def _transpose(sup: Sequence[int], size_x: int, size_y: int) -> list[int]:

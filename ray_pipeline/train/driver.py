@@ -28,19 +28,22 @@ SCORE = {"teacher": ("val_top1", "max"), "student": ("val_top1", "max"), "cost":
 
 
 # ------------------------------------------------------------------------------------------ [1] datasets
-def _pad_batch(batch: pa.Table, k_max: int) -> dict[str, np.ndarray]:
-    a = ds_lib.to_arrays(batch, k_max)
-    return {"x": a["x"], "mask": a["mask"], "target": a["target"], "best": a["best"]}
+def _pad_batch(batch: pa.Table, k_max: int, target: str, temperature: float) -> dict[str, np.ndarray]:
+    """`target` (ties at the best cost) drives the metrics; `label` is what the loss trains towards."""
+    a = ds_lib.to_arrays(batch, k_max, soft_temperature=temperature if target == "soft" else None)
+    return {"x": a["x"], "mask": a["mask"], "target": a["target"], "best": a["best"],
+            "label": a["soft"] if target == "soft" else a["target"]}
 
 
-def scorer_dataset(dataset_dir: Path, split: str, k_max: int):
+def scorer_dataset(dataset_dir: Path, split: str, k_max: int, target: str = "best", temperature: float = 0.5):
     import ray.data
 
     path = Path(dataset_dir) / f"states_{split}.parquet"
     ds_lib.read_table(path.parent, path.name, columns=["n_cands"])  # a clear error for a missing/corrupt file
     ds = ray.data.read_parquet(str(path), columns=["n_cands", "features", "costs"])
     # materialised once: every epoch then streams from the object store instead of re-reading and padding
-    return ds.map_batches(_pad_batch, fn_kwargs={"k_max": k_max}, batch_format="pyarrow", batch_size=512).materialize()
+    return ds.map_batches(_pad_batch, fn_kwargs={"k_max": k_max, "target": target, "temperature": temperature},
+                          batch_format="pyarrow", batch_size=512).materialize()
 
 
 def cost_dataset(dataset_dir: Path, split: str):
@@ -74,7 +77,8 @@ class TeacherLogits:
         return batch
 
 
-def write_soft_labels(paths: RunPaths, teachers: dict[str, float], k_max: int, cpus: float) -> dict[str, str]:
+def write_soft_labels(paths: RunPaths, teachers: dict[str, float], k_max: int, cpus: float, target: str = "best",
+                      temperature: float = 0.5) -> dict[str, str]:
     """Teacher logits for the train and val splits, computed once with an actor pool and stored as Parquet
     next to the dataset (x, mask, target and one `t_<teacher>` column per teacher)."""
     import ray.data
@@ -83,7 +87,7 @@ def write_soft_labels(paths: RunPaths, teachers: dict[str, float], k_max: int, c
 
     out = {}
     for split in ("train", "val"):
-        ds = scorer_dataset(paths.dataset, split, k_max)
+        ds = scorer_dataset(paths.dataset, split, k_max, target, temperature)
         for name in teachers:
             mdir = paths.model(name)
             if not (mdir / "model.pt").exists():
@@ -119,6 +123,7 @@ def hparams_of(kind: str, section: dict[str, Any]) -> dict[str, Any]:
 def train_key(cfg: Config, kind: str, section: dict[str, Any], dataset_hash: str) -> str:
     """Identity of one training run: a new key starts fresh, the same key resumes its checkpoints."""
     return stable_hash({"kind": kind, "section": section, "dataset": dataset_hash, "seed": cfg.run.seed,
+                        "target": [cfg.train.target, cfg.train.target_temperature],
                         "nan_at": cfg.debug.nan_loss_at_step})
 
 

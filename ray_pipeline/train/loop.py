@@ -75,16 +75,16 @@ def _loss_and_sums(kind: str, model: torch.nn.Module, batch: dict[str, torch.Ten
         loss = losses.regression(pred, batch["y"])
         sums = metrics.regression_sums(pred, batch["y"]) if not train else {}
         return loss, sums
-    x, mask, target = batch["x"], batch["mask"].bool(), batch["target"]
+    x, mask, target, label = batch["x"], batch["mask"].bool(), batch["target"], batch["label"]
     scores = model(x, mask)
     eps = c["optim"]["label_smoothing"] if train else 0.0
     if kind == "student" and c.get("teachers"):
         d = c["distill"]
         p_t = losses.teacher_probs([batch[f"t_{n}"] for n in c["teachers"]], list(c["teachers"].values()), mask,
                                    d["temperature"])
-        loss = losses.distill(scores, mask, target, p_t, d["alpha"], d["temperature"], eps)
+        loss = losses.distill(scores, mask, label, p_t, d["alpha"], d["temperature"], eps)
     else:
-        loss = losses.listwise_ce(scores, mask, target, eps)
+        loss = losses.listwise_ce(scores, mask, label, eps)
     sums = metrics.ranking_sums(scores, mask, target) if not train else {}
     return loss, sums
 

@@ -40,9 +40,11 @@ def run(ctx: StageContext) -> StageResult:
     atomic.write_json(paths.models / "train_summary.json", outputs)
     log.info("train: test top-1 teacher %.3f, student %.3f (%.1f%% of teacher), dom/wdeg %.3f", t1, s1,
              100 * (s1 / t1 if t1 else 0), test["teacher"]["baseline_top1"])
-    h = atomic.hash_tree(paths.models / "teacher" / "model.pt") + atomic.hash_tree(
-        paths.models / "student" / "model.pt") + atomic.hash_tree(paths.models / "cost" / "model.pt")
-    return StageResult(outputs=outputs, output_hash=h[:16])
+    return StageResult(outputs=outputs, output_hash=output_hash(paths))
+
+
+def output_hash(paths: RunPaths) -> str:
+    return "".join(atomic.hash_tree(paths.model(k) / "model.pt") for k in KINDS)[:16]
 
 
 def train_model(cfg: Config, paths: RunPaths, kind: str, manifest: dict[str, Any], data_hash: str,
@@ -67,10 +69,12 @@ def train_model(cfg: Config, paths: RunPaths, kind: str, manifest: dict[str, Any
     if kind == "cost":
         datasets = {"train": driver.cost_dataset(paths.dataset, "train"), "val": driver.cost_dataset(paths.dataset, "val")}
     elif kind == "student" and section["distill"]["teachers"]:
-        driver.write_soft_labels(paths, section["distill"]["teachers"], manifest["top_k"], _cluster_cpus())
+        driver.write_soft_labels(paths, section["distill"]["teachers"], manifest["top_k"], _cluster_cpus(),
+                                 cfg.train.target, cfg.train.target_temperature)
         datasets = {"train": driver.soft_label_dataset(paths, "train"), "val": driver.soft_label_dataset(paths, "val")}
     else:
-        datasets = {sp: driver.scorer_dataset(paths.dataset, sp, manifest["top_k"]) for sp in ("train", "val")}
+        datasets = {sp: driver.scorer_dataset(paths.dataset, sp, manifest["top_k"], cfg.train.target,
+                                              cfg.train.target_temperature) for sp in ("train", "val")}
     loop_cfg = driver.loop_config(cfg, paths, kind, section, spec, paths.checkpoints / name)
     log.info("train %s: %d workers, run %s", kind, cfg.train.num_workers, paths.checkpoints / name)
     result = driver.make_trainer(cfg, loop_cfg, datasets, paths.checkpoints, name).fit()

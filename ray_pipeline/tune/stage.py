@@ -79,7 +79,8 @@ def _trial(params: dict[str, Any], cfg_json: str, data_hash: str) -> None:
     if kind == "student":
         datasets = {sp: driver.soft_label_dataset(paths, sp) for sp in ("train", "val")}
     else:
-        datasets = {sp: driver.scorer_dataset(paths.dataset, sp, manifest["top_k"]) for sp in ("train", "val")}
+        datasets = {sp: driver.scorer_dataset(paths.dataset, sp, manifest["top_k"], cfg.train.target,
+                                              cfg.train.target_temperature) for sp in ("train", "val")}
     trial_id = ray.tune.get_context().get_trial_id()
     storage = paths.tune / "train"
     loop_cfg = driver.loop_config(cfg, paths, kind, section, spec, storage / f"trial-{trial_id}")
@@ -153,7 +154,11 @@ def run(ctx: StageContext) -> StageResult:
     _write_summary_md(paths, summary)
     log.info("tune: best %s=%.4f with %s; config %s", t.metric, summary["best_value"], best_params, best_yaml)
     return StageResult(outputs={k: v for k, v in summary.items() if k != "trials"} | {"n_trials": len(rows)},
-                       output_hash=atomic.hash_tree(best_yaml))
+                       output_hash=output_hash(paths))
+
+
+def output_hash(paths: RunPaths) -> str:
+    return atomic.hash_tree(paths.tune / "best.yaml")
 
 
 def best_config_dict(cfg: Config, kind: str, params: dict[str, Any]) -> dict[str, Any]:

@@ -59,7 +59,8 @@ def test_splits_are_by_instance_and_stratified():
 
 
 def test_balance_caps_and_informative_states():
-    assert steps.balance_caps({("a", "s"): 10, ("b", "s"): 100}, 3.0) == {("a", "s"): 10, ("b", "s"): 30}
+    caps = steps.balance_caps({("a", "s"): 10, ("b", "s"): 40, ("c", "s"): 500}, 3.0)
+    assert caps == {("a", "s"): 10, ("b", "s"): 40, ("c", "s"): 120}  # 3 x the median group (40)
     assert not steps.is_informative([5.0, 5.0], [False, False], 2)
     assert not steps.is_informative([9.0, 9.0], [True, True], 2)
     assert not steps.is_informative([1.0], [False], 2)

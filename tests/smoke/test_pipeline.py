@@ -1,0 +1,119 @@
+"""The whole pipeline on a tiny config, on the session's Ray: one run, many assertions on what it wrote."""
+import json
+import sqlite3
+
+import numpy as np
+import pytest
+
+from ray_pipeline.cli import main
+from ray_pipeline.models import io as model_io
+from ray_pipeline.paths import RunPaths
+
+from ..conftest import BENCHMARKS, CONFIGS
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+TINY = [
+    "data.generate.families=[{family: rb, sizes: [small], count: 6}, {family: ksat, sizes: [small], count: 3},"
+    " {family: coloring, sizes: [small], count: 3}]",
+    "data.generate.heldout=[{family: rb, sizes: [medium], count: 2}]",
+    "data.augment.factor=2", "data.label.states_per_instance=4", "data.label.top_k=6", "data.label.node_budget=300",
+    "train.teacher.optim.epochs=3", "train.student.optim.epochs=3", "train.cost.optim.epochs=3",
+    "train.teacher.hidden=32", "evaluate.max_instances=3", "evaluate.node_limit=5000",
+    f"evaluate.files=[{BENCHMARKS}/sat/uf20-01.cnf, {BENCHMARKS}/col/myciel6.col:7]",
+    "export.latency_calls=100", "export.parity_rows=64", "export.calibration_rows=32",
+]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, ray_session):
+    root = tmp_path_factory.mktemp("runs")
+    assert main(["run", str(CONFIGS / "quick.yaml"), f"run.root={root}", "run.name=smoke", *TINY]) == 0
+    return RunPaths.of(root, "smoke")
+
+
+def test_every_stage_finished_and_wrote_its_artifacts(run_dir):
+    m = json.loads(run_dir.manifest.read_text())
+    assert [s for s, v in m["stages"].items() if v["status"] == "done"] == ["generate", "train", "export",
+                                                                            "evaluate", "report"]
+    for kind in ("teacher", "student", "cost"):
+        d = run_dir.model(kind)
+        for f in ("model.pt", "model.json", "model.onnx", "card.md", "metrics.json", "metrics.csv", "curves.png"):
+            assert (d / f).stat().st_size > 0, (kind, f)
+    assert (run_dir.model("student") / "model.int8.onnx").exists()
+    rep = (run_dir.reports / "report.md").read_text()
+    assert "Solver speedup" in rep and "| heldout | learned |" in rep and "onnx-int8" in rep
+    metrics = json.loads((run_dir.reports / "metrics.json").read_text())
+    assert "learned" in metrics["speedup"]["heldout"] and metrics["export"]["student"]["variants"]
+
+
+def test_student_is_small_and_checks_pass(run_dir):
+    summary = json.loads((run_dir.models / "train_summary.json").read_text())
+    assert summary["student"]["params"] <= 0.1 * summary["teacher"]["params"]
+    assert 0.0 <= summary["test"]["student"]["top1"] <= 1.0
+    ev = json.loads((run_dir.evaluation / "evaluation.json").read_text())
+    failed = [c["name"] for k in ("teacher", "student") for c in ev["checks"][k] if not c["passed"]]
+    assert not failed, failed
+    assert ev["calibration"]["after"]["nll"] <= ev["calibration"]["before"]["nll"] + 1e-6
+    assert ev["suggestions"]
+    sp = ev["speedup"]["summary"]
+    assert set(sp) == {"test", "heldout", "external"}
+    for split in sp:  # every baseline ran on every instance
+        assert {"lex", "mrv", "dom-deg", "dom-wdeg", "learned"} <= set(sp[split])
+    assert sp["external"]["dom-wdeg"]["solved"] == 2
+
+
+def test_training_histories_and_tensorboard(run_dir):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    for kind, key in (("teacher", "val_top1"), ("student", "val_top1"), ("cost", "val_log_nodes_rmse")):
+        hist = json.loads((run_dir.model(kind) / "metrics.json").read_text())["history"]
+        assert [h["epoch"] for h in hist] == list(range(1, len(hist) + 1)) and len(hist) >= 1
+        assert all(np.isfinite(h["train_loss"]) and key in h and h["samples_per_s"] > 0 for h in hist)
+        acc = EventAccumulator(str(run_dir.tensorboard / kind))
+        acc.Reload()
+        assert key in acc.Tags()["scalars"]
+
+
+def test_rerun_skips_every_stage(run_dir, capsys):
+    assert main(["run", str(CONFIGS / "quick.yaml"), f"run.root={run_dir.run.parent}", "run.name=smoke", *TINY]) == 0
+    out = capsys.readouterr().out
+    assert "generate skipped, train skipped, export skipped, evaluate skipped" in out
+
+
+def test_solve_cli_with_the_exported_student(run_dir, capsys):
+    model = run_dir.model("student") / "model.onnx"
+    for path, extra in ((BENCHMARKS / "sat" / "uf50-01.cnf", []), (BENCHMARKS / "col" / "jean.col", ["--colors", "10"]),
+                        (BENCHMARKS / "sat" / "uuf50-01.cnf", [])):
+        for m in (model, run_dir.model("student") / "model.int8.onnx"):
+            code = main(["solve", str(path), "--heuristic", "learned", "--model", str(m), "--json", *extra])
+            out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+            assert code == 0 and out["stats"]["model_calls"] >= 1
+            assert out["status"] == ("UNSAT" if path.name.startswith("uuf") else "SAT")
+
+
+def test_registry_lists_the_models_and_the_run(run_dir):
+    with sqlite3.connect(run_dir.run.parent / "registry.sqlite") as db:
+        rows = db.execute("SELECT name, dataset_hash, onnx_bytes, deploy FROM models WHERE run='smoke'").fetchall()
+        runs = db.execute("SELECT run FROM runs").fetchall()
+    assert {r[0] for r in rows} == {"teacher", "student", "cost"} and all(r[1] and r[2] for r in rows)
+    assert ("smoke",) in runs
+
+
+def test_models_refuse_another_dataset_or_feature_version(run_dir, tmp_path):
+    import shutil
+
+    d = tmp_path / "student"
+    shutil.copytree(run_dir.model("student"), d)
+    spec = json.loads((d / "model.json").read_text())
+    with pytest.raises(model_io.ModelFileError, match="dataset_hash"):
+        model_io.load(d, expect={"dataset_hash": "0" * 16})
+    spec["feature_version"] = "v0"
+    (d / "model.json").write_text(json.dumps(spec))
+    with pytest.raises(model_io.ModelFileError, match="model.json: built for features 'v0'"):
+        model_io.load(d)
+    (d / "model.pt").write_bytes(b"not a zip")
+    spec["feature_version"] = model_io.FEATURE_VERSION
+    (d / "model.json").write_text(json.dumps(spec))
+    with pytest.raises(model_io.ModelFileError, match="model.pt: cannot load as a weights-only state dict"):
+        model_io.load(d)
