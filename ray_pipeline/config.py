@@ -193,6 +193,11 @@ class TrainSection(_Section):
     target: Literal["best", "soft"] = Field("soft", description="scorer training target: uniform over the cheapest "
                                             "candidates, or softmax(-log(cost/min cost)/T) over all of them")
     target_temperature: float = Field(0.5, gt=0, description="T of the soft target")
+    families: Optional[list[Family]] = Field(None, description="train the scorers on these families' states only "
+                                             "(a specialist); None = all families of the dataset")
+    select_metric: Literal["val_log_regret", "val_top1", "val_loss"] = Field(
+        "val_log_regret", description="checkpoint selection and early stopping of the scorers; log regret = "
+        "log(cost of the chosen candidate / cheapest cost), what a wrong choice costs the search")
     teacher: TeacherSection = TeacherSection()
     student: StudentSection = StudentSection()
     cost: CostSection = CostSection()
@@ -251,6 +256,7 @@ class EvaluateSection(_Section):
     time_limit_s: float = Field(30.0, gt=0)
     splits: list[Literal["test", "heldout"]] = Field(default_factory=lambda: ["test", "heldout"])
     max_instances: int = Field(40, ge=1, description="per split")
+    repeats: int = Field(3, ge=1, description="interleaved timing rounds per instance; the minimum time is kept")
     files: list[str] = Field(default_factory=list, description="DIMACS .cnf / .col:K files to benchmark too")
     learned: LearnedSection = LearnedSection()
     ece_bins: int = Field(15, ge=2)

@@ -13,7 +13,7 @@ import json
 import multiprocessing as mp
 import statistics
 import time
-from typing import Any, Optional
+from typing import Any
 
 from ..problems import generate
 from ..problems.instance import Instance

@@ -55,58 +55,52 @@ def _timing(r: dict[str, Any], **kw: float) -> None:
 
 
 # ------------------------------------------------------------------------------------------ steps
-def generate_batch(batch: pa.Table, debug: Optional[DebugSection] = None) -> pa.Table:
+def _each(batch: pa.Table, step: str, fn) -> pa.Table:
+    """Apply `fn(row)` to every row not already failed; time it; quarantine what it raises."""
     import time
 
+    rows = _rows(batch)
+    for r in rows:
+        if r["error_json"]:
+            continue
+        t0 = time.perf_counter()
+        try:
+            extra = fn(r) or {}
+        except Exception as e:
+            _fail(r, step, e)
+            extra = {}
+        _timing(r, **{f"{step}_s": time.perf_counter() - t0}, **extra)
+    return _table(rows)
+
+
+def generate_batch(batch: pa.Table, debug: Optional[DebugSection] = None) -> pa.Table:
     import ray
 
     node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
-    rows = _rows(batch)
-    for r in rows:
+
+    def one(r: dict[str, Any]) -> None:
         r["node_id"] = node
-        t0 = time.perf_counter()
-        try:
-            inst = steps.build_instance(_spec(r), debug)
-            r["instance_json"] = steps.dumps(inst)
-        except Exception as e:
-            _fail(r, "generate", e)
-        _timing(r, generate_s=time.perf_counter() - t0)
-    return _table(rows)
+        r["instance_json"] = steps.dumps(steps.build_instance(_spec(r), debug))
+
+    return _each(batch, "generate", one)
 
 
 def trace_batch(batch: pa.Table, data: DataSection) -> pa.Table:
-    import time
+    def one(r: dict[str, Any]) -> None:
+        inst = steps.loads(r["instance_json"], r["instance_id"])
+        r["trace_json"] = json.dumps(steps.trace_instance(inst, data))
 
-    rows = _rows(batch)
-    for r in rows:
-        if r["error_json"]:
-            continue
-        t0 = time.perf_counter()
-        try:
-            inst = steps.loads(r["instance_json"], r["instance_id"])
-            r["trace_json"] = json.dumps(steps.trace_instance(inst, data))
-        except Exception as e:
-            _fail(r, "trace", e)
-        _timing(r, trace_s=time.perf_counter() - t0)
-    return _table(rows)
+    return _each(batch, "trace", one)
 
 
 def label_batch(batch: pa.Table, data: DataSection) -> pa.Table:
-    import time
+    def one(r: dict[str, Any]) -> dict[str, int]:
+        inst = steps.loads(r["instance_json"], r["instance_id"])
+        states, probe_stats = steps.label_instance(inst, json.loads(r["trace_json"]), data, r["base_seed"])
+        r["states_json"] = json.dumps(states)
+        return probe_stats
 
-    rows = _rows(batch)
-    for r in rows:
-        if r["error_json"]:
-            continue
-        t0 = time.perf_counter()
-        try:
-            inst = steps.loads(r["instance_json"], r["instance_id"])
-            states, probe_stats = steps.label_instance(inst, json.loads(r["trace_json"]), data, r["base_seed"])
-            r["states_json"] = json.dumps(states)
-            _timing(r, label_s=time.perf_counter() - t0, **probe_stats)
-        except Exception as e:
-            _fail(r, "label", e)
-    return _table(rows)
+    return _each(batch, "label", one)
 
 
 def drop_uninformative_batch(batch: pa.Table, data: DataSection) -> pa.Table:

@@ -93,10 +93,9 @@ def write(a: Assembled, out: Path, wall_s: float) -> dict[str, Any]:
 
 
 def _plots(a: Assembled, out: Path) -> None:
-    import matplotlib
+    from ..plots import pyplot, save
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     rows = [r for t in a.states.values() for r in t.select(["family", "size", "split", "best", "costs"]).to_pylist()]
     groups = Counter(f"{r['family']}/{r['size']}" for r in rows)
@@ -106,8 +105,7 @@ def _plots(a: Assembled, out: Path) -> None:
     ax.set_title("labelled states per family/size")
     ax.tick_params(axis="x", rotation=45)
     fig.tight_layout()
-    fig.savefig(out / "counts.png", dpi=90)
-    plt.close(fig)
+    save(fig, out / "counts.png", dpi=90)
 
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
     best = Counter(r["best"] for r in rows)
@@ -118,8 +116,7 @@ def _plots(a: Assembled, out: Path) -> None:
     axes[1].hist(np.log10(np.maximum(costs, 1)), bins=30, color="#c44e52")
     axes[1].set_xlabel("log10 probe cost (nodes)")
     fig.tight_layout()
-    fig.savefig(out / "labels.png", dpi=90)
-    plt.close(fig)
+    save(fig, out / "labels.png", dpi=90)
 
     x = flat_features(a.states["train"])
     cols = 7
@@ -133,5 +130,4 @@ def _plots(a: Assembled, out: Path) -> None:
         else:
             ax.axis("off")
     fig.tight_layout()
-    fig.savefig(out / "features.png", dpi=80)
-    plt.close(fig)
+    save(fig, out / "features.png", dpi=80)

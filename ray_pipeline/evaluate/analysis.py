@@ -71,7 +71,7 @@ def _rank(scores: np.ndarray, a: dict[str, np.ndarray], sel: np.ndarray) -> dict
     if not sel.any():
         return {"n": 0}
     r = finish_ranking(ranking_sums(torch.from_numpy(scores[sel]), torch.from_numpy(a["mask"][sel]),
-                                    torch.from_numpy(a["target"][sel])))
+                                    torch.from_numpy(a["target"][sel]), torch.from_numpy(a["costs"][sel])))
     r["n"] = int(sel.sum())
     return {k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()}
 

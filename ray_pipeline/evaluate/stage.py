@@ -108,13 +108,13 @@ def run(ctx: StageContext) -> StageResult:
     task = ray.remote(num_cpus=1)(speedup.solve_all)
     heuristics = list(dict.fromkeys([*e.heuristics, e.baseline]))
     refs = [task.remote(it, heuristics, e.propagation, e.node_limit, e.time_limit_s, str(model_path),
-                        e.learned.top_k, e.learned.max_depth) for it in items]
+                        e.learned.top_k, e.learned.max_depth, e.repeats) for it in items]
     log.info("evaluate: %d instances x %d heuristics as Ray tasks (learned = %s)", len(items), len(heuristics),
              model_path.name)
     rows = [r for ref in refs for r in ray.get(ref)]
     summary = speedup.summarize(rows, e.baseline)
     ev["speedup"] = {"baseline": e.baseline, "propagation": e.propagation, "node_limit": e.node_limit,
-                     "time_limit_s": e.time_limit_s, "learned": {"model": str(model_path), "top_k": e.learned.top_k,
+                     "time_limit_s": e.time_limit_s, "repeats": e.repeats, "learned": {"model": str(model_path), "top_k": e.learned.top_k,
                                                                  "max_depth": e.learned.max_depth},
                      "summary": summary}
     atomic.write_json(out_dir / "speedup_rows.json", rows)
@@ -159,10 +159,9 @@ def _cost_metrics(paths, model) -> dict[str, Any]:
 
 
 def _reliability_plot(cal: dict[str, Any], path: Path) -> Path:
-    import matplotlib
+    from ..plots import pyplot, save
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(4.2, 4))
     ax.plot([0, 1], [0, 1], "k--", lw=0.8)
@@ -175,7 +174,5 @@ def _reliability_plot(cal: dict[str, Any], path: Path) -> Path:
     ax.set_title("student reliability (test)")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    with atomic.file(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=90)
-    plt.close(fig)
+    save(fig, path)
     return path

@@ -86,7 +86,8 @@ def run(ctx: StageContext) -> StageResult:
         metrics["speedup"] = sp["summary"]
         L += ["", f"## Solver speedup (MAC; learned = student via ONNX Runtime, top-{sp['learned']['top_k']}, "
               f"max depth {sp['learned']['max_depth']}; ratios vs {sp['baseline']}, geometric mean over "
-              f"instances both solved; wall time includes features and model calls)", "",
+              f"instances both solved; wall time = minimum of {sp.get('repeats', 1)} interleaved runs and includes "
+              f"features and model calls)", "",
               "| split | heuristic | solved | node ratio (geomean / median) | time ratio (geomean / median) | "
               "node wins/losses | time wins/losses |", "|---|---|---|---|---|---|---|"]
         for split, s in sp["summary"].items():

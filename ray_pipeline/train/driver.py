@@ -24,25 +24,35 @@ from ..paths import RunPaths
 
 log = logging.getLogger(__name__)
 
-SCORE = {"teacher": ("val_top1", "max"), "student": ("val_top1", "max"), "cost": ("val_loss", "min")}
+def score_of(cfg: Config, kind: str) -> tuple[str, str]:
+    """The validation metric that selects checkpoints and stops early, and its direction."""
+    if kind == "cost":
+        return "val_loss", "min"
+    m = cfg.train.select_metric
+    return m, "max" if m == "val_top1" else "min"
 
 
 # ------------------------------------------------------------------------------------------ [1] datasets
-def _pad_batch(batch: pa.Table, k_max: int, target: str, temperature: float) -> dict[str, np.ndarray]:
+def _pad_batch(batch: pa.Table, k_max: int, target: str, temperature: float,
+               families: Optional[list[str]]) -> dict[str, np.ndarray]:
     """`target` (ties at the best cost) drives the metrics; `label` is what the loss trains towards."""
+    if families:
+        batch = batch.filter(pa.compute.is_in(batch["family"], value_set=pa.array(families)))
     a = ds_lib.to_arrays(batch, k_max, soft_temperature=temperature if target == "soft" else None)
-    return {"x": a["x"], "mask": a["mask"], "target": a["target"], "best": a["best"],
+    return {"x": a["x"], "mask": a["mask"], "target": a["target"], "best": a["best"], "costs": a["costs"],
             "label": a["soft"] if target == "soft" else a["target"]}
 
 
-def scorer_dataset(dataset_dir: Path, split: str, k_max: int, target: str = "best", temperature: float = 0.5):
+def scorer_dataset(dataset_dir: Path, split: str, k_max: int, target: str = "best", temperature: float = 0.5,
+                   families: Optional[list[str]] = None):
     import ray.data
 
     path = Path(dataset_dir) / f"states_{split}.parquet"
     ds_lib.read_table(path.parent, path.name, columns=["n_cands"])  # a clear error for a missing/corrupt file
-    ds = ray.data.read_parquet(str(path), columns=["n_cands", "features", "costs"])
+    ds = ray.data.read_parquet(str(path), columns=["family", "n_cands", "features", "costs"])
     # materialised once: every epoch then streams from the object store instead of re-reading and padding
-    return ds.map_batches(_pad_batch, fn_kwargs={"k_max": k_max, "target": target, "temperature": temperature},
+    return ds.map_batches(_pad_batch, fn_kwargs={"k_max": k_max, "target": target, "temperature": temperature,
+                                                 "families": families},
                           batch_format="pyarrow", batch_size=512).materialize()
 
 
@@ -78,7 +88,7 @@ class TeacherLogits:
 
 
 def write_soft_labels(paths: RunPaths, teachers: dict[str, float], k_max: int, cpus: float, target: str = "best",
-                      temperature: float = 0.5) -> dict[str, str]:
+                      temperature: float = 0.5, families: Optional[list[str]] = None) -> dict[str, str]:
     """Teacher logits for the train and val splits, computed once with an actor pool and stored as Parquet
     next to the dataset (x, mask, target and one `t_<teacher>` column per teacher)."""
     import ray.data
@@ -87,7 +97,7 @@ def write_soft_labels(paths: RunPaths, teachers: dict[str, float], k_max: int, c
 
     out = {}
     for split in ("train", "val"):
-        ds = scorer_dataset(paths.dataset, split, k_max, target, temperature)
+        ds = scorer_dataset(paths.dataset, split, k_max, target, temperature, families)
         for name in teachers:
             mdir = paths.model(name)
             if not (mdir / "model.pt").exists():
@@ -123,13 +133,14 @@ def hparams_of(kind: str, section: dict[str, Any]) -> dict[str, Any]:
 def train_key(cfg: Config, kind: str, section: dict[str, Any], dataset_hash: str) -> str:
     """Identity of one training run: a new key starts fresh, the same key resumes its checkpoints."""
     return stable_hash({"kind": kind, "section": section, "dataset": dataset_hash, "seed": cfg.run.seed,
-                        "target": [cfg.train.target, cfg.train.target_temperature],
+                        "target": [cfg.train.target, cfg.train.target_temperature, cfg.train.select_metric],
+                        "families": cfg.train.families if kind != "cost" else None,
                         "nan_at": cfg.debug.nan_loss_at_step})
 
 
 def loop_config(cfg: Config, paths: RunPaths, kind: str, section: dict[str, Any], spec: dict[str, Any],
                 storage: Path) -> dict[str, Any]:
-    score, mode = SCORE[kind]
+    score, mode = score_of(cfg, kind)
     c = {"kind": kind, "optim": section["optim"], "spec": spec, "seed": cfg.run.seed, "score": score,
          "score_mode": mode, "nan_retries": cfg.train.nan_retries, "nan_lr_factor": cfg.train.nan_lr_factor,
          "mixed_precision": cfg.train.mixed_precision and cfg.train.use_gpu,

@@ -85,7 +85,7 @@ def _loss_and_sums(kind: str, model: torch.nn.Module, batch: dict[str, torch.Ten
         loss = losses.distill(scores, mask, label, p_t, d["alpha"], d["temperature"], eps)
     else:
         loss = losses.listwise_ce(scores, mask, label, eps)
-    sums = metrics.ranking_sums(scores, mask, target) if not train else {}
+    sums = metrics.ranking_sums(scores, mask, target, batch.get("costs")) if not train else {}
     return loss, sums
 
 
@@ -243,7 +243,8 @@ def _validate(kind: str, model: torch.nn.Module, shard, c: dict[str, Any], devic
         for k, v in s.items():
             sums[k] = sums.get(k, 0.0) + v
     keys = ["loss", "count"] + (sorted(f"{p}{j}" for p in ("n", "ae", "se", "y", "yy", "ape") for j in range(2))
-                                if kind == "cost" else ["n", "top1", "top3", "top5", "mrr", "baseline_top1"])
+                                if kind == "cost" else ["n", "top1", "top3", "top5", "mrr", "baseline_top1",
+                                                        "log_regret", "baseline_log_regret"])
     sums = _allreduce({k: sums.get(k, 0.0) for k in keys}, device)
     out = {"val_loss": sums["loss"] / max(sums["count"], 1.0)}
     if kind == "cost":

@@ -7,22 +7,32 @@ import numpy as np
 import torch
 
 
-def ranking_sums(scores: torch.Tensor, mask: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
-    """top-1 / top-3 / top-5 / MRR where any of the tied-best candidates counts as correct."""
+def ranking_sums(scores: torch.Tensor, mask: torch.Tensor, target: torch.Tensor,
+                 costs: torch.Tensor | None = None) -> dict[str, float]:
+    """top-1 / top-3 / top-5 / MRR where any of the tied-best candidates counts as correct; with probe costs
+    also the log regret log(cost(chosen) / cost(best)) of the model and of dom/wdeg's choice (candidate 0)."""
     s = scores.detach().float().masked_fill(~mask, float("-inf"))
     best = target > 0
     order = torch.argsort(s, dim=-1, descending=True)
     hit = torch.gather(best, 1, order) & torch.gather(mask, 1, order)
     first = torch.where(hit.any(-1), hit.float().argmax(-1), torch.full_like(hit[:, 0], hit.shape[1], dtype=torch.long))
     rank = first.float() + 1
-    return {"n": float(len(s)), "top1": float((rank <= 1).sum()), "top3": float((rank <= 3).sum()),
-            "top5": float((rank <= 5).sum()), "mrr": float((1.0 / rank).sum()),
-            "baseline_top1": float(best[:, 0].sum())}  # candidate 0 = dom/wdeg's choice
+    out = {"n": float(len(s)), "top1": float((rank <= 1).sum()), "top3": float((rank <= 3).sum()),
+           "top5": float((rank <= 5).sum()), "mrr": float((1.0 / rank).sum()),
+           "baseline_top1": float(best[:, 0].sum())}  # candidate 0 = dom/wdeg's choice
+    if costs is not None:
+        c = costs.detach().double().clamp(min=1.0)
+        cmin = c.masked_fill(~mask, float("inf")).min(dim=1).values
+        pick = s.argmax(dim=1)
+        out["log_regret"] = float(torch.log(c.gather(1, pick[:, None]).squeeze(1) / cmin).sum())
+        out["baseline_log_regret"] = float(torch.log(c[:, 0] / cmin).sum())
+    return out
 
 
 def finish_ranking(sums: dict[str, float], prefix: str = "") -> dict[str, float]:
     n = max(sums.get("n", 0.0), 1.0)
-    return {f"{prefix}{k}": sums[k] / n for k in ("top1", "top3", "top5", "mrr", "baseline_top1") if k in sums}
+    return {f"{prefix}{k}": sums[k] / n for k in ("top1", "top3", "top5", "mrr", "baseline_top1", "log_regret",
+                                                    "baseline_log_regret") if k in sums}
 
 
 def regression_sums(pred: torch.Tensor, y: torch.Tensor) -> dict[str, float]:

@@ -33,7 +33,7 @@ def run(ctx: StageContext) -> StageResult:
     outputs: dict[str, Any] = {}
     for kind in KINDS:
         outputs[kind] = train_model(cfg, paths, kind, manifest, data_hash, force=ctx.force)
-    test = evaluate_on_test(paths, manifest)
+    test = evaluate_on_test(paths, manifest, cfg.train.families)
     outputs["test"] = test
     t1, s1 = test["teacher"]["top1"], test["student"]["top1"]
     outputs["student_vs_teacher_top1"] = round(s1 / t1, 4) if t1 else None
@@ -70,17 +70,18 @@ def train_model(cfg: Config, paths: RunPaths, kind: str, manifest: dict[str, Any
         datasets = {"train": driver.cost_dataset(paths.dataset, "train"), "val": driver.cost_dataset(paths.dataset, "val")}
     elif kind == "student" and section["distill"]["teachers"]:
         driver.write_soft_labels(paths, section["distill"]["teachers"], manifest["top_k"], _cluster_cpus(),
-                                 cfg.train.target, cfg.train.target_temperature)
+                                 cfg.train.target, cfg.train.target_temperature, cfg.train.families)
         datasets = {"train": driver.soft_label_dataset(paths, "train"), "val": driver.soft_label_dataset(paths, "val")}
     else:
         datasets = {sp: driver.scorer_dataset(paths.dataset, sp, manifest["top_k"], cfg.train.target,
-                                              cfg.train.target_temperature) for sp in ("train", "val")}
+                                              cfg.train.target_temperature, cfg.train.families)
+                    for sp in ("train", "val")}
     loop_cfg = driver.loop_config(cfg, paths, kind, section, spec, paths.checkpoints / name)
     log.info("train %s: %d workers, run %s", kind, cfg.train.num_workers, paths.checkpoints / name)
     result = driver.make_trainer(cfg, loop_cfg, datasets, paths.checkpoints, name).fit()
     if result.error is not None:
         raise result.error
-    score, mode = driver.SCORE[kind]
+    score, mode = driver.score_of(cfg, kind)
     best = driver.best_checkpoint(result, score, mode)
     if best is None:
         raise RuntimeError(f"train {kind}: the run reported no checkpoint ({paths.checkpoints / name})")
@@ -110,19 +111,26 @@ def _cluster_cpus() -> float:
     return cluster_cpus()
 
 
-def evaluate_on_test(paths: RunPaths, manifest: dict[str, Any]) -> dict[str, Any]:
-    """Ranking metrics of the teacher and the student on the test split (local: the split is small)."""
+def evaluate_on_test(paths: RunPaths, manifest: dict[str, Any], families: list[str] | None) -> dict[str, Any]:
+    """Ranking metrics of the teacher and the student on the test split, on the families they were trained
+    for (local: the split is small)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
     import torch
 
     from .metrics import finish_ranking, ranking_sums
 
     table = ds_lib.read_states(paths.dataset, "test")
+    if families:
+        table = table.filter(pc.is_in(table["family"], value_set=pa.array(families)))
     a = ds_lib.to_arrays(table, manifest["top_k"])
     out = {}
     for kind in ("teacher", "student"):
         model, _ = model_io.load(paths.model(kind))
         with torch.inference_mode():
             s = model(torch.from_numpy(a["x"]), torch.from_numpy(a["mask"]))
-        out[kind] = finish_ranking(ranking_sums(s, torch.from_numpy(a["mask"]), torch.from_numpy(a["target"])))
+        out[kind] = finish_ranking(ranking_sums(s, torch.from_numpy(a["mask"]), torch.from_numpy(a["target"]),
+                                                torch.from_numpy(a["costs"])))
         out[kind]["n"] = int(len(a["x"]))
+        out[kind]["families"] = families or "all"
     return out

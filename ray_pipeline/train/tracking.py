@@ -36,10 +36,9 @@ def write_tensorboard(logdir: Path, rows: list[dict[str, Any]], prefix: str = ""
 
 
 def plot_curves(path: Path, rows: list[dict[str, Any]], title: str) -> None:
-    import matplotlib
+    from ..plots import pyplot, save
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     ep = [r.get("epoch", i + 1) for i, r in enumerate(rows)]
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
@@ -57,6 +56,4 @@ def plot_curves(path: Path, rows: list[dict[str, Any]], title: str) -> None:
     axes[1].set_title(f"{title}: validation")
     axes[1].legend(fontsize=8)
     fig.tight_layout()
-    with atomic.file(path) as tmp:
-        fig.savefig(tmp, dpi=90, format="png")
-    plt.close(fig)
+    save(fig, path)

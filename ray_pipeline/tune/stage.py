@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -80,7 +79,8 @@ def _trial(params: dict[str, Any], cfg_json: str, data_hash: str) -> None:
         datasets = {sp: driver.soft_label_dataset(paths, sp) for sp in ("train", "val")}
     else:
         datasets = {sp: driver.scorer_dataset(paths.dataset, sp, manifest["top_k"], cfg.train.target,
-                                              cfg.train.target_temperature) for sp in ("train", "val")}
+                                              cfg.train.target_temperature, cfg.train.families)
+                    for sp in ("train", "val")}
     trial_id = ray.tune.get_context().get_trial_id()
     storage = paths.tune / "train"
     loop_cfg = driver.loop_config(cfg, paths, kind, section, spec, storage / f"trial-{trial_id}")
@@ -189,10 +189,9 @@ def _wandb_enabled() -> bool:
 
 
 def _write_summary_md(paths: RunPaths, s: dict[str, Any]) -> None:
-    import matplotlib
+    from ..plots import pyplot, save
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
     for row in s["trials"]:
@@ -203,9 +202,7 @@ def _write_summary_md(paths: RunPaths, s: dict[str, Any]) -> None:
     ax.set_title("ASHA sweep")
     ax.legend(fontsize=6)
     fig.tight_layout()
-    with atomic.file(paths.tune / "sweep.png") as tmp:
-        fig.savefig(tmp, format="png", dpi=90)
-    plt.close(fig)
+    save(fig, paths.tune / "sweep.png")
     params = sorted({k for r in s["trials"] for k in r if k.startswith("param.")})
     lines = [f"# Sweep of the {s['model']} ({s['metric']}, {s['mode']})", "",
              "| trial | " + " | ".join(p[6:] for p in params) + f" | epochs | {s['metric']} |",

@@ -20,8 +20,8 @@ from ray_pipeline.models import io as model_io
 from ray_pipeline.paths import RunPaths
 from ray_pipeline.problems import InstanceError, read_cnf, read_col, read_instance
 
-from ..conftest import BENCHMARKS, CONFIGS, REPO
-from .test_training_faults import TINY, _copy_dataset, root  # noqa: F401  (the shared dataset fixture)
+from ..conftest import CONFIGS, REPO
+from .conftest import TINY, _copy_dataset
 
 pytestmark = pytest.mark.faults
 
@@ -140,7 +140,7 @@ def test_corrupt_or_missing_dataset_files_are_refused_by_name(tmp_path):
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_damaged_dataset_is_noticed_and_rebuilt_identically(root, caplog):  # noqa: F811
+def test_damaged_dataset_is_noticed_and_rebuilt_identically(root, caplog):
     paths = _copy_dataset(root, "trunc")
     f = paths.dataset / "states_train.parquet"
     f.write_bytes(f.read_bytes()[:200])  # truncated behind the manifest's back
@@ -168,7 +168,7 @@ def test_impossible_resources_fail_before_any_work(tmp_path, ray_session, capsys
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_driver_killed_during_the_dataset_stage_then_rerun_gives_the_clean_files(root, ray_session):  # noqa: F811
+def test_driver_killed_during_the_dataset_stage_then_rerun_gives_the_clean_files(root, ray_session):
     cmd = [sys.executable, "-m", "ray_pipeline.cli", "generate", str(CONFIGS / "quick.yaml"), f"run.root={root}",
            "run.name=killgen", *TINY, "--address", ray_session.address]
     p = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

@@ -11,7 +11,7 @@ import pytest
 
 from ray_pipeline import local_cluster
 
-from ..conftest import CONFIGS, REPO
+from ..conftest import REPO
 
 pytestmark = [pytest.mark.multinode, pytest.mark.slow]
 

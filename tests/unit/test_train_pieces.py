@@ -1,0 +1,71 @@
+"""Pure pieces of training and evaluation: losses, metrics, calibration, Tune parameter plumbing."""
+import numpy as np
+import pytest
+import torch
+
+from ray_pipeline.config import load_config, validate
+from ray_pipeline.evaluate import analysis
+from ray_pipeline.train import losses, metrics
+from ray_pipeline.tune.stage import apply_params, best_config_dict
+
+from ..conftest import CONFIGS
+
+
+def test_ranking_metrics_count_any_tied_best_and_regret():
+    scores = torch.tensor([[3.0, 1.0, 2.0], [0.0, 5.0, -1.0], [1.0, 2.0, 0.0]])
+    mask = torch.tensor([[1, 1, 1], [1, 1, 1], [1, 1, 0]], dtype=torch.bool)
+    target = torch.tensor([[0.0, 0.5, 0.5], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    costs = torch.tensor([[8.0, 2.0, 2.0], [1.0, 4.0, 9.0], [3.0, 1.0, 0.0]])
+    s = metrics.ranking_sums(scores, mask, target, costs)
+    m = metrics.finish_ranking(s)
+    assert m["top1"] == pytest.approx(1 / 3) and m["top3"] == pytest.approx(1.0)
+    assert m["mrr"] == pytest.approx((1 / 2 + 1 / 2 + 1) / 3)
+    assert m["log_regret"] == pytest.approx((np.log(4) + np.log(4) + 0) / 3)
+    assert m["baseline_top1"] == pytest.approx(1 / 3) and m["baseline_log_regret"] == pytest.approx(
+        (np.log(4) + 0 + np.log(3)) / 3)
+
+
+def test_listwise_and_distillation_losses():
+    s = torch.tensor([[2.0, 0.0, -1.0]], requires_grad=True)
+    mask = torch.tensor([[True, True, False]])
+    t = torch.tensor([[1.0, 0.0, 0.0]])
+    ce = losses.listwise_ce(s, mask, t)
+    assert ce.item() == pytest.approx(-torch.log_softmax(torch.tensor([2.0, 0.0]), 0)[0].item(), rel=1e-5)
+    p = losses.teacher_probs([torch.tensor([[2.0, 0.0, 9.0]])], [1.0], mask, 2.0)
+    assert p[0, 2].item() == 0.0 and p.sum().item() == pytest.approx(1.0)
+    d = losses.distill(s, mask, t, p, alpha=1.0, t=2.0)
+    assert d.item() == pytest.approx(0.0, abs=1e-6)  # student == teacher logits: KL is zero
+    d.backward()
+    assert torch.isfinite(s.grad).all()
+    two = losses.teacher_probs([torch.tensor([[1.0, 0.0, 0.0]]), torch.tensor([[0.0, 1.0, 0.0]])], [3.0, 1.0], mask, 1.0)
+    assert two[0, 0] > two[0, 1]  # the heavier teacher dominates
+
+
+def test_regression_metrics_and_ece():
+    pred = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
+    y = torch.tensor([[1.0, float("nan")], [5.0, 4.0]])
+    r = metrics.finish_regression(metrics.regression_sums(pred, y), ("a", "b"))
+    assert r["a_mae"] == pytest.approx(1.0) and r["a_rmse"] == pytest.approx(np.sqrt(2.0))
+    assert r["b_mae"] == 0.0 and "b_r2" in r
+    e, rows = metrics.ece(np.array([0.9, 0.9, 0.6, 0.6]), np.array([1, 0, 1, 1]), bins=10)
+    assert e == pytest.approx(0.5 * 0.4 + 0.5 * 0.4) and sum(r["n"] for r in rows) == 4
+
+
+def test_temperature_scaling_lowers_validation_nll():
+    rng = np.random.default_rng(0)
+    scores = rng.normal(size=(200, 5)).astype(np.float32) * 8  # over-confident
+    target = np.zeros((200, 5), np.float32)
+    target[np.arange(200), rng.integers(0, 5, 200)] = 1
+    t = analysis.fit_temperature(scores, target)
+    assert t > 1 and analysis.nll(scores, target, t) < analysis.nll(scores, target, 1.0)
+
+
+def test_tune_params_land_in_the_model_section_and_the_best_config_validates():
+    cfg = load_config(CONFIGS / "tune.yaml")
+    sec = cfg.train.model_dump(mode="json")["teacher"]
+    out = apply_params(sec, {"optim.lr": 0.01, "hidden": 48}, "train.teacher")
+    assert out["optim"]["lr"] == 0.01 and out["hidden"] == 48 and sec["hidden"] != 48
+    with pytest.raises(KeyError, match="tune.space.optim.nope"):
+        apply_params(sec, {"optim.nope": 1}, "train.teacher")
+    best = validate(best_config_dict(cfg, "teacher", {"optim.lr": 0.01, "hidden": 32, "dropout": 0.2}))
+    assert best.train.teacher.dropout == 0.2 and "train" in best.stages and not best.tune.enabled
