@@ -110,10 +110,10 @@ def _pipeline(args: argparse.Namespace) -> int:
     paths = RunPaths.of(cfg.run.root, cfg.run.name)
     try:
         check_before_ray(cfg, stages)
-        from .runtime import init_ray, set_tracking_env, shutdown_ray
+        from .runtime import init_ray, set_tracking_env, shutdown_ray, wandb_mode
         manifest = Manifest.open(paths.manifest, cfg)
         set_tracking_env(cfg, wandb_dir=str(paths.run))
-        info = init_ray(cfg, address=args.address, extra_env={"WANDB_MODE": cfg.tracking.wandb_mode})
+        info = init_ray(cfg, address=args.address, extra_env={"WANDB_MODE": wandb_mode(cfg)})
         try:
             check_cluster(cfg, stages, info)
             ctx = StageContext(cfg=cfg, paths=paths, manifest=manifest, force=args.force)

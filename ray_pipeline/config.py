@@ -198,9 +198,21 @@ class TrainSection(_Section):
     select_metric: Literal["val_log_regret", "val_top1", "val_loss"] = Field(
         "val_log_regret", description="checkpoint selection and early stopping of the scorers; log regret = "
         "log(cost of the chosen candidate / cheapest cost), what a wrong choice costs the search")
+    models: list[Literal["teacher", "student", "cost"]] = Field(
+        ["teacher", "student", "cost"], description="which models the train stage builds; export and evaluate "
+        "need all three, a subset is for iterating on one model")
     teacher: TeacherSection = TeacherSection()
     student: StudentSection = StudentSection()
     cost: CostSection = CostSection()
+
+    @model_validator(mode="after")
+    def _models(self) -> "TrainSection":
+        if not self.models or len(set(self.models)) != len(self.models):
+            raise ValueError("models: give each of teacher, student, cost at most once, at least one")
+        if "student" in self.models and "teacher" in self.models and \
+                self.models.index("student") < self.models.index("teacher"):
+            raise ValueError("models: the student is distilled from the teacher, so the teacher comes first")
+        return self
 
 
 # --------------------------------------------------------------------------------------------- tune

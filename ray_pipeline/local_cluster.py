@@ -90,6 +90,8 @@ def start(workers: int = 1, cpus: float = 1.0, head_cpus: float | None = None, t
     token = token or secrets.token_hex(32)
     env = dict(os.environ, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token, RAY_USAGE_STATS_ENABLED="0")
     env.pop("RAY_ADDRESS", None)
+    # Job entrypoints say `python`: on this machine that must be the interpreter Ray runs under, as on a cluster.
+    env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")])
     gcs, dash = free_port(), free_port()
     cluster = LocalCluster(f"127.0.0.1:{gcs}", f"http://127.0.0.1:{dash}", token)
     out = open(Path(log_dir) / "ray-nodes.log", "ab") if log_dir else subprocess.DEVNULL

@@ -38,9 +38,14 @@ def configure_logging(level: str = "INFO") -> None:
     _LOGGING_DONE = True
 
 
+def wandb_mode(cfg: Config) -> str:
+    """The W&B mode in force: `RAY_PIPELINE_WANDB_MODE` (tests set it to disabled) over `tracking.wandb_mode`."""
+    return os.environ.get("RAY_PIPELINE_WANDB_MODE", cfg.tracking.wandb_mode)
+
+
 def set_tracking_env(cfg: Config, wandb_dir: Optional[str] = None) -> dict[str, str]:
     """W&B is offline unless configured otherwise, and never prompts for a key."""
-    env = {"WANDB_MODE": os.environ.get("RAY_PIPELINE_WANDB_MODE", cfg.tracking.wandb_mode),
+    env = {"WANDB_MODE": wandb_mode(cfg),
            "WANDB_SILENT": "true", "WANDB_PROJECT": cfg.tracking.wandb_project}
     if wandb_dir:
         env["WANDB_DIR"] = wandb_dir

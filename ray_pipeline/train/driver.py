@@ -44,16 +44,17 @@ def _pad_batch(batch: pa.Table, k_max: int, target: str, temperature: float,
 
 
 def scorer_dataset(dataset_dir: Path, split: str, k_max: int, target: str = "best", temperature: float = 0.5,
-                   families: Optional[list[str]] = None):
+                   families: Optional[list[str]] = None, materialize: bool = True):
     import ray.data
 
     path = Path(dataset_dir) / f"states_{split}.parquet"
     ds_lib.read_table(path.parent, path.name, columns=["n_cands"])  # a clear error for a missing/corrupt file
     ds = ray.data.read_parquet(str(path), columns=["family", "n_cands", "features", "costs"])
-    # materialised once: every epoch then streams from the object store instead of re-reading and padding
-    return ds.map_batches(_pad_batch, fn_kwargs={"k_max": k_max, "target": target, "temperature": temperature,
-                                                 "families": families},
-                          batch_format="pyarrow", batch_size=512).materialize()
+    ds = ds.map_batches(_pad_batch, fn_kwargs={"k_max": k_max, "target": target, "temperature": temperature,
+                                               "families": families}, batch_format="pyarrow", batch_size=512)
+    # materialised once for training: every epoch then streams from the object store instead of re-reading
+    # and re-padding; a single pass (soft labelling) streams it instead
+    return ds.materialize() if materialize else ds
 
 
 def cost_dataset(dataset_dir: Path, split: str):
@@ -97,7 +98,7 @@ def write_soft_labels(paths: RunPaths, teachers: dict[str, float], k_max: int, c
 
     out = {}
     for split in ("train", "val"):
-        ds = scorer_dataset(paths.dataset, split, k_max, target, temperature, families)
+        ds = scorer_dataset(paths.dataset, split, k_max, target, temperature, families, materialize=False)
         for name in teachers:
             mdir = paths.model(name)
             if not (mdir / "model.pt").exists():

@@ -57,7 +57,19 @@ def apply_params(section: dict[str, Any], params: dict[str, Any], where: str) ->
     return out
 
 
-def _trial(params: dict[str, Any], cfg_json: str, data_hash: str) -> None:
+def _datasets(cfg: Config, paths: RunPaths) -> dict[str, Any]:
+    """Train/val for every trial, materialised once by the driver: a trial then starts no Ray Data task that
+    could wait on a CPU held by another trial's workers (and nothing is re-read or re-padded per trial)."""
+    from ..train import driver
+
+    if cfg.tune.model == "student":
+        return {sp: driver.soft_label_dataset(paths, sp) for sp in ("train", "val")}
+    manifest = ds_lib.read_manifest(paths.dataset)
+    return {sp: driver.scorer_dataset(paths.dataset, sp, manifest["top_k"], cfg.train.target,
+                                      cfg.train.target_temperature, cfg.train.families) for sp in ("train", "val")}
+
+
+def _trial(params: dict[str, Any], cfg_json: str, data_hash: str, datasets: dict[str, Any]) -> None:
     """The Tune trainable: one Train run with the sampled hyperparameters, reporting through Tune."""
     import ray.tune
     from ray.tune.integration.ray_train import TuneReportCallback
@@ -75,12 +87,6 @@ def _trial(params: dict[str, Any], cfg_json: str, data_hash: str) -> None:
     spec = model_io.make_spec(kind, driver.hparams_of(kind, section), manifest["norm"]["input"],
                               train_key=driver.train_key(cfg, kind, section, data_hash), dataset_hash=data_hash,
                               seed=cfg.run.seed)
-    if kind == "student":
-        datasets = {sp: driver.soft_label_dataset(paths, sp) for sp in ("train", "val")}
-    else:
-        datasets = {sp: driver.scorer_dataset(paths.dataset, sp, manifest["top_k"], cfg.train.target,
-                                              cfg.train.target_temperature, cfg.train.families)
-                    for sp in ("train", "val")}
     trial_id = ray.tune.get_context().get_trial_id()
     storage = paths.tune / "train"
     loop_cfg = driver.loop_config(cfg, paths, kind, section, spec, storage / f"trial-{trial_id}")
@@ -109,7 +115,9 @@ def run(ctx: StageContext) -> StageResult:
                                   f"run `ray-pipeline train` first")
     data_hash = ctx.manifest.output_hash("generate")
     callbacks = []
-    if cfg.tracking.wandb_mode != "disabled" and _wandb_enabled():
+    from ..runtime import wandb_mode
+
+    if wandb_mode(cfg) != "disabled" and _wandb_enabled():
         from ray.air.integrations.wandb import WandbLoggerCallback
 
         callbacks.append(WandbLoggerCallback(project=cfg.tracking.wandb_project, group=f"{cfg.run.name}-tune",
@@ -118,7 +126,8 @@ def run(ctx: StageContext) -> StageResult:
     if ctx.force:
         import shutil
         shutil.rmtree(sweep_dir, ignore_errors=True)
-    trainable = ray.tune.with_parameters(_trial, cfg_json=cfg.model_dump_json(), data_hash=data_hash)
+    trainable = ray.tune.with_parameters(_trial, cfg_json=cfg.model_dump_json(), data_hash=data_hash,
+                                         datasets=_datasets(cfg, paths))
     tuner = ray.tune.Tuner(
         ray.tune.with_resources(trainable, {"cpu": t.trial_cpus}),
         param_space=search_space(cfg),

@@ -30,7 +30,8 @@ def test_killing_the_driver_midway_then_rerunning_continues_from_the_checkpoint(
     deadline = time.time() + 600
     ckpts = []
     while time.time() < deadline and p.poll() is None:
-        ckpts = list(paths.checkpoints.glob("teacher-*/checkpoint_*"))
+        # a checkpoint counts once the controller has recorded it (its snapshot file), not when its folder appears
+        ckpts = list(paths.checkpoints.glob("teacher-*/checkpoint_manager_snapshot.json"))
         if ckpts:
             break
         time.sleep(0.5)

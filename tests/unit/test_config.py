@@ -71,6 +71,15 @@ def test_cross_field_rules():
     assert "tune.space.optim.lr" in t and "low > 0" in t
 
 
+def test_train_models_subset_is_checked_against_the_stages(tmp_path, capsys):
+    with pytest.raises(ConfigError, match="teacher comes first"):
+        validate({**_quick_raw(), "train": {**_quick_raw()["train"], "models": ["student", "teacher"]}})
+    code = main(["run", str(CONFIGS / "quick.yaml"), "train.models=[teacher]", f"run.root={tmp_path}"])
+    err = capsys.readouterr().err
+    assert code == 2 and "train.models" in err and "export, evaluate, report need" in err
+    assert not any(tmp_path.iterdir())  # refused before anything was written
+
+
 def test_yaml_syntax_error_names_the_line(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("run:\n  name: x\n  seed: [1, 2\n")
