@@ -67,6 +67,37 @@ def resolve_address(cfg: Config, address: Optional[str]) -> Optional[str]:
     return address or cfg.ray.address or os.environ.get("RAY_ADDRESS") or None
 
 
+def _is_gcs_address(addr: str) -> bool:
+    host, _, port = addr.rpartition(":")
+    return bool(host) and "://" not in addr and port.isdigit()
+
+
+def _dashboard_port() -> int:
+    """8265 when free, else any free port (a second embedded Ray on the same machine)."""
+    import socket
+
+    for port in (8265, 0):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+                return s.getsockname()[1]
+            except OSError:
+                continue
+    raise RuntimeError("no free TCP port for the Ray dashboard")
+
+
+def _state_api_env(host: str, port: int) -> dict[str, str]:
+    """Point State API clients in every worker at *this* Ray's dashboard.
+
+    Ray Train's PlacementGroupCleaner (a detached actor that frees a Train run's placement group when its
+    controller dies, e.g. when ASHA stops a Tune trial) finds the dashboard through RAY_API_SERVER_ADDRESS,
+    RAY_ADDRESS or else /tmp/ray/ray_current_cluster. An embedded Ray never writes that file, so after any
+    `ray start` on the machine it names another (often dead) cluster: the cleaner's thread dies and every stopped
+    trial's CPUs stay reserved until the next trial cannot start.
+    """
+    return {"RAY_API_SERVER_ADDRESS": f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"}
+
+
 def init_ray(cfg: Config, address: Optional[str] = None, extra_env: Optional[dict[str, str]] = None) -> RayInfo:
     """Start embedded Ray or join a cluster; reuse an already initialised Ray (tests, Ray Jobs)."""
     auth = os.environ.get("RAY_AUTH_MODE")
@@ -88,12 +119,18 @@ def init_ray(cfg: Config, address: Optional[str] = None, extra_env: Optional[dic
     if started:
         if addr:
             log.info("joining Ray cluster at %s (auth %s)", addr, auth)
+            if _is_gcs_address(addr):
+                env.setdefault("RAY_ADDRESS", addr)  # see _state_api_env
             _DASHBOARD_URL = ray.init(address=addr, runtime_env={"env_vars": env}, log_to_driver=True).dashboard_url
         else:
             # address="local": always a new embedded Ray, never a stale `ray start` cluster that
             # /tmp/ray/ray_current_cluster still points to
             kwargs = dict(address="local", num_cpus=cfg.ray.num_cpus, include_dashboard=cfg.ray.include_dashboard,
                           dashboard_host=cfg.ray.dashboard_host, runtime_env={"env_vars": env})
+            if cfg.ray.include_dashboard:
+                kwargs["dashboard_port"] = port = _dashboard_port()
+                # workers only: in this process the variable would also redirect JobSubmissionClient & co.
+                env.update(_state_api_env(cfg.ray.dashboard_host, port))
             if cfg.ray.object_store_memory_mb:
                 kwargs["object_store_memory"] = cfg.ray.object_store_memory_mb * 2**20
             _DASHBOARD_URL = ray.init(**kwargs).dashboard_url
