@@ -67,6 +67,17 @@ def resolve_address(cfg: Config, address: Optional[str]) -> Optional[str]:
     return address or cfg.ray.address or os.environ.get("RAY_ADDRESS") or None
 
 
+def _job_env_keys() -> set[str]:
+    """Environment variables the submitted Ray Job's runtime_env already sets (none outside a Ray Job)."""
+    import json
+
+    try:
+        job = json.loads(os.environ["RAY_JOB_CONFIG_JSON_ENV_VAR"])
+        return set(((job.get("runtime_env") or {}).get("env_vars") or {}))
+    except (KeyError, ValueError, AttributeError):
+        return set()
+
+
 def _is_gcs_address(addr: str) -> bool:
     host, _, port = addr.rpartition(":")
     return bool(host) and "://" not in addr and port.isdigit()
@@ -121,6 +132,8 @@ def init_ray(cfg: Config, address: Optional[str] = None, extra_env: Optional[dic
             log.info("joining Ray cluster at %s (auth %s)", addr, auth)
             if _is_gcs_address(addr):
                 env.setdefault("RAY_ADDRESS", addr)  # see _state_api_env
+            for key in _job_env_keys():  # a Ray Job's own env_vars win; Ray refuses to merge a key set twice
+                env.pop(key, None)
             _DASHBOARD_URL = ray.init(address=addr, runtime_env={"env_vars": env}, log_to_driver=True).dashboard_url
         else:
             # address="local": always a new embedded Ray, never a stale `ray start` cluster that
