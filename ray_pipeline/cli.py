@@ -113,6 +113,10 @@ def _pipeline(args: argparse.Namespace) -> int:
         from .runtime import init_ray, set_tracking_env, shutdown_ray, wandb_mode
         manifest = Manifest.open(paths.manifest, cfg)
         set_tracking_env(cfg, wandb_dir=str(paths.run))
+        if set(stages) & {"train", "tune", "export", "evaluate"}:
+            # torch before Ray and pyarrow: loaded late, inside a Ray Job driver, libtorch_cpu.so failed to load
+            # ("Intel oneMKL FATAL ERROR: Cannot load .../libtorch_cpu.so") and the job died after `generate`
+            import torch  # noqa: F401
         info = init_ray(cfg, address=args.address, extra_env={"WANDB_MODE": wandb_mode(cfg)})
         try:
             check_cluster(cfg, stages, info)

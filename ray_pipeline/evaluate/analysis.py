@@ -101,7 +101,8 @@ def fit_temperature(scores: np.ndarray, target: np.ndarray) -> float:
     grid = np.exp(np.linspace(math.log(0.05), math.log(20.0), 61))
     best = min(grid, key=lambda t: nll(scores, target, t))
     fine = best * np.exp(np.linspace(-0.1, 0.1, 21))
-    return float(min(fine, key=lambda t: nll(scores, target, t)))
+    # T = 1 is a candidate: scaling never makes validation NLL worse than leaving the model alone
+    return float(min([*fine, 1.0], key=lambda t: nll(scores, target, t)))
 
 
 def calibration(scores: np.ndarray, target: np.ndarray, t: float, bins: int) -> dict[str, Any]:

@@ -94,7 +94,12 @@ def run(ctx: StageContext) -> StageResult:
     ev["calibration"] = {"before": analysis.calibration(scores["student"]["test"], data["test"][0]["target"], 1.0,
                                                         e.ece_bins),
                          "after": analysis.calibration(scores["student"]["test"], data["test"][0]["target"], t,
-                                                       e.ece_bins)}
+                                                       e.ece_bins),
+                         # where T was fitted; the test figures above show whether it transfers
+                         "val_nll": {"before": round(analysis.nll(scores["student"]["val"], data["val"][0]["target"],
+                                                                  1.0), 4),
+                                     "after": round(analysis.nll(scores["student"]["val"], data["val"][0]["target"],
+                                                                 t), 4)}}
     ev["errors"] = {sp: analysis.error_analysis(scores["student"][sp], data[sp][0], data[sp][1])
                     for sp in ("test", "heldout")}
 

@@ -103,7 +103,8 @@ def run(ctx: StageContext) -> StageResult:
                 shutil.copyfile(p, out / Path(p).name)
         L += ["", "![nodes](speedup_nodes.png) ![ratios](speedup_ratios.png)"]
         cal = ev["calibration"]
-        metrics["calibration"] = {k: {"ece": cal[k]["ece"], "temperature": cal[k]["temperature"]} for k in cal}
+        metrics["calibration"] = {k: {"ece": cal[k]["ece"], "temperature": cal[k]["temperature"]}
+                                  for k in ("before", "after")}
         L += ["", "## Checks, calibration, errors", "",
               "Checks: " + ", ".join(f"{c['name']} {'ok' if c['passed'] else 'FAILED'}"
                                      for c in ev["checks"]["student"]) + ".", "",
