@@ -18,11 +18,13 @@ def run(args: argparse.Namespace) -> int:
     from ..data import ray_data, steps
     from ..runtime import init_ray, shutdown_ray
 
-    # Model RB at the sizes of the config, one instance per block so both workers stay busy to the end.
+    # Model RB at the sizes and count of the config (at least 12 per size: with fewer, one slow instance at the
+    # end decides the wall time), one instance per block so both workers stay busy to the end.
     fam = next((f for f in cfg.data.generate.families if f.family == "rb"), cfg.data.generate.families[0])
     data = cfg.data.model_copy(update={
-        "generate": cfg.data.generate.model_copy(update={"families": [fam.model_copy(update={"count": 12})],
-                                                         "heldout": []}),
+        "generate": cfg.data.generate.model_copy(update={
+            "families": [fam.model_copy(update={"count": max(12, fam.count)})],
+            "heldout": []}),
         "augment": cfg.data.augment.model_copy(update={"factor": 1}), "instances_per_block": 1})
     specs = steps.instance_specs(data, cfg.run.seed)
     info = init_ray(cfg.model_copy(update={"ray": cfg.ray.model_copy(update={"num_cpus": 2})}))
