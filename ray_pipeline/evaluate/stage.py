@@ -90,16 +90,15 @@ def run(ctx: StageContext) -> StageResult:
                                               f"{export['student']['parity']['rows']} rows"})
     cost_model, _ = model_io.load(paths.model("cost"))
     ev["cost"] = _cost_metrics(paths, cost_model)
-    t = analysis.fit_temperature(scores["student"]["val"], data["val"][0]["target"])
+    val_scores, val_target = scores["student"]["val"], data["val"][0]["target"]
+    t = analysis.fit_temperature(val_scores, val_target)
     ev["calibration"] = {"before": analysis.calibration(scores["student"]["test"], data["test"][0]["target"], 1.0,
                                                         e.ece_bins),
                          "after": analysis.calibration(scores["student"]["test"], data["test"][0]["target"], t,
                                                        e.ece_bins),
                          # where T was fitted; the test figures above show whether it transfers
-                         "val_nll": {"before": round(analysis.nll(scores["student"]["val"], data["val"][0]["target"],
-                                                                  1.0), 4),
-                                     "after": round(analysis.nll(scores["student"]["val"], data["val"][0]["target"],
-                                                                 t), 4)}}
+                         "val_nll": {"before": round(analysis.nll(val_scores, val_target, 1.0), 4),
+                                     "after": round(analysis.nll(val_scores, val_target, t), 4)}}
     ev["errors"] = {sp: analysis.error_analysis(scores["student"][sp], data[sp][0], data[sp][1])
                     for sp in ("test", "heldout")}
 

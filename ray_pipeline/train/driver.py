@@ -114,6 +114,17 @@ def write_soft_labels(paths: RunPaths, teachers: dict[str, float], k_max: int, c
     return out
 
 
+def training_datasets(cfg: Config, paths: RunPaths, kind: str, manifest: dict[str, Any]) -> dict[str, Any]:
+    """Train and val datasets of one model kind (the student's are the teacher's soft labels, written first by
+    `write_soft_labels`)."""
+    if kind == "cost":
+        return {sp: cost_dataset(paths.dataset, sp) for sp in ("train", "val")}
+    if kind == "student" and cfg.train.student.distill.teachers:
+        return {sp: soft_label_dataset(paths, sp) for sp in ("train", "val")}
+    return {sp: scorer_dataset(paths.dataset, sp, manifest["top_k"], cfg.train.target, cfg.train.target_temperature,
+                               cfg.train.families) for sp in ("train", "val")}
+
+
 def soft_label_dataset(paths: RunPaths, split: str):
     import ray.data
 

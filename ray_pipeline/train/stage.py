@@ -70,16 +70,10 @@ def train_model(cfg: Config, paths: RunPaths, kind: str, manifest: dict[str, Any
     name = f"{kind}-{key}"
     if force:
         driver.clear_checkpoints(paths.checkpoints, name)
-    if kind == "cost":
-        datasets = {"train": driver.cost_dataset(paths.dataset, "train"), "val": driver.cost_dataset(paths.dataset, "val")}
-    elif kind == "student" and section["distill"]["teachers"]:
+    if kind == "student" and section["distill"]["teachers"]:
         driver.write_soft_labels(paths, section["distill"]["teachers"], manifest["top_k"], _cluster_cpus(),
                                  cfg.train.target, cfg.train.target_temperature, cfg.train.families)
-        datasets = {"train": driver.soft_label_dataset(paths, "train"), "val": driver.soft_label_dataset(paths, "val")}
-    else:
-        datasets = {sp: driver.scorer_dataset(paths.dataset, sp, manifest["top_k"], cfg.train.target,
-                                              cfg.train.target_temperature, cfg.train.families)
-                    for sp in ("train", "val")}
+    datasets = driver.training_datasets(cfg, paths, kind, manifest)
     loop_cfg = driver.loop_config(cfg, paths, kind, section, spec, paths.checkpoints / name)
     log.info("train %s: %d workers, run %s", kind, cfg.train.num_workers, paths.checkpoints / name)
     result = driver.make_trainer(cfg, loop_cfg, datasets, paths.checkpoints, name).fit()

@@ -57,18 +57,6 @@ def apply_params(section: dict[str, Any], params: dict[str, Any], where: str) ->
     return out
 
 
-def _datasets(cfg: Config, paths: RunPaths) -> dict[str, Any]:
-    """Train/val for every trial, materialised once by the driver: a trial then starts no Ray Data task that
-    could wait on a CPU held by another trial's workers (and nothing is re-read or re-padded per trial)."""
-    from ..train import driver
-
-    if cfg.tune.model == "student":
-        return {sp: driver.soft_label_dataset(paths, sp) for sp in ("train", "val")}
-    manifest = ds_lib.read_manifest(paths.dataset)
-    return {sp: driver.scorer_dataset(paths.dataset, sp, manifest["top_k"], cfg.train.target,
-                                      cfg.train.target_temperature, cfg.train.families) for sp in ("train", "val")}
-
-
 def _trial(params: dict[str, Any], cfg_json: str, data_hash: str, datasets: dict[str, Any]) -> None:
     """The Tune trainable: one Train run with the sampled hyperparameters, reporting through Tune."""
     import ray.tune
@@ -126,8 +114,11 @@ def run(ctx: StageContext) -> StageResult:
     if ctx.force:
         import shutil
         shutil.rmtree(sweep_dir, ignore_errors=True)
+    # train/val materialised once by the driver for every trial: a trial then starts no Ray Data task that could
+    # wait on a CPU held by another trial's workers (and nothing is re-read or re-padded per trial)
+    datasets = driver.training_datasets(cfg, paths, kind, ds_lib.read_manifest(paths.dataset))
     trainable = ray.tune.with_parameters(_trial, cfg_json=cfg.model_dump_json(), data_hash=data_hash,
-                                         datasets=_datasets(cfg, paths))
+                                         datasets=datasets)
     tuner = ray.tune.Tuner(
         ray.tune.with_resources(trainable, {"cpu": t.trial_cpus}),
         param_space=search_space(cfg),
