@@ -46,7 +46,13 @@ class _Section(BaseModel):
 # --------------------------------------------------------------------------------------------- run / ray
 class RunSection(_Section):
     name: str = Field("default", pattern=r"^[A-Za-z0-9_.\-]+$", description="run directory name under root")
-    root: str = Field("runs", description="directory (or fsspec/pyarrow URI on a cluster) holding runs")
+    root: str = Field("runs", description="directory holding runs, on the driver's disk (run dir: manifest, "
+                                          "dataset, models, reports)")
+    storage: Optional[str] = Field(None, description="URI every node reaches (s3://bucket/prefix, gs://..., or an "
+                                                     "absolute shared path) for what Ray workers read and write: "
+                                                     "Train checkpoints, Tune trials, soft labels, the dataset copy "
+                                                     "Ray Data reads; None = the run directory (one machine or a "
+                                                     "shared run.root); see ray_pipeline/storage.py")
     seed: int = Field(0, ge=0, description="base seed; every instance seed derives from it")
 
 

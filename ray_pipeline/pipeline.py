@@ -10,11 +10,14 @@ import logging
 import time
 import traceback
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from .config import STAGES, Config, stable_hash
 from .manifest import Manifest
 from .paths import RunPaths
+
+if TYPE_CHECKING:
+    from .storage import Storage
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +47,12 @@ class StageContext:
 
     def output(self, stage: str) -> dict[str, Any]:
         return self.manifest.stage(stage).get("outputs", {})
+
+    @property
+    def storage(self) -> "Storage":
+        from .storage import Storage
+
+        return Storage.of(self.paths.run, self.cfg.run.storage, self.cfg.run.name)
 
 
 SPECS: dict[str, StageSpec] = {

@@ -36,8 +36,33 @@ def check_before_ray(cfg: Config, stages: list[str]) -> None:
         if "tune" in stages and _tune_cpus(cfg) > n:
             problems.append(f"tune.trial_cpus + tune.num_workers x train.cpus_per_worker = {_tune_cpus(cfg):g} "
                             f"CPUs > ray.num_cpus = {n}")
+    if cfg.run.storage and any(s in stages for s in ("train", "tune")):
+        problems.extend(_storage_problems(cfg.run.storage))
     if problems:
         raise PreflightError("impossible request:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+def _storage_problems(uri: str) -> list[str]:
+    """Write, read back and delete a probe object: a wrong bucket, endpoint or credentials fail here, in
+    seconds, instead of inside the first Train checkpoint upload."""
+    import uuid
+
+    from .storage import StorageError, resolve
+
+    try:
+        fs, base = resolve(uri)
+        probe = f"{base.rstrip('/')}/.ray-pipeline-probe-{uuid.uuid4().hex[:8]}"
+        fs.create_dir(base, recursive=True)
+        with fs.open_output_stream(probe) as f:
+            f.write(b"ok")
+        with fs.open_input_stream(probe) as f:
+            ok = f.read() == b"ok"
+        fs.delete_file(probe)
+    except StorageError as e:
+        return [str(e)]
+    except Exception as e:  # OSError from S3/GCS clients: no such bucket, access denied, connection refused
+        return [f"run.storage: cannot write to {uri.split('?')[0]!r} ({type(e).__name__}: {str(e)[:200]})"]
+    return [] if ok else [f"run.storage: {uri.split('?')[0]!r} returned different bytes than were written"]
 
 
 def check_cluster(cfg: Config, stages: list[str], info: RayInfo) -> None:

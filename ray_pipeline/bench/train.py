@@ -18,6 +18,7 @@ def run(args: argparse.Namespace) -> int:
     from ..manifest import Manifest
     from ..models import io as model_io
     from ..paths import RunPaths
+    from ..storage import Storage
     from ..runtime import init_ray, shutdown_ray
     from ..train import driver
 
@@ -37,13 +38,15 @@ def run(args: argparse.Namespace) -> int:
         section["optim"]["early_stopping_patience"] = 100
         spec = model_io.make_spec("teacher", driver.hparams_of("teacher", section), manifest["norm"]["input"],
                                   train_key="bench", dataset_hash=data_hash, seed=cfg.run.seed)
-        datasets = {sp: driver.scorer_dataset(paths.dataset, sp, manifest["top_k"]) for sp in ("train", "val")}
-        storage = paths.run / "bench"
+        storage = Storage.of(paths.run, cfg.run.storage, cfg.run.name)
+        driver.sync_dataset(paths, storage)
+        datasets = {sp: driver.scorer_dataset(paths.dataset, sp, manifest["top_k"], storage=storage)
+                    for sp in ("train", "val")}
         for n in (1, 2):
             name = f"bench-teacher-{n}w"
-            driver.clear_checkpoints(storage, name)
-            loop_cfg = driver.loop_config(cfg, paths, "teacher", section, spec, storage / name)
-            result = driver.make_trainer(cfg, loop_cfg, datasets, storage, name, num_workers=n).fit()
+            driver.clear_checkpoints(storage, ("bench",), name)
+            loop_cfg = driver.loop_config(cfg, paths, "teacher", section, spec, paths.run / "bench" / name)
+            result = driver.make_trainer(cfg, loop_cfg, datasets, storage, ("bench",), name, num_workers=n).fit()
             hist = driver.history(result)
             rates = [h["samples_per_s"] for h in hist[1:]] or [h["samples_per_s"] for h in hist]
             out["runs"][f"{n}_workers"] = {"samples_per_s": round(statistics.mean(rates), 1),

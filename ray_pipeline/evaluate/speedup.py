@@ -14,9 +14,10 @@ import numpy as np
 
 
 def solve_all(item: dict[str, Any], heuristics: list[str], propagation: str, node_limit: int, time_limit: float,
-              model_path: Optional[str], top_k: int, max_depth: Optional[int], repeats: int = 1
+              model: Optional[dict[str, bytes]], top_k: int, max_depth: Optional[int], repeats: int = 1
               ) -> list[dict[str, Any]]:
-    """Runs as a Ray task. `item` holds the instance as JSON or a file path (DIMACS).
+    """Runs as a Ray task, on any node. `item` holds the instance as JSON (or a DIMACS file path, for local
+    use); `model` is {file name: bytes} of the learned heuristic's model (ONNX, or model.pt + model.json).
 
     Wall time is the minimum over `repeats` interleaved rounds (h1, h2, ..., h1, h2, ...): searches are
     deterministic, so only the clock varies between rounds, and the minimum is the least disturbed run. A run
@@ -27,10 +28,12 @@ def solve_all(item: dict[str, Any], heuristics: list[str], propagation: str, nod
 
     inst = loads(item["instance_json"]) if item.get("instance_json") else read_instance(item["path"])
     scorer = None
-    if "learned" in heuristics and model_path:
+    if "learned" in heuristics and model:
         from ..inference import load_scorer
+        from ..storage import unpacked
 
-        scorer = load_scorer(model_path)
+        with unpacked(model, "model") as d:
+            scorer = load_scorer(d / next(n for n in model if n != "model.json"))
     rows: dict[str, dict[str, Any]] = {}
     for rnd in range(max(1, repeats)):
         for h in heuristics:

@@ -45,6 +45,8 @@ def pick_instances(paths, split: str, limit: int) -> list[dict[str, Any]]:
 
 
 def file_items(files: list[str]) -> list[dict[str, Any]]:
+    """DIMACS/JSON files read on the driver; the instances travel to the tasks as JSON (any node)."""
+    from ..problems.instance import dumps
     from ..problems.readers import read_instance
 
     items = []
@@ -57,7 +59,7 @@ def file_items(files: list[str]) -> list[dict[str, Any]]:
         except Exception as e:
             raise ValueError(f"evaluate.files[{i}]: {e}") from None
         items.append({"name": p.name + (f":{k}" if k else ""), "split": "external", "family": inst.family,
-                      "size": "external", "path": spec})
+                      "size": "external", "path": spec, "instance_json": dumps(inst)})
     return items
 
 
@@ -111,7 +113,14 @@ def run(ctx: StageContext) -> StageResult:
     items = [it for sp in e.splits for it in pick_instances(paths, sp, e.max_instances)] + files
     task = ray.remote(num_cpus=1)(speedup.solve_all)
     heuristics = list(dict.fromkeys([*e.heuristics, e.baseline]))
-    refs = [task.remote(it, heuristics, e.propagation, e.node_limit, e.time_limit_s, str(model_path),
+    model = None
+    if "learned" in heuristics:
+        from ..inference import load_scorer
+        from ..storage import pack
+
+        load_scorer(model_path)  # a missing or unusable model fails here, naming its file, before any task
+        model = ray.put(pack(model_path.parent, (model_path.name, "model.json")))
+    refs = [task.remote(it, heuristics, e.propagation, e.node_limit, e.time_limit_s, model,
                         e.learned.top_k, e.learned.max_depth, e.repeats) for it in items]
     log.info("evaluate: %d instances x %d heuristics as Ray tasks (learned = %s)", len(items), len(heuristics),
              model_path.name)

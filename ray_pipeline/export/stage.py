@@ -43,8 +43,20 @@ def _ranking(scores: np.ndarray, a: dict[str, np.ndarray]) -> dict[str, float]:
                                        torch.from_numpy(a["target"])))
 
 
-def export_one(kind: str, model_dir: str, dataset_dir: str, k_max: int, opts: dict[str, Any]) -> dict[str, Any]:
-    """Runs as a Ray task (one per model). Everything measured here runs in this one process."""
+def export_one(kind: str, model_files: dict[str, bytes], data: dict[str, np.ndarray], k_max: int,
+               opts: dict[str, Any]) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """Runs as a Ray task (one per model), on any node: the model files and the dataset rows arrive as
+    values, the ONNX files go back as bytes for the driver to write. Everything measured runs in this one
+    process. Raises (and returns no file) when ONNX Runtime disagrees with PyTorch."""
+    from ..storage import unpacked
+
+    with unpacked(model_files, f"export-{kind}") as mdir:
+        out = _export_in(kind, mdir, data, k_max, opts)
+        return out, {p.name: p.read_bytes() for p in sorted(mdir.glob("model*.onnx"))}
+
+
+def _export_in(kind: str, mdir: Path, data: dict[str, np.ndarray], k_max: int, opts: dict[str, Any]
+               ) -> dict[str, Any]:
     import torch
 
     from ..features import INPUT_FEATURES, INSTANCE_FEATURES
@@ -52,16 +64,14 @@ def export_one(kind: str, model_dir: str, dataset_dir: str, k_max: int, opts: di
     from . import onnx_tools as ot
 
     torch.set_num_threads(1)
-    mdir = Path(model_dir)
     model, spec = model_io.load(mdir)
     n_feat = len(INSTANCE_FEATURES if kind == "cost" else INPUT_FEATURES)
-    data = _rows(Path(dataset_dir), kind, k_max)
     meta = {"kind": kind, "features": json.dumps(spec["features"]), "train_key": spec["train_key"],
             "dataset_hash": spec["dataset_hash"]}
     fp32 = mdir / "model.onnx"
     partial = mdir / ".model.onnx.partial"  # renamed to model.onnx only once it matches PyTorch
     ot.export_onnx(model, kind, n_feat, partial, meta)
-    out: dict[str, Any] = {"kind": kind, "onnx": str(fp32), "params": sum(p.numel() for p in model.parameters())}
+    out: dict[str, Any] = {"kind": kind, "params": sum(p.numel() for p in model.parameters())}
 
     # ---- inputs on real rows, and how each variant is scored
     if kind == "student":
@@ -91,9 +101,9 @@ def export_one(kind: str, model_dir: str, dataset_dir: str, k_max: int, opts: di
     out["parity"] = ot.parity(model, partial, parity_inputs, atol=opts["parity_atol"])
     if not out["parity"]["passed"]:
         partial.unlink(missing_ok=True)
-        raise ot.ExportError(f"{fp32}: ONNX Runtime differs from PyTorch by {out['parity']['max_abs_diff']:.3g} "
-                             f"(> atol {opts['parity_atol']}) on {out['parity']['rows']} dataset rows; "
-                             f"the previous model.onnx is left as it was")
+        raise ot.ExportError(f"{kind}/model.onnx: ONNX Runtime differs from PyTorch by "
+                             f"{out['parity']['max_abs_diff']:.3g} (> atol {opts['parity_atol']}) on "
+                             f"{out['parity']['rows']} dataset rows; the previous model.onnx is left as it was")
     os.replace(partial, fp32)
 
     def torch_run(*arrs):
@@ -168,12 +178,24 @@ def run(ctx: StageContext) -> StageResult:
     from ..registry import Registry
     from . import cards
 
+    from ..models import io as model_io
+    from ..storage import pack
+
     cfg, paths = ctx.cfg, ctx.paths
     manifest = ds_lib.read_manifest(paths.dataset)
     opts = cfg.export.model_dump(mode="json")
     task = ray.remote(num_cpus=1)(export_one)
-    refs = {k: task.remote(k, str(paths.model(k)), str(paths.dataset), manifest["top_k"], opts) for k in KINDS}
-    results = {k: ray.get(r) for k, r in refs.items()}
+    refs = {}
+    for k in KINDS:
+        model_io.load(paths.model(k))  # a damaged model fails here, naming its file, before any task starts
+        refs[k] = task.remote(k, pack(paths.model(k), ("model.pt", "model.json")),
+                              _rows(paths.dataset, k, manifest["top_k"]), manifest["top_k"], opts)
+    done = {k: ray.get(r) for k, r in refs.items()}  # every task finished: only now is any file replaced
+    results = {}
+    for k, (r, files) in done.items():
+        for name, data in files.items():
+            atomic.write_bytes(paths.model(k) / name, data)
+        results[k] = dict(r, onnx=str(paths.model(k) / "model.onnx"))
     registry = Registry.open(paths.run.parent)
     train_summary = json.loads((paths.models / "train_summary.json").read_text())
     for k, r in results.items():

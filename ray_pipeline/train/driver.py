@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from pathlib import Path
 from typing import Any, Optional
 
@@ -21,6 +20,11 @@ from ..config import Config, stable_hash
 from ..data import dataset as ds_lib
 from ..models import io as model_io
 from ..paths import RunPaths
+from ..storage import Storage, pack, unpacked
+
+# where the run's storage keeps what Ray workers read (relative to <storage>/<run name>), as in the run directory
+DATASET = ("datasets", "main")
+SOFT_LABELS = ("datasets", "soft_labels")
 
 log = logging.getLogger(__name__)
 
@@ -44,12 +48,17 @@ def _pad_batch(batch: pa.Table, k_max: int, target: str, temperature: float,
 
 
 def scorer_dataset(dataset_dir: Path, split: str, k_max: int, target: str = "best", temperature: float = 0.5,
-                   families: Optional[list[str]] = None, materialize: bool = True):
+                   families: Optional[list[str]] = None, materialize: bool = True, storage: Optional[Storage] = None):
+    """Ray Data reads the split from the run's storage (its read tasks may run on any node); the driver's own
+    copy under `dataset_dir` is checked first, for a clear error naming a missing or corrupt file."""
     import ray.data
 
     path = Path(dataset_dir) / f"states_{split}.parquet"
     ds_lib.read_table(path.parent, path.name, columns=["n_cands"])  # a clear error for a missing/corrupt file
-    ds = ray.data.read_parquet(str(path), columns=["family", "n_cands", "features", "costs"])
+    src, fs = str(path), None
+    if storage is not None and not storage.shared_with_run_dir:
+        src, fs = storage.path(*DATASET, path.name), storage.fs
+    ds = ray.data.read_parquet(src, filesystem=fs, columns=["family", "n_cands", "features", "costs"])
     ds = ds.map_batches(_pad_batch, fn_kwargs={"k_max": k_max, "target": target, "temperature": temperature,
                                                "families": families}, batch_format="pyarrow", batch_size=512)
     # materialised once for training: every epoch then streams from the object store instead of re-reading
@@ -70,13 +79,15 @@ def cost_dataset(dataset_dir: Path, split: str):
 
 
 class TeacherLogits:
-    """[3] Callable class for Ray Data: loads a teacher once per actor, adds its logits as `t_<name>`."""
+    """[3] Callable class for Ray Data: loads a teacher once per actor, adds its logits as `t_<name>`.
+    The model files arrive as bytes: the actor may run on a node that cannot see the driver's disk."""
 
-    def __init__(self, model_dir: str, name: str):
+    def __init__(self, model_files: dict[str, bytes], name: str):
         import torch
 
         torch.set_num_threads(1)
-        self.model, _ = model_io.load(Path(model_dir))
+        with unpacked(model_files, "teacher") as d:
+            self.model, _ = model_io.load(d)
         self.name = name
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -88,47 +99,80 @@ class TeacherLogits:
         return batch
 
 
-def write_soft_labels(paths: RunPaths, teachers: dict[str, float], k_max: int, cpus: float, target: str = "best",
-                      temperature: float = 0.5, families: Optional[list[str]] = None) -> dict[str, str]:
-    """Teacher logits for the train and val splits, computed once with an actor pool and stored as Parquet
-    next to the dataset (x, mask, target and one `t_<teacher>` column per teacher)."""
+def write_soft_labels(paths: RunPaths, storage: Storage, teachers: dict[str, float], k_max: int, cpus: float,
+                      target: str = "best", temperature: float = 0.5, families: Optional[list[str]] = None
+                      ) -> dict[str, str]:
+    """Teacher logits for the train and val splits, computed once with an actor pool and stored as Parquet in
+    the run's storage (x, mask, target and one `t_<teacher>` column per teacher)."""
     import ray.data
 
     from .. import atomic
 
+    files = {}
+    for name in teachers:
+        mdir = paths.model(name)
+        if not (mdir / "model.pt").exists():
+            raise model_io.ModelFileError(f"{mdir}: teacher {name!r} (train.student.distill.teachers) "
+                                          f"has no trained model")
+        model_io.load(mdir)  # a damaged teacher fails here, naming its file, not inside an actor
+        files[name] = pack(mdir, ("model.pt", "model.json"))
+    sync_dataset(paths, storage)
     out = {}
     for split in ("train", "val"):
-        ds = scorer_dataset(paths.dataset, split, k_max, target, temperature, families, materialize=False)
+        ds = scorer_dataset(paths.dataset, split, k_max, target, temperature, families, materialize=False,
+                            storage=storage)
         for name in teachers:
-            mdir = paths.model(name)
-            if not (mdir / "model.pt").exists():
-                raise model_io.ModelFileError(f"{mdir}: teacher {name!r} (train.student.distill.teachers) "
-                                              f"has no trained model")
-            ds = ds.map_batches(TeacherLogits, fn_constructor_kwargs={"model_dir": str(mdir), "name": name},
+            ds = ds.map_batches(TeacherLogits, fn_constructor_kwargs={"model_files": files[name], "name": name},
                                 batch_size=256, batch_format="numpy",
                                 compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, min(2, int(cpus)))))
-        target = paths.soft_labels / split
-        with atomic.directory(target) as tmp:
-            ds.write_parquet(str(tmp))
-        out[split] = str(target)
+        if storage.shared_with_run_dir:
+            target_dir = paths.soft_labels / split
+            with atomic.directory(target_dir) as tmp:
+                ds.write_parquet(str(tmp))
+            out[split] = str(target_dir)
+        else:  # an object store has no atomic rename: delete, write, then mark complete
+            storage.delete(*SOFT_LABELS, split)
+            ds.write_parquet(storage.path(*SOFT_LABELS, split), filesystem=storage.fs)
+            storage.mark_complete(*SOFT_LABELS, split)
+            out[split] = storage.uri_of(*SOFT_LABELS, split)
     return out
 
 
-def training_datasets(cfg: Config, paths: RunPaths, kind: str, manifest: dict[str, Any]) -> dict[str, Any]:
+def training_datasets(cfg: Config, paths: RunPaths, storage: Storage, kind: str, manifest: dict[str, Any]
+                      ) -> dict[str, Any]:
     """Train and val datasets of one model kind (the student's are the teacher's soft labels, written first by
     `write_soft_labels`)."""
     if kind == "cost":
         return {sp: cost_dataset(paths.dataset, sp) for sp in ("train", "val")}
     if kind == "student" and cfg.train.student.distill.teachers:
-        return {sp: soft_label_dataset(paths, sp) for sp in ("train", "val")}
+        return {sp: soft_label_dataset(paths, storage, sp) for sp in ("train", "val")}
+    sync_dataset(paths, storage)
     return {sp: scorer_dataset(paths.dataset, sp, manifest["top_k"], cfg.train.target, cfg.train.target_temperature,
-                               cfg.train.families) for sp in ("train", "val")}
+                               cfg.train.families, storage=storage) for sp in ("train", "val")}
 
 
-def soft_label_dataset(paths: RunPaths, split: str):
+def has_soft_labels(paths: RunPaths, storage: Storage, split: str = "train") -> bool:
+    if storage.shared_with_run_dir:
+        return (paths.soft_labels / split).exists()
+    return storage.complete(*SOFT_LABELS, split)
+
+
+def soft_label_dataset(paths: RunPaths, storage: Storage, split: str):
     import ray.data
 
-    return ray.data.read_parquet(str(paths.soft_labels / split)).materialize()
+    if storage.shared_with_run_dir:
+        return ray.data.read_parquet(str(paths.soft_labels / split)).materialize()
+    if not storage.complete(*SOFT_LABELS, split):
+        raise ds_lib.DatasetError(f"{storage.uri_of(*SOFT_LABELS, split)}: soft labels missing or unfinished; "
+                                  f"run `ray-pipeline train` (it writes them before the student)")
+    return ray.data.read_parquet(storage.path(*SOFT_LABELS, split), filesystem=storage.fs,
+                                 file_extensions=["parquet"]).materialize()
+
+
+def sync_dataset(paths: RunPaths, storage: Storage) -> None:
+    """Upload the driver's dataset to the run's storage, once per dataset version (no-op on a shared disk)."""
+    if not storage.shared_with_run_dir:
+        storage.sync_dir(paths.dataset, *DATASET)
 
 
 # ------------------------------------------------------------------------------------------ [2] trainer
@@ -151,12 +195,12 @@ def train_key(cfg: Config, kind: str, section: dict[str, Any], dataset_hash: str
 
 
 def loop_config(cfg: Config, paths: RunPaths, kind: str, section: dict[str, Any], spec: dict[str, Any],
-                storage: Path) -> dict[str, Any]:
+                marker_dir: Path) -> dict[str, Any]:
     score, mode = score_of(cfg, kind)
     c = {"kind": kind, "optim": section["optim"], "spec": spec, "seed": cfg.run.seed, "score": score,
          "score_mode": mode, "nan_retries": cfg.train.nan_retries, "nan_lr_factor": cfg.train.nan_lr_factor,
          "mixed_precision": cfg.train.mixed_precision and cfg.train.use_gpu,
-         "debug": cfg.debug.model_dump(mode="json"), "storage_dir": str(storage), "run_name": cfg.run.name,
+         "debug": cfg.debug.model_dump(mode="json"), "marker_dir": str(marker_dir), "run_name": cfg.run.name,
          "wandb_dir": str(paths.wandb), "wandb_project": cfg.tracking.wandb_project}
     if kind == "student":
         c["distill"] = {"alpha": section["distill"]["alpha"], "temperature": section["distill"]["temperature"]}
@@ -164,8 +208,10 @@ def loop_config(cfg: Config, paths: RunPaths, kind: str, section: dict[str, Any]
     return c
 
 
-def make_trainer(cfg: Config, loop_cfg: dict[str, Any], datasets: dict[str, Any], storage: Path, name: str,
-                 num_workers: Optional[int] = None, callbacks: Optional[list] = None):
+def make_trainer(cfg: Config, loop_cfg: dict[str, Any], datasets: dict[str, Any], storage: Storage,
+                 where: tuple[str, ...], name: str, num_workers: Optional[int] = None,
+                 callbacks: Optional[list] = None):
+    """A TorchTrainer whose run `name` lives under `<storage>/<where>` (checkpoints, controller snapshot)."""
     import ray.train
     from ray.train.torch import TorchTrainer
 
@@ -180,7 +226,7 @@ def make_trainer(cfg: Config, loop_cfg: dict[str, Any], datasets: dict[str, Any]
         scaling_config=ray.train.ScalingConfig(num_workers=n, use_gpu=cfg.train.use_gpu,
                                                resources_per_worker=resources if n else None),
         run_config=ray.train.RunConfig(
-            name=name, storage_path=str(storage),
+            name=name, **storage.run_config(*where),
             failure_config=ray.train.FailureConfig(max_failures=cfg.train.max_failures,
                                                    controller_failure_limit=2),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.train.keep_checkpoints,
@@ -214,5 +260,5 @@ def history(result) -> list[dict[str, Any]]:
         return json.loads((Path(d) / "loop_state.json").read_text()).get("history", [])
 
 
-def clear_checkpoints(storage: Path, name: str) -> None:
-    shutil.rmtree(storage / name, ignore_errors=True)
+def clear_checkpoints(storage: Storage, where: tuple[str, ...], name: str) -> None:
+    storage.delete(*where, name)

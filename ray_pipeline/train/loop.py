@@ -259,7 +259,7 @@ def _maybe_crash(c: dict[str, Any], epoch: int, rank: int, world: int) -> None:
     at = c["debug"].get("crash_worker_at_epoch")
     if at is None or epoch != at or rank != world - 1:
         return
-    marker = Path(c["storage_dir"]) / f".crashed-{c['kind']}-{epoch}"
+    marker = Path(c["marker_dir"]) / f".crashed-{c['kind']}-{epoch}"
     if marker.exists():
         return
     marker.parent.mkdir(parents=True, exist_ok=True)

@@ -17,6 +17,7 @@ from ..data import dataset as ds_lib
 from ..models import io as model_io
 from ..models.nets import n_params
 from ..paths import RunPaths
+from ..storage import Storage
 from ..pipeline import StageContext, StageResult
 from . import driver, tracking
 
@@ -32,7 +33,7 @@ def run(ctx: StageContext) -> StageResult:
     data_hash = ctx.manifest.output_hash("generate")
     outputs: dict[str, Any] = {}
     for kind in cfg.train.models:
-        outputs[kind] = train_model(cfg, paths, kind, manifest, data_hash, force=ctx.force)
+        outputs[kind] = train_model(cfg, paths, ctx.storage, kind, manifest, data_hash, force=ctx.force)
     scorers = [k for k in ("teacher", "student") if k in cfg.train.models]
     test = evaluate_on_test(paths, manifest, cfg.train.families, scorers) if scorers else {}
     outputs["test"] = test
@@ -51,8 +52,8 @@ def output_hash(paths: RunPaths) -> str:
                    if (paths.model(k) / "model.pt").exists())[:16]
 
 
-def train_model(cfg: Config, paths: RunPaths, kind: str, manifest: dict[str, Any], data_hash: str,
-                force: bool = False, section: dict[str, Any] | None = None) -> dict[str, Any]:
+def train_model(cfg: Config, paths: RunPaths, storage: Storage, kind: str, manifest: dict[str, Any],
+                data_hash: str, force: bool = False, section: dict[str, Any] | None = None) -> dict[str, Any]:
     section = section or driver.model_section(cfg, kind)
     key = driver.train_key(cfg, kind, section, data_hash)
     final = paths.model(kind)
@@ -68,28 +69,29 @@ def train_model(cfg: Config, paths: RunPaths, kind: str, manifest: dict[str, Any
     spec = model_io.make_spec(kind, driver.hparams_of(kind, section), norm, train_key=key, dataset_hash=data_hash,
                               seed=cfg.run.seed)
     name = f"{kind}-{key}"
+    where = ("checkpoints",)
     if force:
-        driver.clear_checkpoints(paths.checkpoints, name)
+        driver.clear_checkpoints(storage, where, name)
     if kind == "student" and section["distill"]["teachers"]:
-        driver.write_soft_labels(paths, section["distill"]["teachers"], manifest["top_k"], _cluster_cpus(),
+        driver.write_soft_labels(paths, storage, section["distill"]["teachers"], manifest["top_k"], _cluster_cpus(),
                                  cfg.train.target, cfg.train.target_temperature, cfg.train.families)
-    datasets = driver.training_datasets(cfg, paths, kind, manifest)
+    datasets = driver.training_datasets(cfg, paths, storage, kind, manifest)
     loop_cfg = driver.loop_config(cfg, paths, kind, section, spec, paths.checkpoints / name)
-    log.info("train %s: %d workers, run %s", kind, cfg.train.num_workers, paths.checkpoints / name)
-    result = driver.make_trainer(cfg, loop_cfg, datasets, paths.checkpoints, name).fit()
+    log.info("train %s: %d workers, run %s", kind, cfg.train.num_workers, storage.uri_of(*where, name))
+    result = driver.make_trainer(cfg, loop_cfg, datasets, storage, where, name).fit()
     if result.error is not None:
         raise result.error
     score, mode = driver.score_of(cfg, kind)
     best = driver.best_checkpoint(result, score, mode)
     if best is None:
-        raise RuntimeError(f"train {kind}: the run reported no checkpoint ({paths.checkpoints / name})")
+        raise RuntimeError(f"train {kind}: the run reported no checkpoint ({storage.uri_of(*where, name)})")
     hist = driver.history(result)
     with best.as_directory() as d:
         model, ck_spec = model_io.load(Path(d), expect={"train_key": key})
     best_metrics = dict(max(hist, key=lambda r: r.get(score, -1e9) * (1 if mode == "max" else -1))) if hist else {}
     summary = {"kind": kind, "train_key": key, "params": n_params(model), "epochs_run": len(hist),
                "best": {k: v for k, v in best_metrics.items() if isinstance(v, (int, float))},
-               "checkpoints": str(paths.checkpoints / name)}
+               "checkpoints": storage.uri_of(*where, name)}
     ck_spec["summary"] = summary
     with atomic.directory(final) as tmp:
         model_io.save(model, ck_spec, tmp)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -20,6 +21,7 @@ from .. import atomic
 from ..config import Config, validate
 from ..data import dataset as ds_lib
 from ..paths import RunPaths
+from ..storage import Storage
 from ..pipeline import StageContext, StageResult
 
 log = logging.getLogger(__name__)
@@ -57,8 +59,10 @@ def apply_params(section: dict[str, Any], params: dict[str, Any], where: str) ->
     return out
 
 
-def _trial(params: dict[str, Any], cfg_json: str, data_hash: str, datasets: dict[str, Any]) -> None:
-    """The Tune trainable: one Train run with the sampled hyperparameters, reporting through Tune."""
+def _trial(params: dict[str, Any], cfg_json: str, data_hash: str, datasets: dict[str, Any], norm: dict[str, Any],
+           run_dir: str, storage: Storage) -> None:
+    """The Tune trainable: one Train run with the sampled hyperparameters, reporting through Tune. It may run on
+    any node: everything it needs comes from the driver (nothing is read from the driver's disk)."""
     import ray.tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
@@ -67,19 +71,17 @@ def _trial(params: dict[str, Any], cfg_json: str, data_hash: str, datasets: dict
     from ..train import driver
 
     cfg = Config.model_validate_json(cfg_json)
-    paths = RunPaths.of(cfg.run.root, cfg.run.name)
+    paths = RunPaths(Path(run_dir))
     kind = cfg.tune.model
     section = apply_params(driver.model_section(cfg, kind), params, f"train.{kind}")
     section["optim"]["epochs"] = cfg.tune.max_t
-    manifest = ds_lib.read_manifest(paths.dataset)
-    spec = model_io.make_spec(kind, driver.hparams_of(kind, section), manifest["norm"]["input"],
+    spec = model_io.make_spec(kind, driver.hparams_of(kind, section), norm,
                               train_key=driver.train_key(cfg, kind, section, data_hash), dataset_hash=data_hash,
                               seed=cfg.run.seed)
     trial_id = ray.tune.get_context().get_trial_id()
-    storage = paths.tune / "train"
-    loop_cfg = driver.loop_config(cfg, paths, kind, section, spec, storage / f"trial-{trial_id}")
+    loop_cfg = driver.loop_config(cfg, paths, kind, section, spec, paths.tune / "train" / f"trial-{trial_id}")
     loop_cfg["run_name"] = f"{cfg.run.name}-tune-{trial_id}"
-    trainer = driver.make_trainer(cfg, loop_cfg, datasets, storage, name=f"trial-{trial_id}",
+    trainer = driver.make_trainer(cfg, loop_cfg, datasets, storage, ("tune", "train"), name=f"trial-{trial_id}",
                                   num_workers=cfg.tune.num_workers, callbacks=[TuneReportCallback()])
     trainer.fit()
 
@@ -98,9 +100,10 @@ def run(ctx: StageContext) -> StageResult:
         apply_params(section, {key: None}, f"train.{kind}")
     if not t.space:
         raise ValueError("tune.space: empty; give at least one hyperparameter to search")
-    if kind == "student" and not (paths.soft_labels / "train").exists():
-        raise ds_lib.DatasetError(f"{paths.soft_labels}: a student sweep needs the teacher's soft labels; "
-                                  f"run `ray-pipeline train` first")
+    storage = ctx.storage
+    if kind == "student" and not driver.has_soft_labels(paths, storage):
+        raise ds_lib.DatasetError(f"{storage.uri_of('datasets', 'soft_labels')}: a student sweep needs the "
+                                  f"teacher's soft labels; run `ray-pipeline train` first")
     data_hash = ctx.manifest.output_hash("generate")
     callbacks = []
     from ..runtime import wandb_mode
@@ -110,15 +113,16 @@ def run(ctx: StageContext) -> StageResult:
 
         callbacks.append(WandbLoggerCallback(project=cfg.tracking.wandb_project, group=f"{cfg.run.name}-tune",
                                              log_config=True, dir=str(paths.wandb)))
-    sweep_dir = paths.tune / "sweep"
+    sweep_dir = storage.uri_of("tune", "sweep")
     if ctx.force:
-        import shutil
-        shutil.rmtree(sweep_dir, ignore_errors=True)
+        storage.delete("tune", "sweep")
     # train/val materialised once by the driver for every trial: a trial then starts no Ray Data task that could
     # wait on a CPU held by another trial's workers (and nothing is re-read or re-padded per trial)
-    datasets = driver.training_datasets(cfg, paths, kind, ds_lib.read_manifest(paths.dataset))
+    manifest = ds_lib.read_manifest(paths.dataset)
+    datasets = driver.training_datasets(cfg, paths, storage, kind, manifest)
     trainable = ray.tune.with_parameters(_trial, cfg_json=cfg.model_dump_json(), data_hash=data_hash,
-                                         datasets=datasets)
+                                         datasets=datasets, norm=manifest["norm"]["input"], run_dir=str(paths.run),
+                                         storage=storage)
     tuner = ray.tune.Tuner(
         ray.tune.with_resources(trainable, {"cpu": t.trial_cpus}),
         param_space=search_space(cfg),
@@ -126,7 +130,7 @@ def run(ctx: StageContext) -> StageResult:
             metric=t.metric, mode=t.mode, num_samples=t.num_samples, max_concurrent_trials=t.max_concurrent_trials,
             scheduler=ASHAScheduler(time_attr="training_iteration", max_t=t.max_t, grace_period=t.grace_period,
                                     reduction_factor=t.reduction_factor)),
-        run_config=ray.tune.RunConfig(name="sweep", storage_path=str(paths.tune), callbacks=callbacks,
+        run_config=ray.tune.RunConfig(name="sweep", **storage.run_config("tune"), callbacks=callbacks,
                                       failure_config=ray.tune.FailureConfig(max_failures=1)))
     results = tuner.fit()
     rows = []
