@@ -24,10 +24,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port free now and not handed out before by this process: the kernel may give the same just-released
+    port to consecutive bind(0) calls, and two nodes' agents on one port kill the second node at start-up."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 def _ray_bin() -> str:
@@ -85,8 +94,32 @@ def _wait_ready(url: str, token: str, timeout: float, procs: list[subprocess.Pop
     raise TimeoutError(f"Ray head at {url} not ready after {timeout:.0f} s")
 
 
+def can_hide_dirs() -> bool:
+    """True when this process may give a child its own mount namespace (Linux, CAP_SYS_ADMIN): see `start`."""
+    import tempfile
+
+    if not sys.platform.startswith("linux") or not shutil.which("unshare"):
+        return False
+    with tempfile.TemporaryDirectory() as d:
+        r = subprocess.run(_hidden(["true"], [d]), capture_output=True)
+    return r.returncode == 0
+
+
+def _hidden(cmd: list[str], dirs: list[str]) -> list[str]:
+    """`cmd` in a private mount namespace where each of `dirs` is an empty tmpfs: the node cannot see what
+    the head writes there, as on a cluster without a shared filesystem."""
+    import shlex
+
+    mounts = " && ".join(f"mount -t tmpfs ray-pipeline-private {shlex.quote(d)}" for d in dirs)
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+            f"{mounts} && exec {' '.join(shlex.quote(c) for c in cmd)}"]
+
+
 def start(workers: int = 1, cpus: float = 1.0, head_cpus: float | None = None, token: str | None = None,
-          timeout: float = 120.0, log_dir: str | None = None) -> LocalCluster:
+          timeout: float = 120.0, log_dir: str | None = None, hide_from_workers: list[str] | None = None
+          ) -> LocalCluster:
+    """`hide_from_workers`: directories the worker nodes see empty (their own tmpfs; needs `can_hide_dirs()`),
+    to run a multi-node job the way it runs without a shared filesystem."""
     token = token or secrets.token_hex(32)
     env = dict(os.environ, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token, RAY_USAGE_STATS_ENABLED="0")
     env.pop("RAY_ADDRESS", None)
@@ -102,6 +135,8 @@ def start(workers: int = 1, cpus: float = 1.0, head_cpus: float | None = None, t
         _wait_ready(cluster.dashboard_url, token, timeout, cluster.procs)
         for _ in range(workers):
             cmd = [_ray_bin(), "start", f"--address={cluster.gcs_address}", *_node_args(cpus)]
+            if hide_from_workers:
+                cmd = _hidden(cmd, [str(Path(d).resolve()) for d in hide_from_workers])
             cluster.procs.append(subprocess.Popen(cmd, env=env, stdout=out, stderr=out, start_new_session=True))
         _wait_nodes(cluster, 1 + workers, timeout)
     except BaseException:

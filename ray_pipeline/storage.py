@@ -107,6 +107,27 @@ class Storage:
         return self.path(*parts)
 
 
+    def archive(self, run_dir: Path) -> None:
+        """Copy the run directory here, same layout (no-op when storage is the run directory): a cluster whose
+        head disk is thrown away with it (a KubeRay RayJob) leaves the whole run in the bucket. Called after
+        every finished stage; the dataset goes through `sync_dir` (once per version), manifest.json last."""
+        if self.shared_with_run_dir or not run_dir.is_dir():
+            return
+        local = pafs.LocalFileSystem()
+        for p in sorted(run_dir.iterdir()):
+            if p.name in ("datasets", "manifest.json") or p.name.startswith("."):
+                continue
+            if p.is_dir():
+                self.fs.create_dir(self.path(p.name), recursive=True)
+                pafs.copy_files(str(p), self.path(p.name), source_filesystem=local, destination_filesystem=self.fs)
+            else:
+                self.write_bytes(p.read_bytes(), p.name)
+        if (run_dir / "datasets" / "main" / "manifest.json").exists():
+            self.sync_dir(run_dir / "datasets" / "main", "datasets", "main")
+        if (run_dir / "manifest.json").exists():
+            self.write_bytes((run_dir / "manifest.json").read_bytes(), "manifest.json")
+
+
 def resolve(uri: str, key: str = "run.storage") -> tuple[pafs.FileSystem, str]:
     """(filesystem, path inside it) for a URI or an absolute path; a clear error naming `key` otherwise."""
     if "://" not in uri:
