@@ -188,3 +188,24 @@ def test_driver_killed_during_the_dataset_stage_then_rerun_gives_the_clean_files
     for name in DETERMINISTIC_FILES:
         assert atomic.sha256_file(base / name) == atomic.sha256_file(paths.dataset / name), name
     assert not [x for x in paths.run.joinpath("datasets").iterdir() if x.name.startswith(".")]  # temp dirs cleaned
+
+
+def test_unusable_run_storage_fails_before_any_work(tmp_path, capsys, monkeypatch):
+    """A relative path, and a bucket that does not exist on a real S3-API server (moto on localhost)."""
+    from moto.server import ThreadedMotoServer
+
+    code = main(["run", str(CONFIGS / "quick.yaml"), f"run.root={tmp_path}", "run.storage=relative/runs"])
+    assert code == 2 and "run.storage: 'relative/runs' is a relative path" in capsys.readouterr().err
+    for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(k, "testing")
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        uri = f"s3://no-such-bucket/runs?endpoint_override={host}:{port}&scheme=http"
+        code = main(["train", str(CONFIGS / "quick.yaml"), f"run.root={tmp_path}", f"run.storage={uri}"])
+    finally:
+        server.stop()
+    err = capsys.readouterr().err
+    assert code == 2 and "run.storage: cannot write to 's3://no-such-bucket/runs'" in err and "not found" in err
+    assert not (tmp_path / "quick" / "manifest.json").exists()  # nothing started, nothing written
