@@ -162,6 +162,6 @@ def run_stages(ctx: StageContext, stages: list[str], specs: Optional[dict[str, S
             raise StageFailed(f"stage {name!r} failed: {type(e).__name__}: {e}") from e
         ctx.manifest.mark_done(name, result.output_hash, result.outputs, time.perf_counter() - t0)
         log.info("stage %s: done in %.1f s", name, time.perf_counter() - t0)
-        ctx.storage.archive(ctx.paths.run)
+        ctx.storage.archive()
         outcome[name] = "ran"
     return outcome

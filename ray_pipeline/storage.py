@@ -35,7 +35,11 @@ class StorageError(ValueError):
 
 @dataclass(frozen=True)
 class Storage:
+    """The run's storage, addressed by the local run-directory path an artifact *would* have: the layout is
+    the run directory's (`paths.RunPaths`), mirrored under `<run.storage>/<run.name>/`."""
+
     fs: pafs.FileSystem
+    run_dir: Path  # the driver's run directory
     base: str  # this run's directory inside `fs`
     uri: str  # for messages and summaries
     shared_with_run_dir: bool  # True: storage *is* the run directory (nothing to upload)
@@ -43,74 +47,78 @@ class Storage:
     @classmethod
     def of(cls, run_dir: Path, uri: Optional[str], run_name: str) -> "Storage":
         if not uri:
-            return cls(pafs.LocalFileSystem(), str(run_dir), str(run_dir), True)
+            return cls(pafs.LocalFileSystem(), run_dir, str(run_dir), str(run_dir), True)
         fs, base = resolve(uri, "run.storage")
-        base = f"{base.rstrip('/')}/{run_name}"
-        return cls(fs, base, f"{uri.split('?')[0].rstrip('/')}/{run_name}", False)
+        return cls(fs, run_dir, f"{base.rstrip('/')}/{run_name}", f"{uri.split('?')[0].rstrip('/')}/{run_name}",
+                   False)
 
-    def path(self, *parts: str) -> str:
-        return "/".join([self.base, *parts])
+    def _parts(self, local: Path) -> tuple[str, ...]:
+        return Path(local).relative_to(self.run_dir).parts
 
-    def uri_of(self, *parts: str) -> str:
-        return "/".join([self.uri, *parts])
+    def path(self, local: Path) -> str:
+        """Where `local` (a path inside the run directory) lives in storage, as a path inside `fs`."""
+        return "/".join([self.base, *self._parts(local)])
+
+    def uri_of(self, local: Path) -> str:
+        return "/".join([self.uri, *self._parts(local)])
 
     def filesystem(self) -> Optional[pafs.FileSystem]:
         """What to give Ray Data / Train / Tune: None for the local run directory (their default)."""
         return None if self.shared_with_run_dir else self.fs
 
-    def run_config(self, *parts: str) -> dict[str, Any]:
+    def run_config(self, local: Path) -> dict[str, Any]:
         """`storage_path` / `storage_filesystem` keyword arguments of Train's and Tune's RunConfig."""
-        return {"storage_path": self.path(*parts), "storage_filesystem": self.filesystem()}
+        return {"storage_path": self.path(local), "storage_filesystem": self.filesystem()}
 
-    def exists(self, *parts: str) -> bool:
-        return self.fs.get_file_info(self.path(*parts)).type != pafs.FileType.NotFound
+    def exists(self, local: Path) -> bool:
+        return self.fs.get_file_info(self.path(local)).type != pafs.FileType.NotFound
 
-    def delete(self, *parts: str) -> None:
-        info = self.fs.get_file_info(self.path(*parts))
+    def delete(self, local: Path) -> None:
+        info = self.fs.get_file_info(self.path(local))
         if info.type == pafs.FileType.Directory:
             self.fs.delete_dir(info.path)
         elif info.type == pafs.FileType.File:
             self.fs.delete_file(info.path)
 
-    def read_bytes(self, *parts: str) -> Optional[bytes]:
+    def read_bytes(self, local: Path) -> Optional[bytes]:
         try:
-            with self.fs.open_input_stream(self.path(*parts)) as f:
+            with self.fs.open_input_stream(self.path(local)) as f:
                 return f.read()
         except (FileNotFoundError, OSError):
             return None
 
-    def write_bytes(self, data: bytes, *parts: str) -> None:
-        with self.fs.open_output_stream(self.path(*parts)) as f:
+    def write_bytes(self, data: bytes, local: Path) -> None:
+        with self.fs.open_output_stream(self.path(local)) as f:
             f.write(data)
 
-    def complete(self, *parts: str) -> bool:
-        return self.shared_with_run_dir or self.exists(*parts, DONE)
+    def complete(self, local: Path) -> bool:
+        return self.shared_with_run_dir or self.exists(Path(local) / DONE)
 
-    def mark_complete(self, *parts: str) -> None:
+    def mark_complete(self, local: Path) -> None:
         if not self.shared_with_run_dir:
-            self.write_bytes(b"", *parts, DONE)
+            self.write_bytes(b"", Path(local) / DONE)
 
-    def sync_dir(self, local: Path, *parts: str) -> str:
-        """Make `<storage>/<parts>` a copy of the local directory (no-op when storage is the run directory).
-        Skipped when the remote copy is complete and its manifest.json equals the local one; otherwise the old
-        copy is deleted first and the completion marker written last."""
+    def sync_dir(self, local: Path) -> str:
+        """Make storage's copy of the local directory (no-op when storage is the run directory). Skipped when
+        the copy is complete and its manifest.json equals the local one; otherwise the old copy is deleted
+        first and the completion marker written last."""
         if self.shared_with_run_dir:
             return str(local)
         manifest = (local / "manifest.json").read_bytes() if (local / "manifest.json").exists() else None
-        if manifest is not None and self.complete(*parts) and self.read_bytes(*parts, "manifest.json") == manifest:
-            return self.path(*parts)
-        self.delete(*parts)
-        self.fs.create_dir(self.path(*parts), recursive=True)
-        pafs.copy_files(str(local), self.path(*parts), source_filesystem=pafs.LocalFileSystem(),
+        if manifest is not None and self.complete(local) and self.read_bytes(local / "manifest.json") == manifest:
+            return self.path(local)
+        self.delete(local)
+        self.fs.create_dir(self.path(local), recursive=True)
+        pafs.copy_files(str(local), self.path(local), source_filesystem=pafs.LocalFileSystem(),
                         destination_filesystem=self.fs)
-        self.mark_complete(*parts)
-        return self.path(*parts)
+        self.mark_complete(local)
+        return self.path(local)
 
-
-    def archive(self, run_dir: Path) -> None:
+    def archive(self) -> None:
         """Copy the run directory here, same layout (no-op when storage is the run directory): a cluster whose
         head disk is thrown away with it (a KubeRay RayJob) leaves the whole run in the bucket. Called after
         every finished stage; the dataset goes through `sync_dir` (once per version), manifest.json last."""
+        run_dir = self.run_dir
         if self.shared_with_run_dir or not run_dir.is_dir():
             return
         local = pafs.LocalFileSystem()
@@ -118,14 +126,14 @@ class Storage:
             if p.name in ("datasets", "manifest.json") or p.name.startswith("."):
                 continue
             if p.is_dir():
-                self.fs.create_dir(self.path(p.name), recursive=True)
-                pafs.copy_files(str(p), self.path(p.name), source_filesystem=local, destination_filesystem=self.fs)
+                self.fs.create_dir(self.path(p), recursive=True)
+                pafs.copy_files(str(p), self.path(p), source_filesystem=local, destination_filesystem=self.fs)
             else:
-                self.write_bytes(p.read_bytes(), p.name)
+                self.write_bytes(p.read_bytes(), p)
         if (run_dir / "datasets" / "main" / "manifest.json").exists():
-            self.sync_dir(run_dir / "datasets" / "main", "datasets", "main")
+            self.sync_dir(run_dir / "datasets" / "main")
         if (run_dir / "manifest.json").exists():
-            self.write_bytes((run_dir / "manifest.json").read_bytes(), "manifest.json")
+            self.write_bytes((run_dir / "manifest.json").read_bytes(), run_dir / "manifest.json")
 
 
 def resolve(uri: str, key: str = "run.storage") -> tuple[pafs.FileSystem, str]:

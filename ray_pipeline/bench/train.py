@@ -44,9 +44,9 @@ def run(args: argparse.Namespace) -> int:
                     for sp in ("train", "val")}
         for n in (1, 2):
             name = f"bench-teacher-{n}w"
-            driver.clear_checkpoints(storage, ("bench",), name)
+            driver.clear_checkpoints(storage, paths.run / "bench", name)
             loop_cfg = driver.loop_config(cfg, paths, "teacher", section, spec, paths.run / "bench" / name)
-            result = driver.make_trainer(cfg, loop_cfg, datasets, storage, ("bench",), name, num_workers=n).fit()
+            result = driver.make_trainer(cfg, loop_cfg, datasets, storage, paths.run / "bench", name, num_workers=n).fit()
             hist = driver.history(result)
             rates = [h["samples_per_s"] for h in hist[1:]] or [h["samples_per_s"] for h in hist]
             out["runs"][f"{n}_workers"] = {"samples_per_s": round(statistics.mean(rates), 1),

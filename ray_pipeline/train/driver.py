@@ -22,10 +22,6 @@ from ..models import io as model_io
 from ..paths import RunPaths
 from ..storage import Storage, pack, unpacked
 
-# where the run's storage keeps what Ray workers read (relative to <storage>/<run name>), as in the run directory
-DATASET = ("datasets", "main")
-SOFT_LABELS = ("datasets", "soft_labels")
-
 log = logging.getLogger(__name__)
 
 def score_of(cfg: Config, kind: str) -> tuple[str, str]:
@@ -57,7 +53,7 @@ def scorer_dataset(dataset_dir: Path, split: str, k_max: int, target: str = "bes
     ds_lib.read_table(path.parent, path.name, columns=["n_cands"])  # a clear error for a missing/corrupt file
     src, fs = str(path), None
     if storage is not None and not storage.shared_with_run_dir:
-        src, fs = storage.path(*DATASET, path.name), storage.fs
+        src, fs = storage.path(path), storage.fs
     ds = ray.data.read_parquet(src, filesystem=fs, columns=["family", "n_cands", "features", "costs"])
     ds = ds.map_batches(_pad_batch, fn_kwargs={"k_max": k_max, "target": target, "temperature": temperature,
                                                "families": families}, batch_format="pyarrow", batch_size=512)
@@ -131,10 +127,11 @@ def write_soft_labels(paths: RunPaths, storage: Storage, teachers: dict[str, flo
                 ds.write_parquet(str(tmp))
             out[split] = str(target_dir)
         else:  # an object store has no atomic rename: delete, write, then mark complete
-            storage.delete(*SOFT_LABELS, split)
-            ds.write_parquet(storage.path(*SOFT_LABELS, split), filesystem=storage.fs)
-            storage.mark_complete(*SOFT_LABELS, split)
-            out[split] = storage.uri_of(*SOFT_LABELS, split)
+            target_dir = paths.soft_labels / split
+            storage.delete(target_dir)
+            ds.write_parquet(storage.path(target_dir), filesystem=storage.fs)
+            storage.mark_complete(target_dir)
+            out[split] = storage.uri_of(target_dir)
     return out
 
 
@@ -154,7 +151,7 @@ def training_datasets(cfg: Config, paths: RunPaths, storage: Storage, kind: str,
 def has_soft_labels(paths: RunPaths, storage: Storage, split: str = "train") -> bool:
     if storage.shared_with_run_dir:
         return (paths.soft_labels / split).exists()
-    return storage.complete(*SOFT_LABELS, split)
+    return storage.complete(paths.soft_labels / split)
 
 
 def soft_label_dataset(paths: RunPaths, storage: Storage, split: str):
@@ -162,17 +159,17 @@ def soft_label_dataset(paths: RunPaths, storage: Storage, split: str):
 
     if storage.shared_with_run_dir:
         return ray.data.read_parquet(str(paths.soft_labels / split)).materialize()
-    if not storage.complete(*SOFT_LABELS, split):
-        raise ds_lib.DatasetError(f"{storage.uri_of(*SOFT_LABELS, split)}: soft labels missing or unfinished; "
+    if not storage.complete(paths.soft_labels / split):
+        raise ds_lib.DatasetError(f"{storage.uri_of(paths.soft_labels / split)}: soft labels missing or unfinished; "
                                   f"run `ray-pipeline train` (it writes them before the student)")
-    return ray.data.read_parquet(storage.path(*SOFT_LABELS, split), filesystem=storage.fs,
+    return ray.data.read_parquet(storage.path(paths.soft_labels / split), filesystem=storage.fs,
                                  file_extensions=["parquet"]).materialize()
 
 
 def sync_dataset(paths: RunPaths, storage: Storage) -> None:
     """Upload the driver's dataset to the run's storage, once per dataset version (no-op on a shared disk)."""
     if not storage.shared_with_run_dir:
-        storage.sync_dir(paths.dataset, *DATASET)
+        storage.sync_dir(paths.dataset)
 
 
 # ------------------------------------------------------------------------------------------ [2] trainer
@@ -208,10 +205,10 @@ def loop_config(cfg: Config, paths: RunPaths, kind: str, section: dict[str, Any]
     return c
 
 
-def make_trainer(cfg: Config, loop_cfg: dict[str, Any], datasets: dict[str, Any], storage: Storage,
-                 where: tuple[str, ...], name: str, num_workers: Optional[int] = None,
-                 callbacks: Optional[list] = None):
-    """A TorchTrainer whose run `name` lives under `<storage>/<where>` (checkpoints, controller snapshot)."""
+def make_trainer(cfg: Config, loop_cfg: dict[str, Any], datasets: dict[str, Any], storage: Storage, parent: Path,
+                 name: str, num_workers: Optional[int] = None, callbacks: Optional[list] = None):
+    """A TorchTrainer whose run `name` (checkpoints, controller snapshot) lives in storage at `parent`, a
+    run-directory path (`Storage` maps it to the run's storage)."""
     import ray.train
     from ray.train.torch import TorchTrainer
 
@@ -226,7 +223,7 @@ def make_trainer(cfg: Config, loop_cfg: dict[str, Any], datasets: dict[str, Any]
         scaling_config=ray.train.ScalingConfig(num_workers=n, use_gpu=cfg.train.use_gpu,
                                                resources_per_worker=resources if n else None),
         run_config=ray.train.RunConfig(
-            name=name, **storage.run_config(*where),
+            name=name, **storage.run_config(parent),
             failure_config=ray.train.FailureConfig(max_failures=cfg.train.max_failures,
                                                    controller_failure_limit=2),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.train.keep_checkpoints,
@@ -260,5 +257,5 @@ def history(result) -> list[dict[str, Any]]:
         return json.loads((Path(d) / "loop_state.json").read_text()).get("history", [])
 
 
-def clear_checkpoints(storage: Storage, where: tuple[str, ...], name: str) -> None:
-    storage.delete(*where, name)
+def clear_checkpoints(storage: Storage, parent: Path, name: str) -> None:
+    storage.delete(parent / name)

@@ -69,29 +69,28 @@ def train_model(cfg: Config, paths: RunPaths, storage: Storage, kind: str, manif
     spec = model_io.make_spec(kind, driver.hparams_of(kind, section), norm, train_key=key, dataset_hash=data_hash,
                               seed=cfg.run.seed)
     name = f"{kind}-{key}"
-    where = ("checkpoints",)
     if force:
-        driver.clear_checkpoints(storage, where, name)
+        driver.clear_checkpoints(storage, paths.checkpoints, name)
     if kind == "student" and section["distill"]["teachers"]:
         driver.write_soft_labels(paths, storage, section["distill"]["teachers"], manifest["top_k"], _cluster_cpus(),
                                  cfg.train.target, cfg.train.target_temperature, cfg.train.families)
     datasets = driver.training_datasets(cfg, paths, storage, kind, manifest)
     loop_cfg = driver.loop_config(cfg, paths, kind, section, spec, paths.checkpoints / name)
-    log.info("train %s: %d workers, run %s", kind, cfg.train.num_workers, storage.uri_of(*where, name))
-    result = driver.make_trainer(cfg, loop_cfg, datasets, storage, where, name).fit()
+    log.info("train %s: %d workers, run %s", kind, cfg.train.num_workers, storage.uri_of(paths.checkpoints / name))
+    result = driver.make_trainer(cfg, loop_cfg, datasets, storage, paths.checkpoints, name).fit()
     if result.error is not None:
         raise result.error
     score, mode = driver.score_of(cfg, kind)
     best = driver.best_checkpoint(result, score, mode)
     if best is None:
-        raise RuntimeError(f"train {kind}: the run reported no checkpoint ({storage.uri_of(*where, name)})")
+        raise RuntimeError(f"train {kind}: the run reported no checkpoint ({storage.uri_of(paths.checkpoints / name)})")
     hist = driver.history(result)
     with best.as_directory() as d:
         model, ck_spec = model_io.load(Path(d), expect={"train_key": key})
     best_metrics = dict(max(hist, key=lambda r: r.get(score, -1e9) * (1 if mode == "max" else -1))) if hist else {}
     summary = {"kind": kind, "train_key": key, "params": n_params(model), "epochs_run": len(hist),
                "best": {k: v for k, v in best_metrics.items() if isinstance(v, (int, float))},
-               "checkpoints": storage.uri_of(*where, name)}
+               "checkpoints": storage.uri_of(paths.checkpoints / name)}
     ck_spec["summary"] = summary
     with atomic.directory(final) as tmp:
         model_io.save(model, ck_spec, tmp)

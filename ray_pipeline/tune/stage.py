@@ -81,7 +81,7 @@ def _trial(params: dict[str, Any], cfg_json: str, data_hash: str, datasets: dict
     trial_id = ray.tune.get_context().get_trial_id()
     loop_cfg = driver.loop_config(cfg, paths, kind, section, spec, paths.tune / "train" / f"trial-{trial_id}")
     loop_cfg["run_name"] = f"{cfg.run.name}-tune-{trial_id}"
-    trainer = driver.make_trainer(cfg, loop_cfg, datasets, storage, ("tune", "train"), name=f"trial-{trial_id}",
+    trainer = driver.make_trainer(cfg, loop_cfg, datasets, storage, paths.tune / "train", name=f"trial-{trial_id}",
                                   num_workers=cfg.tune.num_workers, callbacks=[TuneReportCallback()])
     trainer.fit()
 
@@ -102,7 +102,7 @@ def run(ctx: StageContext) -> StageResult:
         raise ValueError("tune.space: empty; give at least one hyperparameter to search")
     storage = ctx.storage
     if kind == "student" and not driver.has_soft_labels(paths, storage):
-        raise ds_lib.DatasetError(f"{storage.uri_of('datasets', 'soft_labels')}: a student sweep needs the "
+        raise ds_lib.DatasetError(f"{storage.uri_of(paths.soft_labels)}: a student sweep needs the "
                                   f"teacher's soft labels; run `ray-pipeline train` first")
     data_hash = ctx.manifest.output_hash("generate")
     callbacks = []
@@ -113,9 +113,9 @@ def run(ctx: StageContext) -> StageResult:
 
         callbacks.append(WandbLoggerCallback(project=cfg.tracking.wandb_project, group=f"{cfg.run.name}-tune",
                                              log_config=True, dir=str(paths.wandb)))
-    sweep_dir = storage.uri_of("tune", "sweep")
+    sweep_dir = storage.uri_of(paths.tune / "sweep")
     if ctx.force:
-        storage.delete("tune", "sweep")
+        storage.delete(paths.tune / "sweep")
     # train/val materialised once by the driver for every trial: a trial then starts no Ray Data task that could
     # wait on a CPU held by another trial's workers (and nothing is re-read or re-padded per trial)
     manifest = ds_lib.read_manifest(paths.dataset)
@@ -130,7 +130,7 @@ def run(ctx: StageContext) -> StageResult:
             metric=t.metric, mode=t.mode, num_samples=t.num_samples, max_concurrent_trials=t.max_concurrent_trials,
             scheduler=ASHAScheduler(time_attr="training_iteration", max_t=t.max_t, grace_period=t.grace_period,
                                     reduction_factor=t.reduction_factor)),
-        run_config=ray.tune.RunConfig(name="sweep", **storage.run_config("tune"), callbacks=callbacks,
+        run_config=ray.tune.RunConfig(name="sweep", **storage.run_config(paths.tune), callbacks=callbacks,
                                       failure_config=ray.tune.FailureConfig(max_failures=1)))
     results = tuner.fit()
     rows = []

@@ -15,10 +15,11 @@ def _dataset(d: Path, version: str) -> Path:
 
 def test_default_storage_is_the_run_directory(tmp_path):
     s = Storage.of(tmp_path / "run", None, "run")
-    assert s.shared_with_run_dir and s.path("checkpoints") == str(tmp_path / "run" / "checkpoints")
-    assert s.run_config("checkpoints") == {"storage_path": str(tmp_path / "run" / "checkpoints"),
+    ck = tmp_path / "run" / "checkpoints"
+    assert s.shared_with_run_dir and s.path(ck) == str(ck)
+    assert s.run_config(tmp_path / "run" / "checkpoints") == {"storage_path": str(tmp_path / "run" / "checkpoints"),
                                            "storage_filesystem": None}
-    assert s.sync_dir(tmp_path / "run" / "datasets" / "main", "datasets", "main") == \
+    assert s.sync_dir(tmp_path / "run" / "datasets" / "main") == \
         str(tmp_path / "run" / "datasets" / "main")
 
 
@@ -26,18 +27,18 @@ def test_dataset_is_uploaded_once_per_version_and_marked_complete_last(tmp_path)
     local = _dataset(tmp_path / "run" / "datasets" / "main", "v1")
     s = Storage.of(tmp_path / "run", str(tmp_path / "bucket"), "run")
     remote = tmp_path / "bucket" / "run" / "datasets" / "main"
-    assert not s.complete("datasets", "main")
-    s.sync_dir(local, "datasets", "main")
+    assert not s.complete(local)
+    s.sync_dir(local)
     assert (remote / DONE).exists() and (remote / "states_train.parquet").read_bytes() == b"rows-v1"
     (remote / "states_train.parquet").write_bytes(b"touched")  # same manifest: not uploaded again
-    s.sync_dir(local, "datasets", "main")
+    s.sync_dir(local)
     assert (remote / "states_train.parquet").read_bytes() == b"touched"
     _dataset(local, "v2")  # a new dataset version replaces the old copy
-    s.sync_dir(local, "datasets", "main")
+    s.sync_dir(local)
     assert (remote / "states_train.parquet").read_bytes() == b"rows-v2"
     (remote / DONE).unlink()  # an unfinished upload is redone
     (remote / "states_train.parquet").write_bytes(b"half")
-    s.sync_dir(local, "datasets", "main")
+    s.sync_dir(local)
     assert (remote / "states_train.parquet").read_bytes() == b"rows-v2" and (remote / DONE).exists()
 
 
@@ -49,7 +50,7 @@ def test_archive_copies_the_run_directory_with_the_same_layout(tmp_path):
     (run / "manifest.json").write_text("{}")
     (run / ".tmp-half-written").write_text("x")
     s = Storage.of(run, str(tmp_path / "bucket"), "run")
-    s.archive(run)
+    s.archive()
     got = sorted(str(p.relative_to(tmp_path / "bucket" / "run")) for p in (tmp_path / "bucket" / "run").rglob("*")
                  if p.is_file())
     assert got == ["datasets/main/_COMPLETE", "datasets/main/manifest.json", "datasets/main/states_train.parquet",
