@@ -175,11 +175,10 @@ def run(ctx: StageContext) -> StageResult:
     import ray
 
     from ..data import dataset as ds_lib
-    from ..registry import Registry
-    from . import cards
-
     from ..models import io as model_io
+    from ..registry import Registry
     from ..storage import pack
+    from . import cards
 
     cfg, paths = ctx.cfg, ctx.paths
     manifest = ds_lib.read_manifest(paths.dataset)
