@@ -51,9 +51,7 @@ def scorer_dataset(dataset_dir: Path, split: str, k_max: int, target: str = "bes
 
     path = Path(dataset_dir) / f"states_{split}.parquet"
     ds_lib.read_table(path.parent, path.name, columns=["n_cands"])  # a clear error for a missing/corrupt file
-    src, fs = str(path), None
-    if storage is not None and not storage.shared_with_run_dir:
-        src, fs = storage.path(path), storage.fs
+    src, fs = (storage.path(path), storage.filesystem()) if storage is not None else (str(path), None)
     ds = ray.data.read_parquet(src, filesystem=fs, columns=["family", "n_cands", "features", "costs"])
     ds = ds.map_batches(_pad_batch, fn_kwargs={"k_max": k_max, "target": target, "temperature": temperature,
                                                "families": families}, batch_format="pyarrow", batch_size=512)
@@ -149,20 +147,16 @@ def training_datasets(cfg: Config, paths: RunPaths, storage: Storage, kind: str,
 
 
 def has_soft_labels(paths: RunPaths, storage: Storage, split: str = "train") -> bool:
-    if storage.shared_with_run_dir:
-        return (paths.soft_labels / split).exists()
-    return storage.complete(paths.soft_labels / split)
+    return storage.exists(paths.soft_labels / split) and storage.complete(paths.soft_labels / split)
 
 
 def soft_label_dataset(paths: RunPaths, storage: Storage, split: str):
     import ray.data
 
-    if storage.shared_with_run_dir:
-        return ray.data.read_parquet(str(paths.soft_labels / split)).materialize()
-    if not storage.complete(paths.soft_labels / split):
+    if not has_soft_labels(paths, storage, split):
         raise ds_lib.DatasetError(f"{storage.uri_of(paths.soft_labels / split)}: soft labels missing or unfinished; "
                                   f"run `ray-pipeline train` (it writes them before the student)")
-    return ray.data.read_parquet(storage.path(paths.soft_labels / split), filesystem=storage.fs,
+    return ray.data.read_parquet(storage.path(paths.soft_labels / split), filesystem=storage.filesystem(),
                                  file_extensions=["parquet"]).materialize()
 
 
