@@ -191,9 +191,19 @@ def suggestions(ev: dict[str, Any], train_counts: dict[str, int], train_top1: fl
         r = s.get("learned")
         if r and r.get("geomean_time_ratio") and r.get("geomean_node_ratio"):
             if r["geomean_node_ratio"] < 1 <= r["geomean_time_ratio"]:
-                out.append(f"{split}: fewer nodes (x{r['geomean_node_ratio']:.2f}) but more time "
-                           f"(x{r['geomean_time_ratio']:.2f}) than dom/wdeg: inference overhead dominates; lower "
-                           f"evaluate.learned.max_depth or top_k.")
+                # Blame inference only when its measured share can account for the gap between the two ratios.
+                share = (r["model_time_s"] + r["feature_time_s"]) / r["total_time_s"] if r["total_time_s"] else 0.0
+                gap = r["geomean_time_ratio"] / r["geomean_node_ratio"] - 1.0
+                head = (f"{split}: fewer nodes (x{r['geomean_node_ratio']:.2f}) but more time "
+                        f"(x{r['geomean_time_ratio']:.2f}) than dom/wdeg; features + model calls are "
+                        f"{100 * share:.1f}% of the learned runs' time")
+                if share >= 0.5 * gap:
+                    out.append(f"{head}: inference overhead explains the gap; lower evaluate.learned.max_depth "
+                               f"or top_k.")
+                else:
+                    out.append(f"{head}, too little to explain the gap: the learned search trees cost more per node "
+                               f"(propagation), or the time ratio is noise over {r['compared']} instances; add "
+                               f"instances before changing the model's budget.")
     if not out:
         out.append("No group stands out: the next gains are likely from more labelled states overall.")
     return out

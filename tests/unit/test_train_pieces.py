@@ -69,3 +69,21 @@ def test_tune_params_land_in_the_model_section_and_the_best_config_validates():
         apply_params(sec, {"optim.nope": 1}, "train.teacher")
     best = validate(best_config_dict(cfg, "teacher", {"optim.lr": 0.01, "hidden": 32, "dropout": 0.2}))
     assert best.train.teacher.dropout == 0.2 and "train" in best.stages and not best.tune.enabled
+
+
+def _speedup_ev(node_ratio: float, time_ratio: float, inference_s: float, total_s: float) -> dict:
+    rank = {"all": {"top1": 0.7, "baseline_top1": 0.6, "n": 100}}
+    learned = {"geomean_node_ratio": node_ratio, "geomean_time_ratio": time_ratio, "model_time_s": inference_s / 2,
+               "feature_time_s": inference_s / 2, "total_time_s": total_s, "compared": 8}
+    return {"ranking": {"student": {"test": rank}, "teacher": {"test": rank}},
+            "speedup": {"summary": {"heldout": {"learned": learned}}}}
+
+
+def test_time_suggestion_blames_inference_only_when_its_share_explains_the_gap():
+    # 20% of the time in features + model calls, 8% gap between time and node ratios: inference explains it
+    costly = analysis.suggestions(_speedup_ev(0.95, 1.03, 2.0, 10.0), {}, None)
+    assert any("inference overhead explains the gap" in s and "20.0%" in s for s in costly), costly
+    # 1% in inference cannot explain a 10% gap: the advice must not be to cut model calls
+    cheap = analysis.suggestions(_speedup_ev(0.95, 1.05, 0.1, 10.0), {}, None)
+    assert any("too little to explain the gap" in s and "1.0%" in s for s in cheap), cheap
+    assert not any("lower evaluate.learned.max_depth" in s for s in cheap)
