@@ -23,6 +23,7 @@ from ..solver import Solver, compile_instance
 from . import augment
 
 HELDOUT_INDEX_OFFSET = 1_000_000  # held-out instances never share (family, size, index) with the main ones
+TUNING_INDEX_OFFSET = 2_000_000  # `bench learned` tunes the learned heuristic on neither train nor held-out ones
 
 
 class InjectedFault(RuntimeError):

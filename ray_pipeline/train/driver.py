@@ -39,20 +39,26 @@ def _pad_batch(batch: pa.Table, k_max: int, target: str, temperature: float,
     if families:
         batch = batch.filter(pa.compute.is_in(batch["family"], value_set=pa.array(families)))
     a = ds_lib.to_arrays(batch, k_max, soft_temperature=temperature if target == "soft" else None)
-    return {"x": a["x"], "mask": a["mask"], "target": a["target"], "best": a["best"], "costs": a["costs"],
-            "label": a["soft"] if target == "soft" else a["target"]}
+    out = {"x": a["x"], "mask": a["mask"], "target": a["target"], "best": a["best"], "costs": a["costs"],
+           "label": a["soft"] if target == "soft" else a["target"]}
+    if "state_id" in batch.column_names:
+        out["state_id"] = np.asarray(batch["state_id"].to_pylist(), dtype=object)
+    return out
 
 
 def scorer_dataset(dataset_dir: Path, split: str, k_max: int, target: str = "best", temperature: float = 0.5,
-                   families: Optional[list[str]] = None, materialize: bool = True, storage: Optional[Storage] = None):
+                   families: Optional[list[str]] = None, materialize: bool = True, storage: Optional[Storage] = None,
+                   with_ids: bool = False):
     """Ray Data reads the split from the run's storage (its read tasks may run on any node); the driver's own
-    copy under `dataset_dir` is checked first, for a clear error naming a missing or corrupt file."""
+    copy under `dataset_dir` is checked first, for a clear error naming a missing or corrupt file.
+    `with_ids` keeps each row's `state_id` (a string column: not for the training loop)."""
     import ray.data
 
     path = Path(dataset_dir) / f"states_{split}.parquet"
     ds_lib.read_table(path.parent, path.name, columns=["n_cands"])  # a clear error for a missing/corrupt file
     src, fs = (storage.path(path), storage.filesystem()) if storage is not None else (str(path), None)
-    ds = ray.data.read_parquet(src, filesystem=fs, columns=["family", "n_cands", "features", "costs"])
+    ds = ray.data.read_parquet(src, filesystem=fs, columns=["family", "n_cands", "features", "costs"]
+                               + (["state_id"] if with_ids else []))
     ds = ds.map_batches(_pad_batch, fn_kwargs={"k_max": k_max, "target": target, "temperature": temperature,
                                                "families": families}, batch_format="pyarrow", batch_size=512)
     # materialised once for training: every epoch then streams from the object store instead of re-reading
@@ -114,11 +120,14 @@ def write_soft_labels(paths: RunPaths, storage: Storage, teachers: dict[str, flo
     out = {}
     for split in ("train", "val"):
         ds = scorer_dataset(paths.dataset, split, k_max, target, temperature, families, materialize=False,
-                            storage=storage)
+                            storage=storage, with_ids=True)
         for name in teachers:
             ds = ds.map_batches(TeacherLogits, fn_constructor_kwargs={"model_files": files[name], "name": name},
                                 batch_size=256, batch_format="numpy",
                                 compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, min(2, int(cpus)))))
+        # An actor pool may hand back batches in any order (seen: two runs, same data, different row orders,
+        # hence different students); the student trains on this file in order, so fix the order by key.
+        ds = ds.sort("state_id").drop_columns(["state_id"])
         if storage.shared_with_run_dir:
             target_dir = paths.soft_labels / split
             with atomic.directory(target_dir) as tmp:

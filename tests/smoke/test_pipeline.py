@@ -94,6 +94,44 @@ def test_solve_cli_with_the_exported_student(run_dir, capsys):
             assert out["status"] == ("UNSAT" if path.name.startswith("uuf") else "SAT")
 
 
+def test_soft_labels_are_in_state_id_order(run_dir):
+    """The student trains on the soft-label file in order: the teacher's actor pool must not decide it."""
+    import glob
+
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from ray_pipeline.data import dataset as ds_lib
+
+    states = ds_lib.read_states(run_dir.dataset, "train")
+    states = states.filter(pc.equal(states["family"], "rb")).sort_by("state_id")  # quick.yaml: train.families [rb]
+    k = ds_lib.read_manifest(run_dir.dataset)["top_k"]
+    want = ds_lib.to_arrays(states, k)["x"]
+    soft = pq.read_table(sorted(glob.glob(str(run_dir.soft_labels / "train" / "*.parquet"))))
+    got = np.asarray(soft["x"].to_pylist(), dtype=np.float32).reshape(want.shape)
+    assert soft.num_rows == states.num_rows > 0 and "state_id" not in soft.column_names
+    np.testing.assert_array_equal(got, want)
+
+
+def test_bench_learned_tunes_on_instances_outside_train_and_heldout(run_dir, capsys):
+    model = run_dir.model("student") / "model.onnx"
+    args = ["bench", "learned", str(CONFIGS / "quick.yaml"), f"run.root={run_dir.run.parent}", "run.name=smoke",
+            "--size", "small", "--count", "2", "--top-k", "2,4", "--max-depth", "0", "--repeats", "1",
+            "--workers", "1"]
+    assert main(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["model"] == str(model) and out["tuning_index_offset"] > 1_000_000  # above the held-out indices
+    res = out["results"]
+    assert set(res) == {"instances", "dom-wdeg", "learned k=2 d=0", "learned k=4 d=0"} and res["instances"] == 2
+    assert res["dom-wdeg"]["geomean_node_ratio"] == 1.0 and res["dom-wdeg"]["model_calls"] == 0
+    for name in ("learned k=2 d=0", "learned k=4 d=0"):
+        r = res[name]
+        assert r["solved"] == r["compared"] == 2 and r["model_calls"] >= 2 and 0 < r["inference_share"] < 1
+    assert out["best_by_time"] in res
+    assert main([*args[:-2], "--model", str(run_dir.run / "missing.onnx")]) == 2
+    assert "missing.onnx: no such model file" in capsys.readouterr().err
+
+
 def test_registry_lists_the_models_and_the_run(run_dir):
     with sqlite3.connect(run_dir.run.parent / "registry.sqlite") as db:
         rows = db.execute("SELECT name, dataset_hash, onnx_bytes, deploy FROM models WHERE run='smoke'").fetchall()

@@ -1,0 +1,104 @@
+"""`ray-pipeline bench learned [CONFIG]`: choose the learned heuristic's budget (evaluate.learned top_k and
+max_depth) on a tuning set, never on the held-out split.
+
+The tuning set is fresh instances of one family/size (default: Model RB n=35, the held-out kind) with indices
+from TUNING_INDEX_OFFSET, so they share no (family, size, index) with the training or held-out instances.
+Per instance, in one process, interleaved rounds of dom/wdeg and every (top_k, max_depth) setting; node counts are
+deterministic, wall time is the minimum over the rounds and includes features and model calls. Prints JSON: per
+setting the geometric-mean / median node and time ratios vs dom/wdeg, wins and losses, and the share of the
+learned runs' time spent on features + model calls.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
+
+from ..config import load_config
+
+_SCORER = None
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", nargs="?", default="configs/quick.yaml")
+    p.add_argument("overrides", nargs="*", metavar="key.path=value")
+    p.add_argument("--model", help="ONNX or model.pt (default: the run's exported student)")
+    p.add_argument("--family", default="rb")
+    p.add_argument("--size", default="large")
+    p.add_argument("--count", type=int, default=30, help="tuning instances")
+    p.add_argument("--top-k", default="4,8", help="comma-separated candidates the model ranks")
+    p.add_argument("--max-depth", default="0,1,2", help="comma-separated depths up to which the model is called")
+    p.add_argument("--repeats", type=int, default=2, help="interleaved timing rounds; the minimum time is kept")
+    p.add_argument("--node-limit", type=int, default=60_000)
+    p.add_argument("--time-limit", type=float, default=60.0)
+    p.add_argument("--workers", type=int, default=2, help="processes, one instance each at a time")
+
+
+def _load(model: str) -> None:
+    global _SCORER
+    from ..inference import load_scorer
+
+    _SCORER = load_scorer(model)
+
+
+def _solve(job: tuple[str, str, int, int, list[tuple[int, int]], int, int, float]) -> list[dict[str, Any]]:
+    from ..problems import generate
+    from ..solver import Solver, compile_instance
+
+    family, size, index, seed, settings, repeats, node_limit, time_limit = job
+    inst = generate(family, size, index, seed)
+    runs = [("dom-wdeg", None, None)] + [(f"learned k={k} d={d}", k, d) for k, d in settings]
+    rows: dict[str, dict[str, Any]] = {}
+    for _ in range(repeats):
+        for name, k, d in runs:
+            if name in rows and rows[name]["status"] == "UNKNOWN":
+                continue
+            r = Solver(inst, heuristic="learned" if k else "dom-wdeg", propagation="mac", node_limit=node_limit,
+                       time_limit=time_limit, scorer=_SCORER if k else None, top_k=k, max_depth=d,
+                       compiled=compile_instance(inst), seed=0).solve()
+            st = r.stats
+            row = rows.setdefault(name, {
+                "instance": inst.name, "split": "tuning", "family": family, "size": size, "heuristic": name,
+                "status": r.status, "nodes": st.nodes, "backtracks": st.backtracks, "time_s": st.time_s,
+                "model_calls": st.model_calls, "model_time_s": st.model_time_s, "feature_time_s": st.feature_time_s})
+            if st.time_s < row["time_s"]:
+                row.update(time_s=st.time_s, model_time_s=st.model_time_s, feature_time_s=st.feature_time_s)
+    return list(rows.values())
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..data.steps import TUNING_INDEX_OFFSET
+    from ..evaluate.speedup import summarize
+    from ..paths import RunPaths
+
+    cfg = load_config(args.config, list(args.overrides))
+    model = args.model or str(RunPaths.of(cfg.run.root, cfg.run.name).model("student") / "model.onnx")
+    try:
+        _load(model)  # fail here, naming the file, before any worker starts
+        top_ks = [int(v) for v in args.top_k.split(",")]
+        depths = [int(v) for v in args.max_depth.split(",")]
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if min(top_ks) < 2 or min(depths) < 0 or args.count < 1 or args.repeats < 1:
+        print("error: --top-k >= 2, --max-depth >= 0, --count >= 1, --repeats >= 1", file=sys.stderr)
+        return 2
+    settings = list(itertools.product(top_ks, depths))
+    jobs = [(args.family, args.size, TUNING_INDEX_OFFSET + i, cfg.run.seed, settings, args.repeats,
+             args.node_limit, args.time_limit) for i in range(args.count)]
+    with ProcessPoolExecutor(max_workers=max(1, args.workers), initializer=_load, initargs=(model,)) as pool:
+        rows = [r for rs in pool.map(_solve, jobs) for r in rs]
+    summary = summarize(rows, "dom-wdeg")["tuning"]
+    for name, s in summary.items():
+        if isinstance(s, dict):
+            s["inference_share"] = round((s["model_time_s"] + s["feature_time_s"]) / s["total_time_s"], 4) \
+                if s["total_time_s"] else None
+    ranked = [n for n in summary if n.startswith("learned") and summary[n]["geomean_time_ratio"] is not None]
+    best = min(ranked, key=lambda n: summary[n]["geomean_time_ratio"], default=None)
+    print(json.dumps({"benchmark": "learned", "model": model, "family": args.family, "size": args.size,
+                      "tuning_index_offset": TUNING_INDEX_OFFSET, "seed": cfg.run.seed, "repeats": args.repeats,
+                      "workers": args.workers, "results": summary, "best_by_time": best}, indent=1))
+    return 0
