@@ -260,8 +260,9 @@ class TuneSection(_Section):
 class LearnedSection(_Section):
     model: Literal["student", "teacher"] = "student"
     top_k: int = Field(8, ge=1, description="score only the best K candidates by dom/wdeg")
-    max_depth: Optional[int] = Field(1, ge=0, description="call the model only up to this depth (None = always); "
-                                     "deeper decisions use dom/wdeg, where the model's overhead costs more than it saves")
+    max_depth: Optional[int] = Field(0, ge=0, description="call the model only up to this depth (None = always): "
+                                     "depth = positive branches above the decision, so 0 = every root-level choice; "
+                                     "deeper decisions use dom/wdeg (pick it with `ray-pipeline bench learned`)")
     runtime: Literal["deployed", "onnx", "onnx-int8", "torch"] = Field(
         "deployed", description="deployed = the file the export stage chose (FP32 or INT8, whichever is faster)")
 
