@@ -263,6 +263,8 @@ class LearnedSection(_Section):
     max_depth: Optional[int] = Field(0, ge=0, description="call the model only up to this depth (None = always): "
                                      "depth = positive branches above the decision, so 0 = every root-level choice; "
                                      "deeper decisions use dom/wdeg (pick it with `ray-pipeline bench learned`)")
+    min_margin: float = Field(0.0, ge=0, description="keep dom/wdeg's choice unless the model scores another "
+                              "candidate higher by more than this (score units; pick it with bench learned)")
     runtime: Literal["deployed", "onnx", "onnx-int8", "torch"] = Field(
         "deployed", description="deployed = the file the export stage chose (FP32 or INT8, whichever is faster)")
 

@@ -1,9 +1,9 @@
-"""`ray-pipeline bench learned [CONFIG]`: choose the learned heuristic's budget (evaluate.learned top_k and
-max_depth) on a tuning set, never on the held-out split.
+"""`ray-pipeline bench learned [CONFIG]`: choose the learned heuristic's settings (evaluate.learned top_k,
+max_depth, min_margin) on a tuning set, never on the held-out split.
 
 The tuning set is fresh instances of one family/size (default: Model RB n=35, the held-out kind) with indices
 from TUNING_INDEX_OFFSET, so they share no (family, size, index) with the training or held-out instances.
-Per instance, in one process, interleaved rounds of dom/wdeg and every (top_k, max_depth) setting; node counts are
+Per instance, in one process, interleaved rounds of dom/wdeg and every (top_k, max_depth, min_margin) setting; node counts are
 deterministic, wall time is the minimum over the rounds and includes features and model calls. Prints JSON: per
 setting the geometric-mean / median node and time ratios vs dom/wdeg, wins and losses, and the share of the
 learned runs' time spent on features + model calls.
@@ -31,6 +31,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--count", type=int, default=30, help="tuning instances")
     p.add_argument("--top-k", default="4,8", help="comma-separated candidates the model ranks")
     p.add_argument("--max-depth", default="0,1,2", help="comma-separated depths up to which the model is called")
+    p.add_argument("--min-margin", default="0", help="comma-separated margins by which the model must prefer "
+                   "another candidate to overrule dom/wdeg's choice")
     p.add_argument("--repeats", type=int, default=2, help="interleaved timing rounds; the minimum time is kept")
     p.add_argument("--node-limit", type=int, default=60_000)
     p.add_argument("--time-limit", type=float, default=60.0)
@@ -44,21 +46,21 @@ def _load(model: str) -> None:
     _SCORER = load_scorer(model)
 
 
-def _solve(job: tuple[str, str, int, int, list[tuple[int, int]], int, int, float]) -> list[dict[str, Any]]:
+def _solve(job: tuple[str, str, int, int, list[tuple[int, int, float]], int, int, float]) -> list[dict[str, Any]]:
     from ..problems import generate
     from ..solver import Solver, compile_instance
 
     family, size, index, seed, settings, repeats, node_limit, time_limit = job
     inst = generate(family, size, index, seed)
-    runs = [("dom-wdeg", None, None)] + [(f"learned k={k} d={d}", k, d) for k, d in settings]
+    runs = [("dom-wdeg", None, None, 0.0)] + [(f"learned k={k} d={d} m={m:g}", k, d, m) for k, d, m in settings]
     rows: dict[str, dict[str, Any]] = {}
     for _ in range(repeats):
-        for name, k, d in runs:
+        for name, k, d, m in runs:
             if name in rows and rows[name]["status"] == "UNKNOWN":
                 continue
             r = Solver(inst, heuristic="learned" if k else "dom-wdeg", propagation="mac", node_limit=node_limit,
                        time_limit=time_limit, scorer=_SCORER if k else None, top_k=k, max_depth=d,
-                       compiled=compile_instance(inst), seed=0).solve()
+                       min_margin=m, compiled=compile_instance(inst), seed=0).solve()
             st = r.stats
             row = rows.setdefault(name, {
                 "instance": inst.name, "split": "tuning", "family": family, "size": size, "heuristic": name,
@@ -80,13 +82,15 @@ def run(args: argparse.Namespace) -> int:
         _load(model)  # fail here, naming the file, before any worker starts
         top_ks = [int(v) for v in args.top_k.split(",")]
         depths = [int(v) for v in args.max_depth.split(",")]
+        margins = [float(v) for v in args.min_margin.split(",")]
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if min(top_ks) < 2 or min(depths) < 0 or args.count < 1 or args.repeats < 1:
-        print("error: --top-k >= 2, --max-depth >= 0, --count >= 1, --repeats >= 1", file=sys.stderr)
+    if min(top_ks) < 2 or min(depths) < 0 or min(margins) < 0 or args.count < 1 or args.repeats < 1:
+        print("error: --top-k >= 2, --max-depth >= 0, --min-margin >= 0, --count >= 1, --repeats >= 1",
+              file=sys.stderr)
         return 2
-    settings = list(itertools.product(top_ks, depths))
+    settings = list(itertools.product(top_ks, depths, margins))
     jobs = [(args.family, args.size, TUNING_INDEX_OFFSET + i, cfg.run.seed, settings, args.repeats,
              args.node_limit, args.time_limit) for i in range(args.count)]
     with ProcessPoolExecutor(max_workers=max(1, args.workers), initializer=_load, initargs=(model,)) as pool:

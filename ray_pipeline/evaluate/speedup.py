@@ -14,8 +14,8 @@ import numpy as np
 
 
 def solve_all(item: dict[str, Any], heuristics: list[str], propagation: str, node_limit: int, time_limit: float,
-              model: Optional[dict[str, bytes]], top_k: int, max_depth: Optional[int], repeats: int = 1
-              ) -> list[dict[str, Any]]:
+              model: Optional[dict[str, bytes]], top_k: int, max_depth: Optional[int], repeats: int = 1,
+              min_margin: float = 0.0) -> list[dict[str, Any]]:
     """Runs as a Ray task, on any node. `item` holds the instance as JSON (or a DIMACS file path, for local
     use); `model` is {file name: bytes} of the learned heuristic's model (ONNX, or model.pt + model.json).
 
@@ -44,6 +44,7 @@ def solve_all(item: dict[str, Any], heuristics: list[str], propagation: str, nod
             compiled = compile_instance(inst)  # fresh per run: arc caches must not carry over between runs
             r = Solver(inst, heuristic=h, propagation=propagation, node_limit=node_limit, time_limit=time_limit,
                        scorer=scorer if h == "learned" else None, top_k=top_k, max_depth=max_depth,
+                       min_margin=min_margin,
                        compiled=compiled, seed=0).solve()
             st = r.stats
             if h in rows:

@@ -121,14 +121,15 @@ def run(ctx: StageContext) -> StageResult:
         load_scorer(model_path)  # a missing or unusable model fails here, naming its file, before any task
         model = ray.put(pack(model_path.parent, (model_path.name, "model.json")))
     refs = [task.remote(it, heuristics, e.propagation, e.node_limit, e.time_limit_s, model,
-                        e.learned.top_k, e.learned.max_depth, e.repeats) for it in items]
+                        e.learned.top_k, e.learned.max_depth, e.repeats, e.learned.min_margin) for it in items]
     log.info("evaluate: %d instances x %d heuristics as Ray tasks (learned = %s)", len(items), len(heuristics),
              model_path.name)
     rows = [r for ref in refs for r in ray.get(ref)]
     summary = speedup.summarize(rows, e.baseline)
     ev["speedup"] = {"baseline": e.baseline, "propagation": e.propagation, "node_limit": e.node_limit,
                      "time_limit_s": e.time_limit_s, "repeats": e.repeats, "learned": {"model": str(model_path), "top_k": e.learned.top_k,
-                                                                 "max_depth": e.learned.max_depth},
+                                                                 "max_depth": e.learned.max_depth,
+                                                                 "min_margin": e.learned.min_margin},
                      "summary": summary}
     atomic.write_json(out_dir / "speedup_rows.json", rows)
     plots = speedup.plot(rows, summary, e.baseline, out_dir / "speedup")

@@ -86,7 +86,7 @@ def run(ctx: StageContext) -> StageResult:
         sp = ev["speedup"]
         metrics["speedup"] = sp["summary"]
         L += ["", f"## Solver speedup (MAC; learned = student via ONNX Runtime, top-{sp['learned']['top_k']}, "
-              f"max depth {sp['learned']['max_depth']}; ratios vs {sp['baseline']}, geometric mean over "
+              f"max depth {sp['learned']['max_depth']}, min margin {sp['learned'].get('min_margin', 0.0)}; ratios vs {sp['baseline']}, geometric mean over "
               f"instances both solved; wall time = minimum of {sp.get('repeats', 1)} interleaved runs and includes "
               f"features and model calls)", "",
               "| split | heuristic | solved | node ratio (geomean / median) | time ratio (geomean / median) | "

@@ -18,6 +18,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help="scorer for --heuristic learned: model.onnx (or a model.pt)")
     p.add_argument("--top-k", type=int, default=8, help="learned: score only the best K candidates by dom/wdeg")
     p.add_argument("--max-depth", type=int, default=None, help="learned: call the model only up to this depth")
+    p.add_argument("--min-margin", type=float, default=0.0,
+                   help="learned: leave dom/wdeg's choice unless another candidate scores higher by more than this")
     p.add_argument("--node-limit", type=int, default=None)
     p.add_argument("--time-limit", type=float, default=None, help="seconds")
     p.add_argument("--restarts", action="store_true", help="Luby restarts (weights are kept)")
@@ -58,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
             return fail(str(e))
     solver = Solver(inst, heuristic=args.heuristic, propagation=args.propagation, value_order=args.value_order,
                     node_limit=args.node_limit, time_limit=args.time_limit, seed=args.seed, scorer=scorer,
-                    top_k=args.top_k, max_depth=args.max_depth, restarts=args.restarts)
+                    top_k=args.top_k, max_depth=args.max_depth, min_margin=args.min_margin, restarts=args.restarts)
     result = solver.solve()
     one_based = inst.family in ("cnf", "col")
     assignment = {}

@@ -116,17 +116,20 @@ def test_soft_labels_are_in_state_id_order(run_dir):
 def test_bench_learned_tunes_on_instances_outside_train_and_heldout(run_dir, capsys):
     model = run_dir.model("student") / "model.onnx"
     args = ["bench", "learned", str(CONFIGS / "quick.yaml"), f"run.root={run_dir.run.parent}", "run.name=smoke",
-            "--size", "small", "--count", "2", "--top-k", "2,4", "--max-depth", "0", "--repeats", "1",
+            "--size", "small", "--count", "2", "--top-k", "2,4", "--max-depth", "0", "--min-margin", "0,1000", "--repeats", "1",
             "--workers", "1"]
     assert main(args) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["model"] == str(model) and out["tuning_index_offset"] > 1_000_000  # above the held-out indices
     res = out["results"]
-    assert set(res) == {"instances", "dom-wdeg", "learned k=2 d=0", "learned k=4 d=0"} and res["instances"] == 2
+    settings = {f"learned k={k} d=0 m={m}" for k in (2, 4) for m in (0, 1000)}
+    assert set(res) == {"instances", "dom-wdeg"} | settings and res["instances"] == 2
     assert res["dom-wdeg"]["geomean_node_ratio"] == 1.0 and res["dom-wdeg"]["model_calls"] == 0
-    for name in ("learned k=2 d=0", "learned k=4 d=0"):
+    for name in settings:
         r = res[name]
         assert r["solved"] == r["compared"] == 2 and r["model_calls"] >= 2 and 0 < r["inference_share"] < 1
+        if name.endswith("m=1000"):  # no score gap is that wide: dom/wdeg's choice everywhere, same trees
+            assert r["node_ties"] == 2 and r["geomean_node_ratio"] == 1.0
     assert out["best_by_time"] in res
     assert main([*args[:-2], "--model", str(run_dir.run / "missing.onnx")]) == 2
     assert "missing.onnx: no such model file" in capsys.readouterr().err

@@ -2,6 +2,7 @@
 import itertools
 import json
 
+import numpy as np
 import pytest
 from pysat.solvers import Solver as SatSolver
 
@@ -157,6 +158,20 @@ def test_learned_heuristic_calls_the_scorer_within_top_k_and_depth():
     r2 = Solver(inst, heuristic="learned", scorer=scorer, top_k=4, max_depth=None).solve()
     assert r2.stats.model_calls >= r.stats.model_calls
     assert r.status == r2.status == solve(inst).status
+
+
+def test_learned_min_margin_keeps_dom_wdeg_choice_on_near_ties():
+    inst = generate("rb", "small", 3, 0)
+
+    def contrarian(x):  # prefers the dom/wdeg choice least, by a gap of 0.01 per rank
+        return 0.01 * np.arange(len(x), dtype=np.float32)
+
+    base = Solver(inst, heuristic="dom-wdeg").solve()
+    kw = dict(heuristic="learned", scorer=contrarian, top_k=4, max_depth=None)
+    wide = Solver(inst, min_margin=0.05, **kw).solve()  # every gap (<= 0.03) is within the margin
+    assert wide.stats.nodes == base.stats.nodes and wide.stats.model_calls > 0
+    narrow = Solver(inst, min_margin=0.0, **kw).solve()  # always the last of the top 4: another tree
+    assert narrow.stats.nodes != base.stats.nodes and narrow.status == base.status
 
 
 def test_solve_cli_json_last_line(capsys):
