@@ -12,8 +12,8 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(bench_fn=solver_bench.run)
     from . import learned as learned_bench
 
-    p = sub.add_parser("learned", help="node and time ratios vs dom/wdeg of evaluate.learned top_k x max_depth "
-                                       "settings on a tuning set (not the held-out split)")
+    p = sub.add_parser("learned", help="node and time ratios vs dom/wdeg of evaluate.learned top_k x max_depth x "
+                                       "min_margin settings on a tuning set (not the held-out split)")
     learned_bench.add_arguments(p)
     p.set_defaults(bench_fn=learned_bench.run)
     for name, help_ in (("data", "dataset stage: instances/s and labelled states/s with 1 vs 2 workers"),

@@ -13,8 +13,10 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import multiprocessing
 import sys
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 from typing import Any
 
 from ..config import load_config
@@ -25,7 +27,8 @@ _SCORER = None
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", nargs="?", default="configs/quick.yaml")
     p.add_argument("overrides", nargs="*", metavar="key.path=value")
-    p.add_argument("--model", help="ONNX or model.pt (default: the run's exported student)")
+    p.add_argument("--model", help="ONNX or model.pt (default: the file the evaluate stage would run, from "
+                   "evaluate.learned and the run's export summary)")
     p.add_argument("--family", default="rb")
     p.add_argument("--size", default="large")
     p.add_argument("--count", type=int, default=30, help="tuning instances")
@@ -39,6 +42,34 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=2, help="processes, one instance each at a time")
 
 
+def _values(flag: str, text: str, kind: type, least: float) -> list:
+    try:
+        vals = [kind(v) for v in text.split(",")]
+    except ValueError:
+        raise ValueError(f"{flag} takes comma-separated {kind.__name__}s, got {text!r}") from None
+    if min(vals) < least:
+        raise ValueError(f"{flag} values must be >= {least}, got {text!r}")
+    return vals
+
+
+def _evaluated_model(cfg) -> Path:
+    from ..evaluate.stage import learned_model_path
+    from ..paths import RunPaths
+
+    paths = RunPaths.of(cfg.run.root, cfg.run.name)
+    summary = paths.models / "export_summary.json"
+    export = json.loads(summary.read_text()) if summary.exists() else {}
+    return learned_model_path(cfg.evaluate.learned, paths, export)
+
+
+def _heldout_params(cfg, family: str, size: str) -> dict[str, Any]:
+    """Tuning instances are drawn like the held-out ones of that family/size, generator knobs included."""
+    for spec in cfg.data.generate.heldout:
+        if spec.family == family and size in spec.sizes:
+            return dict(spec.params)
+    return {}
+
+
 def _load(model: str) -> None:
     global _SCORER
     from ..inference import load_scorer
@@ -46,12 +77,13 @@ def _load(model: str) -> None:
     _SCORER = load_scorer(model)
 
 
-def _solve(job: tuple[str, str, int, int, list[tuple[int, int, float]], int, int, float]) -> list[dict[str, Any]]:
+def _solve(job: tuple[str, str, int, int, dict[str, Any], list[tuple[int, int, float]], int, int, float]
+           ) -> list[dict[str, Any]]:
     from ..problems import generate
     from ..solver import Solver, compile_instance
 
-    family, size, index, seed, settings, repeats, node_limit, time_limit = job
-    inst = generate(family, size, index, seed)
+    family, size, index, seed, params, settings, repeats, node_limit, time_limit = job
+    inst = generate(family, size, index, seed, params)
     runs = [("dom-wdeg", None, None, 0.0)] + [(f"learned k={k} d={d} m={m:g}", k, d, m) for k, d, m in settings]
     rows: dict[str, dict[str, Any]] = {}
     for _ in range(repeats):
@@ -74,26 +106,29 @@ def _solve(job: tuple[str, str, int, int, list[tuple[int, int, float]], int, int
 def run(args: argparse.Namespace) -> int:
     from ..data.steps import TUNING_INDEX_OFFSET
     from ..evaluate.speedup import summarize
-    from ..paths import RunPaths
+    from ..problems.generators import params_for
 
     cfg = load_config(args.config, list(args.overrides))
-    model = args.model or str(RunPaths.of(cfg.run.root, cfg.run.name).model("student") / "model.onnx")
-    try:
-        _load(model)  # fail here, naming the file, before any worker starts
-        top_ks = [int(v) for v in args.top_k.split(",")]
-        depths = [int(v) for v in args.max_depth.split(",")]
-        margins = [float(v) for v in args.min_margin.split(",")]
-    except ValueError as e:
+    model = args.model or str(_evaluated_model(cfg))
+    try:  # every bad argument fails here, named, before any worker starts
+        top_ks = _values("--top-k", args.top_k, int, 2)
+        depths = _values("--max-depth", args.max_depth, int, 0)
+        margins = _values("--min-margin", args.min_margin, float, 0)
+        for flag, v in (("--count", args.count), ("--repeats", args.repeats), ("--workers", args.workers)):
+            if v < 1:
+                raise ValueError(f"{flag} must be >= 1, got {v}")
+        params = _heldout_params(cfg, args.family, args.size)
+        params_for(args.family, args.size, params)  # unknown family / size / knob
+        _load(model)
+    except ValueError as e:  # ModelError is a ValueError and names the file
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if min(top_ks) < 2 or min(depths) < 0 or min(margins) < 0 or args.count < 1 or args.repeats < 1:
-        print("error: --top-k >= 2, --max-depth >= 0, --min-margin >= 0, --count >= 1, --repeats >= 1",
-              file=sys.stderr)
-        return 2
     settings = list(itertools.product(top_ks, depths, margins))
-    jobs = [(args.family, args.size, TUNING_INDEX_OFFSET + i, cfg.run.seed, settings, args.repeats,
+    jobs = [(args.family, args.size, TUNING_INDEX_OFFSET + i, cfg.run.seed, params, settings, args.repeats,
              args.node_limit, args.time_limit) for i in range(args.count)]
-    with ProcessPoolExecutor(max_workers=max(1, args.workers), initializer=_load, initargs=(model,)) as pool:
+    # spawn, not fork: the caller may hold Ray's or ONNX Runtime's threads (tests run it beside a Ray session)
+    with ProcessPoolExecutor(max_workers=max(1, args.workers), mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_load, initargs=(model,)) as pool:
         rows = [r for rs in pool.map(_solve, jobs) for r in rs]
     summary = summarize(rows, "dom-wdeg")["tuning"]
     for name, s in summary.items():

@@ -198,8 +198,8 @@ def suggestions(ev: dict[str, Any], train_counts: dict[str, int], train_top1: fl
                         f"(x{r['geomean_time_ratio']:.2f}) than dom/wdeg; features + model calls are "
                         f"{100 * share:.1f}% of the learned runs' time")
                 if share >= 0.5 * gap:
-                    out.append(f"{head}: inference overhead explains the gap; lower evaluate.learned.max_depth "
-                               f"or top_k.")
+                    out.append(f"{head}: inference overhead explains the gap; call the model less "
+                               f"(evaluate.learned.max_depth, top_k) or make features cheaper.")
                 else:
                     out.append(f"{head}, too little to explain the gap: the learned search trees cost more per node "
                                f"(propagation), or the time ratio is noise over {r['compared']} instances; add "

@@ -63,6 +63,16 @@ def file_items(files: list[str]) -> list[dict[str, Any]]:
     return items
 
 
+def learned_model_path(learned, paths, export: dict[str, Any]) -> Path:
+    """The file the learned heuristic runs (evaluate.learned.model / runtime; `deployed` = the export stage's
+    choice, FP32 or INT8): one place, for this stage and `bench learned`."""
+    model_file = export[learned.model]["deploy"] if learned.runtime == "deployed" and \
+        export.get(learned.model, {}).get("deploy") else \
+        {"deployed": "model.onnx", "onnx": "model.onnx", "onnx-int8": "model.int8.onnx", "torch": "model.pt"}[
+            learned.runtime]
+    return paths.model(learned.model) / model_file
+
+
 def run(ctx: StageContext) -> StageResult:
     import ray
 
@@ -105,11 +115,7 @@ def run(ctx: StageContext) -> StageResult:
                     for sp in ("test", "heldout")}
 
     # ---- speedup: Ray tasks over instances
-    model_file = export[e.learned.model]["deploy"] if e.learned.runtime == "deployed" and \
-        export.get(e.learned.model, {}).get("deploy") else \
-        {"deployed": "model.onnx", "onnx": "model.onnx", "onnx-int8": "model.int8.onnx", "torch": "model.pt"}[
-            e.learned.runtime]
-    model_path = paths.model(e.learned.model) / model_file
+    model_path = learned_model_path(e.learned, paths, export)
     items = [it for sp in e.splits for it in pick_instances(paths, sp, e.max_instances)] + files
     task = ray.remote(num_cpus=1)(speedup.solve_all)
     heuristics = list(dict.fromkeys([*e.heuristics, e.baseline]))

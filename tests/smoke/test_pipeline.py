@@ -94,23 +94,44 @@ def test_solve_cli_with_the_exported_student(run_dir, capsys):
             assert out["status"] == ("UNSAT" if path.name.startswith("uuf") else "SAT")
 
 
-def test_soft_labels_are_in_state_id_order(run_dir):
-    """The student trains on the soft-label file in order: the teacher's actor pool must not decide it."""
+def _soft_x(soft_dir) -> np.ndarray:
     import glob
+
+    import pyarrow.parquet as pq
+
+    soft = pq.read_table(sorted(glob.glob(str(soft_dir / "*.parquet"))))
+    assert "state_id" not in soft.column_names
+    return np.asarray(soft["x"].to_pylist(), dtype=np.float32).reshape(soft.num_rows, -1)
+
+
+def test_soft_labels_are_in_state_id_order(run_dir, tmp_path):
+    """The student trains on the soft-label file in order: neither the teacher's actor pool nor the order of the
+    states file may decide it. Checked on the run, then on a copy whose states file is in reverse order."""
+    import shutil
 
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     from ray_pipeline.data import dataset as ds_lib
+    from ray_pipeline.storage import Storage
+    from ray_pipeline.train import driver
 
     states = ds_lib.read_states(run_dir.dataset, "train")
     states = states.filter(pc.equal(states["family"], "rb")).sort_by("state_id")  # quick.yaml: train.families [rb]
     k = ds_lib.read_manifest(run_dir.dataset)["top_k"]
-    want = ds_lib.to_arrays(states, k)["x"]
-    soft = pq.read_table(sorted(glob.glob(str(run_dir.soft_labels / "train" / "*.parquet"))))
-    got = np.asarray(soft["x"].to_pylist(), dtype=np.float32).reshape(want.shape)
-    assert soft.num_rows == states.num_rows > 0 and "state_id" not in soft.column_names
-    np.testing.assert_array_equal(got, want)
+    want = ds_lib.to_arrays(states, k)["x"].reshape(states.num_rows, -1)
+    assert states.num_rows > 0
+    np.testing.assert_array_equal(_soft_x(run_dir.soft_labels / "train"), want)
+
+    copy = RunPaths.of(tmp_path, "copy")
+    shutil.copytree(run_dir.dataset, copy.dataset)
+    shutil.copytree(run_dir.model("teacher"), copy.model("teacher"))
+    path = copy.dataset / "states_train.parquet"
+    table = pq.read_table(path)
+    pq.write_table(table.take(list(range(table.num_rows - 1, -1, -1))), path)
+    driver.write_soft_labels(copy, Storage.of(copy.run, None, "copy"), {"teacher": 1.0}, k, 2.0, "soft", 0.5,
+                             ["rb"])
+    np.testing.assert_array_equal(_soft_x(copy.soft_labels / "train"), want)
 
 
 def test_bench_learned_tunes_on_instances_outside_train_and_heldout(run_dir, capsys):
@@ -133,6 +154,8 @@ def test_bench_learned_tunes_on_instances_outside_train_and_heldout(run_dir, cap
     assert out["best_by_time"] in res
     assert main([*args[:-2], "--model", str(run_dir.run / "missing.onnx")]) == 2
     assert "missing.onnx: no such model file" in capsys.readouterr().err
+    assert main([*args, "--top-k", "8,x"]) == 2
+    assert "--top-k takes comma-separated ints, got '8,x'" in capsys.readouterr().err
 
 
 def test_registry_lists_the_models_and_the_run(run_dir):
