@@ -79,28 +79,15 @@ def _load(model: str) -> None:
 
 def _solve(job: tuple[str, str, int, int, dict[str, Any], list[tuple[int, int, float]], int, int, float]
            ) -> list[dict[str, Any]]:
+    from ..evaluate.speedup import solve_rounds
     from ..problems import generate
-    from ..solver import Solver, compile_instance
 
     family, size, index, seed, params, settings, repeats, node_limit, time_limit = job
     inst = generate(family, size, index, seed, params)
-    runs = [("dom-wdeg", None, None, 0.0)] + [(f"learned k={k} d={d} m={m:g}", k, d, m) for k, d, m in settings]
-    rows: dict[str, dict[str, Any]] = {}
-    for _ in range(repeats):
-        for name, k, d, m in runs:
-            if name in rows and rows[name]["status"] == "UNKNOWN":
-                continue
-            r = Solver(inst, heuristic="learned" if k else "dom-wdeg", propagation="mac", node_limit=node_limit,
-                       time_limit=time_limit, scorer=_SCORER if k else None, top_k=k, max_depth=d,
-                       min_margin=m, compiled=compile_instance(inst), seed=0).solve()
-            st = r.stats
-            row = rows.setdefault(name, {
-                "instance": inst.name, "split": "tuning", "family": family, "size": size, "heuristic": name,
-                "status": r.status, "nodes": st.nodes, "backtracks": st.backtracks, "time_s": st.time_s,
-                "model_calls": st.model_calls, "model_time_s": st.model_time_s, "feature_time_s": st.feature_time_s})
-            if st.time_s < row["time_s"]:
-                row.update(time_s=st.time_s, model_time_s=st.model_time_s, feature_time_s=st.feature_time_s)
-    return list(rows.values())
+    runs = [("dom-wdeg", "dom-wdeg", None, None, 0.0)] + [
+        (f"learned k={k} d={d} m={m:g}", "learned", k, d, m) for k, d, m in settings]
+    meta = {"split": "tuning", "family": family, "size": size}
+    return solve_rounds(inst, inst.name, meta, runs, "mac", node_limit, time_limit, _SCORER, repeats)
 
 
 def run(args: argparse.Namespace) -> int:

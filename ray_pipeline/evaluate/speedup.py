@@ -18,13 +18,9 @@ def solve_all(item: dict[str, Any], heuristics: list[str], propagation: str, nod
               min_margin: float = 0.0) -> list[dict[str, Any]]:
     """Runs as a Ray task, on any node. `item` holds the instance as JSON (or a DIMACS file path, for local
     use); `model` is {file name: bytes} of the learned heuristic's model (ONNX, or model.pt + model.json).
-
-    Wall time is the minimum over `repeats` interleaved rounds (h1, h2, ..., h1, h2, ...): searches are
-    deterministic, so only the clock varies between rounds, and the minimum is the least disturbed run. A run
-    that hit a limit is not repeated (its time is the limit)."""
+    Timing: see `solve_rounds`."""
     from ..problems.instance import loads
     from ..problems.readers import read_instance
-    from ..solver import Solver, compile_instance
 
     inst = loads(item["instance_json"]) if item.get("instance_json") else read_instance(item["path"])
     scorer = None
@@ -34,30 +30,41 @@ def solve_all(item: dict[str, Any], heuristics: list[str], propagation: str, nod
 
         with unpacked(model, "model") as d:
             scorer = load_scorer(d / next(n for n in model if n != "model.json"))
+    runs = [(h, h, top_k, max_depth, min_margin) for h in heuristics if h != "learned" or scorer is not None]
+    meta = {k: item[k] for k in ("split", "family", "size")}
+    return solve_rounds(inst, item["name"], meta, runs, propagation, node_limit, time_limit, scorer, repeats)
+
+
+def solve_rounds(inst, name: str, meta: dict[str, Any],
+                 runs: list[tuple[str, str, Optional[int], Optional[int], float]], propagation: str,
+                 node_limit: int, time_limit: float, scorer, repeats: int) -> list[dict[str, Any]]:
+    """One row per run (label, heuristic, top_k, max_depth, min_margin), timed over interleaved rounds (the
+    evaluate stage's task and `bench learned` share it). Wall time is the minimum over `repeats` rounds
+    (r1, r2, ..., r1, r2, ...): searches are deterministic, so only the clock varies between rounds, and the
+    minimum is the least disturbed run. A run that hit a limit is not repeated (its time is the limit)."""
+    from ..solver import Solver, compile_instance
+
     rows: dict[str, dict[str, Any]] = {}
     for rnd in range(max(1, repeats)):
-        for h in heuristics:
-            if h == "learned" and scorer is None:
-                continue
-            if rnd and rows[h]["status"] == "UNKNOWN":
+        for label, h, top_k, max_depth, min_margin in runs:
+            if rnd and rows[label]["status"] == "UNKNOWN":
                 continue
             compiled = compile_instance(inst)  # fresh per run: arc caches must not carry over between runs
             r = Solver(inst, heuristic=h, propagation=propagation, node_limit=node_limit, time_limit=time_limit,
                        scorer=scorer if h == "learned" else None, top_k=top_k, max_depth=max_depth,
-                       min_margin=min_margin,
-                       compiled=compiled, seed=0).solve()
+                       min_margin=min_margin, compiled=compiled, seed=0).solve()
             st = r.stats
-            if h in rows:
-                if st.nodes != rows[h]["nodes"] and r.status != "UNKNOWN":
-                    raise RuntimeError(f"{item['name']}: {h} is not deterministic ({st.nodes} vs {rows[h]['nodes']})")
-                if st.time_s < rows[h]["time_s"]:
-                    rows[h].update(time_s=st.time_s, model_time_s=st.model_time_s, feature_time_s=st.feature_time_s)
-                rows[h]["runs"] += 1
+            if label in rows:
+                row = rows[label]
+                if st.nodes != row["nodes"] and r.status != "UNKNOWN":
+                    raise RuntimeError(f"{name}: {label} is not deterministic ({st.nodes} vs {row['nodes']})")
+                if st.time_s < row["time_s"]:
+                    row.update(time_s=st.time_s, model_time_s=st.model_time_s, feature_time_s=st.feature_time_s)
+                row["runs"] += 1
                 continue
-            rows[h] = {"instance": item["name"], "split": item["split"], "family": item["family"],
-                       "size": item["size"], "heuristic": h, "status": r.status, "nodes": st.nodes,
-                       "backtracks": st.backtracks, "time_s": st.time_s, "model_calls": st.model_calls,
-                       "model_time_s": st.model_time_s, "feature_time_s": st.feature_time_s, "runs": 1}
+            rows[label] = {"instance": name, **meta, "heuristic": label, "status": r.status, "nodes": st.nodes,
+                           "backtracks": st.backtracks, "time_s": st.time_s, "model_calls": st.model_calls,
+                           "model_time_s": st.model_time_s, "feature_time_s": st.feature_time_s, "runs": 1}
     return list(rows.values())
 
 
