@@ -18,6 +18,12 @@ def _load(path: Path) -> Optional[dict[str, Any]]:
         return None
 
 
+def _ratio_cell(r: dict, kind: str) -> str:
+    ci = r.get(f"geomean_{kind}_ratio_ci95")
+    band = f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
+    return f"{_fmt(r[f'geomean_{kind}_ratio'])}{band} / {_fmt(r[f'median_{kind}_ratio'])}"
+
+
 def _fmt(v: Any, nd: int = 3) -> str:
     if v is None:
         return "-"
@@ -89,16 +95,24 @@ def run(ctx: StageContext) -> StageResult:
               f"max depth {sp['learned']['max_depth']}, min margin {sp['learned'].get('min_margin', 0.0)}; ratios vs {sp['baseline']}, geometric mean over "
               f"instances both solved; wall time = minimum of {sp.get('repeats', 1)} interleaved runs and includes "
               f"features and model calls)", "",
-              "| split | heuristic | solved | node ratio (geomean / median) | time ratio (geomean / median) | "
-              "node wins/losses | time wins/losses |", "|---|---|---|---|---|---|---|"]
+              "| split | heuristic | solved | node ratio: geomean [95% CI] / median | "
+              "time ratio: geomean [95% CI] / median | node wins/losses | time wins/losses |",
+              "|---|---|---|---|---|---|---|"]
+        by_status = []
         for split, s in sp["summary"].items():
             for h, r in s.items():
                 if h == "instances":
                     continue
-                L.append(f"| {split} | {h} | {r['solved']}/{r['of']} | {_fmt(r['geomean_node_ratio'])} / "
-                         f"{_fmt(r['median_node_ratio'])} | {_fmt(r['geomean_time_ratio'])} / "
-                         f"{_fmt(r['median_time_ratio'])} | {r['node_wins']}/{r['node_losses']} | "
+                L.append(f"| {split} | {h} | {r['solved']}/{r['of']} | {_ratio_cell(r, 'node')} | "
+                         f"{_ratio_cell(r, 'time')} | {r['node_wins']}/{r['node_losses']} | "
                          f"{r['time_wins']}/{r['time_losses']} |")
+                if h == "learned":
+                    by_status += [f"{split} {st} ({g['compared']}): nodes {_fmt(g['geomean_node_ratio'])}, time "
+                                  f"{_fmt(g['geomean_time_ratio'])}" for st, g in r.get("by_status", {}).items()]
+        L += ["", "A ratio below 1 favours the heuristic; the interval is a bootstrap over instances, so a claim "
+              "that the learned heuristic beats the baseline holds only where the whole interval is below 1."]
+        if by_status:
+            L += ["", "Learned vs the baseline by the baseline's answer (geomean): " + "; ".join(by_status) + "."]
         for p in ev.get("plots", []):
             if Path(p).exists():
                 shutil.copyfile(p, out / Path(p).name)

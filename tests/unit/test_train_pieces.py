@@ -87,3 +87,31 @@ def test_time_suggestion_blames_inference_only_when_its_share_explains_the_gap()
     cheap = analysis.suggestions(_speedup_ev(0.95, 1.05, 0.1, 10.0), {}, None)
     assert any("too little to explain the gap" in s and "1.0%" in s for s in cheap), cheap
     assert not any("call the model less" in s for s in cheap)
+
+
+def _row(inst: str, h: str, nodes: int, time_s: float, status: str) -> dict:
+    return {"instance": inst, "split": "heldout", "heuristic": h, "nodes": nodes, "time_s": time_s,
+            "status": status, "model_calls": 0, "model_time_s": 0.0, "feature_time_s": 0.0}
+
+
+def test_speedup_summary_gives_bootstrap_intervals_and_splits_by_answer():
+    from ray_pipeline.evaluate.speedup import summarize
+
+    rows = []
+    for i, (base, mine, status) in enumerate([(100, 50, "UNSAT"), (100, 80, "UNSAT"), (100, 120, "UNSAT"),
+                                              (100, 40, "SAT"), (100, 250, "SAT"), (100, 60, "UNKNOWN")]):
+        rows += [_row(f"i{i}", "dom-wdeg", base, base / 100, "SAT" if status == "UNKNOWN" else status),
+                 _row(f"i{i}", "mine", mine, mine / 50, status)]
+    s = summarize(rows, "dom-wdeg")["heldout"]
+    mine = s["mine"]
+    assert mine["solved"] == 5 and mine["compared"] == 5  # the limit-hit run is not compared
+    ratios = [0.5, 0.8, 1.2, 0.4, 2.5]
+    assert mine["geomean_node_ratio"] == pytest.approx(np.exp(np.mean(np.log(ratios))), abs=1e-4)
+    lo, hi = mine["geomean_node_ratio_ci95"]
+    assert min(ratios) <= lo < mine["geomean_node_ratio"] < hi <= max(ratios)
+    t_lo, t_hi = mine["geomean_time_ratio_ci95"]  # time ratios are the node ratios x 2
+    assert (t_lo, t_hi) == (pytest.approx(2 * lo, abs=2e-4), pytest.approx(2 * hi, abs=2e-4))
+    assert mine["by_status"]["UNSAT"]["compared"] == 3 and mine["by_status"]["SAT"]["compared"] == 2
+    assert mine["by_status"]["UNSAT"]["geomean_node_ratio"] == pytest.approx((0.5 * 0.8 * 1.2) ** (1 / 3), abs=1e-4)
+    assert s["dom-wdeg"]["geomean_node_ratio_ci95"] == [1.0, 1.0]  # against itself: no spread
+    assert summarize(rows, "dom-wdeg")["heldout"] == s  # fixed bootstrap seed: same rows, same report
