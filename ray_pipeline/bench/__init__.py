@@ -16,6 +16,10 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
                                        "min_margin settings on a tuning set (not the held-out split)")
     learned_bench.add_arguments(p)
     p.set_defaults(bench_fn=learned_bench.run)
+    p = sub.add_parser("heldout", help="evaluate.learned vs dom/wdeg and dom/deg on --count held-out instances "
+                                       "(the run's own first, then more of the same kind): the claim at scale")
+    learned_bench.add_heldout_arguments(p)
+    p.set_defaults(bench_fn=learned_bench.run_heldout)
     for name, help_ in (("data", "dataset stage: instances/s and labelled states/s with 1 vs 2 workers"),
                         ("train", "training samples/s with 1 vs 2 DDP workers"),
                         ("model", "student latency/throughput: PyTorch vs ONNX Runtime FP32 vs INT8")):

@@ -1,12 +1,16 @@
 """`ray-pipeline bench learned [CONFIG]`: choose the learned heuristic's settings (evaluate.learned top_k,
-max_depth, min_margin) on a tuning set, never on the held-out split.
+max_depth, min_margin) on a tuning set, never on the held-out split; and `ray-pipeline bench heldout [CONFIG]`:
+measure the chosen setting on as many held-out instances as it takes to settle the question.
 
-The tuning set is fresh instances of one family/size (default: Model RB n=35, the held-out kind) with indices
+Tuning instances are fresh instances of one family/size (default: Model RB n=35, the held-out kind) with indices
 from TUNING_INDEX_OFFSET, so they share no (family, size, index) with the training or held-out instances.
-Per instance, in one process, interleaved rounds of dom/wdeg and every (top_k, max_depth, min_margin) setting; node counts are
-deterministic, wall time is the minimum over the rounds and includes features and model calls. Prints JSON: per
-setting the geometric-mean / median node and time ratios vs dom/wdeg, wins and losses, and the share of the
-learned runs' time spent on features + model calls.
+Held-out instances are built exactly as the generate stage builds data.generate.heldout (indices from
+HELDOUT_INDEX_OFFSET, same seed): the first ones are the run's held-out instances, the rest more of the same kind,
+never trained or tuned on. The evaluate stage benchmarks a handful (its report's table); a 5% effect needs ~100.
+Per instance, in one process, interleaved rounds of dom/wdeg and the other runs; node counts are deterministic,
+wall time is the minimum over the rounds and includes features and model calls. Prints JSON: per run the
+geometric-mean (95% bootstrap interval) / median node and time ratios vs dom/wdeg, wins and losses, the same by
+dom/wdeg's answer (SAT / UNSAT), and the share of the learned runs' time spent on features + model calls.
 """
 from __future__ import annotations
 
@@ -19,27 +23,38 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from .. import atomic
 from ..config import load_config
 
 _SCORER = None
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
+def _add_common(p: argparse.ArgumentParser, count: int, count_help: str, node_limit: Any, time_limit: Any) -> None:
     p.add_argument("config", nargs="?", default="configs/quick.yaml")
     p.add_argument("overrides", nargs="*", metavar="key.path=value")
     p.add_argument("--model", help="ONNX or model.pt (default: the file the evaluate stage would run, from "
                    "evaluate.learned and the run's export summary)")
     p.add_argument("--family", default="rb")
     p.add_argument("--size", default="large")
-    p.add_argument("--count", type=int, default=30, help="tuning instances")
+    p.add_argument("--count", type=int, default=count, help=count_help)
+    p.add_argument("--repeats", type=int, default=2, help="interleaved timing rounds; the minimum time is kept")
+    p.add_argument("--node-limit", type=int, default=node_limit)
+    p.add_argument("--time-limit", type=float, default=time_limit)
+    p.add_argument("--workers", type=int, default=2, help="processes, one instance each at a time")
+    p.add_argument("--rows", type=Path, help="also write the per-instance rows (JSON) here")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    _add_common(p, 30, "tuning instances", 60_000, 60.0)
     p.add_argument("--top-k", default="4,8", help="comma-separated candidates the model ranks")
     p.add_argument("--max-depth", default="0,1,2", help="comma-separated depths up to which the model is called")
     p.add_argument("--min-margin", default="0", help="comma-separated margins by which the model must prefer "
                    "another candidate to overrule dom/wdeg's choice")
-    p.add_argument("--repeats", type=int, default=2, help="interleaved timing rounds; the minimum time is kept")
-    p.add_argument("--node-limit", type=int, default=60_000)
-    p.add_argument("--time-limit", type=float, default=60.0)
-    p.add_argument("--workers", type=int, default=2, help="processes, one instance each at a time")
+
+
+def add_heldout_arguments(p: argparse.ArgumentParser) -> None:
+    _add_common(p, 100, "held-out instances (the run's own come first)", None, None)
+    p.set_defaults(node_limit=None, time_limit=None)  # None: the config's evaluate.node_limit / time_limit_s
 
 
 def _values(flag: str, text: str, kind: type, least: float) -> list:
@@ -77,54 +92,101 @@ def _load(model: str) -> None:
     _SCORER = load_scorer(model)
 
 
-def _solve(job: tuple[str, str, int, int, dict[str, Any], list[tuple[int, int, float]], int, int, float]
+def _solve(job: tuple[str, str, int, int, dict[str, Any], list[tuple], str, int, int, float]
            ) -> list[dict[str, Any]]:
     from ..evaluate.speedup import solve_rounds
     from ..problems import generate
 
-    family, size, index, seed, params, settings, repeats, node_limit, time_limit = job
+    family, size, index, seed, params, runs, split, repeats, node_limit, time_limit = job
     inst = generate(family, size, index, seed, params)
-    runs = [("dom-wdeg", "dom-wdeg", None, None, 0.0)] + [
-        (f"learned k={k} d={d} m={m:g}", "learned", k, d, m) for k, d, m in settings]
-    meta = {"split": "tuning", "family": family, "size": size}
+    meta = {"split": split, "family": family, "size": size}
     return solve_rounds(inst, inst.name, meta, runs, "mac", node_limit, time_limit, _SCORER, repeats)
+
+
+def _measure(args: argparse.Namespace, cfg, model: str, params: dict[str, Any], split: str, offset: int,
+             runs: list[tuple], node_limit: int, time_limit: float) -> dict[str, Any]:
+    """Every instance in a spawned worker (spawn, not fork: the caller may hold Ray's or ONNX Runtime's threads;
+    tests run it beside a Ray session); the summary of evaluate's speedup benchmark, plus inference share."""
+    from ..evaluate.speedup import summarize
+
+    jobs = [(args.family, args.size, offset + i, cfg.run.seed, params, runs, split, args.repeats, node_limit,
+             time_limit) for i in range(args.count)]
+    with ProcessPoolExecutor(max_workers=max(1, args.workers), mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_load, initargs=(model,)) as pool:
+        rows = [r for rs in pool.map(_solve, jobs) for r in rs]
+    if args.rows:
+        atomic.write_json(args.rows.resolve(), rows)
+    summary = summarize(rows, "dom-wdeg")[split]
+    for s in summary.values():
+        if isinstance(s, dict):
+            s["inference_share"] = round((s["model_time_s"] + s["feature_time_s"]) / s["total_time_s"], 4) \
+                if s["total_time_s"] else None
+    return summary
+
+
+def _check(args: argparse.Namespace, cfg, model: str) -> dict[str, Any]:
+    """Every bad argument fails here, named, before any worker starts."""
+    from ..problems.generators import params_for
+
+    for flag, v in (("--count", args.count), ("--repeats", args.repeats), ("--workers", args.workers)):
+        if v < 1:
+            raise ValueError(f"{flag} must be >= 1, got {v}")
+    if args.rows and not args.rows.resolve().parent.is_dir():  # found out now, not after the whole measurement
+        raise ValueError(f"--rows {args.rows}: no such directory {args.rows.resolve().parent}")
+    params = _heldout_params(cfg, args.family, args.size)
+    params_for(args.family, args.size, params)  # unknown family / size / knob
+    _load(model)  # ModelError is a ValueError and names the file
+    return params
 
 
 def run(args: argparse.Namespace) -> int:
     from ..data.steps import TUNING_INDEX_OFFSET
-    from ..evaluate.speedup import summarize
-    from ..problems.generators import params_for
 
     cfg = load_config(args.config, list(args.overrides))
     model = args.model or str(_evaluated_model(cfg))
-    try:  # every bad argument fails here, named, before any worker starts
+    try:
         top_ks = _values("--top-k", args.top_k, int, 2)
         depths = _values("--max-depth", args.max_depth, int, 0)
         margins = _values("--min-margin", args.min_margin, float, 0)
-        for flag, v in (("--count", args.count), ("--repeats", args.repeats), ("--workers", args.workers)):
-            if v < 1:
-                raise ValueError(f"{flag} must be >= 1, got {v}")
-        params = _heldout_params(cfg, args.family, args.size)
-        params_for(args.family, args.size, params)  # unknown family / size / knob
-        _load(model)
-    except ValueError as e:  # ModelError is a ValueError and names the file
+        params = _check(args, cfg, model)
+    except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    settings = list(itertools.product(top_ks, depths, margins))
-    jobs = [(args.family, args.size, TUNING_INDEX_OFFSET + i, cfg.run.seed, params, settings, args.repeats,
-             args.node_limit, args.time_limit) for i in range(args.count)]
-    # spawn, not fork: the caller may hold Ray's or ONNX Runtime's threads (tests run it beside a Ray session)
-    with ProcessPoolExecutor(max_workers=max(1, args.workers), mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_load, initargs=(model,)) as pool:
-        rows = [r for rs in pool.map(_solve, jobs) for r in rs]
-    summary = summarize(rows, "dom-wdeg")["tuning"]
-    for name, s in summary.items():
-        if isinstance(s, dict):
-            s["inference_share"] = round((s["model_time_s"] + s["feature_time_s"]) / s["total_time_s"], 4) \
-                if s["total_time_s"] else None
+    runs = [("dom-wdeg", "dom-wdeg", None, None, 0.0)] + [
+        (f"learned k={k} d={d} m={m:g}", "learned", k, d, m) for k, d, m in itertools.product(top_ks, depths, margins)]
+    summary = _measure(args, cfg, model, params, "tuning", TUNING_INDEX_OFFSET, runs, args.node_limit,
+                       args.time_limit)
     ranked = [n for n in summary if n.startswith("learned") and summary[n]["geomean_time_ratio"] is not None]
     best = min(ranked, key=lambda n: summary[n]["geomean_time_ratio"], default=None)
     print(json.dumps({"benchmark": "learned", "model": model, "family": args.family, "size": args.size,
                       "tuning_index_offset": TUNING_INDEX_OFFSET, "seed": cfg.run.seed, "repeats": args.repeats,
                       "workers": args.workers, "results": summary, "best_by_time": best}, indent=1))
+    return 0
+
+
+def run_heldout(args: argparse.Namespace) -> int:
+    from ..data.steps import HELDOUT_INDEX_OFFSET
+
+    cfg = load_config(args.config, list(args.overrides))
+    model = args.model or str(_evaluated_model(cfg))
+    try:
+        params = _check(args, cfg, model)
+        if not any(s.family == args.family and args.size in s.sizes for s in cfg.data.generate.heldout):
+            raise ValueError(f"data.generate.heldout has no {args.family}/{args.size} instances")
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    e = cfg.evaluate
+    node_limit = e.node_limit if args.node_limit is None else args.node_limit
+    time_limit = e.time_limit_s if args.time_limit is None else args.time_limit
+    learned = e.learned
+    runs = [("dom-wdeg", "dom-wdeg", None, None, 0.0), ("dom-deg", "dom-deg", None, None, 0.0),
+            ("learned", "learned", learned.top_k, learned.max_depth, learned.min_margin)]
+    summary = _measure(args, cfg, model, params, "heldout", HELDOUT_INDEX_OFFSET, runs, node_limit, time_limit)
+    print(json.dumps({"benchmark": "heldout", "model": model, "family": args.family, "size": args.size,
+                      "heldout_index_offset": HELDOUT_INDEX_OFFSET, "seed": cfg.run.seed,
+                      "learned": {"top_k": learned.top_k, "max_depth": learned.max_depth,
+                                  "min_margin": learned.min_margin},
+                      "node_limit": node_limit, "time_limit_s": time_limit, "repeats": args.repeats,
+                      "workers": args.workers, "results": summary}, indent=1))
     return 0

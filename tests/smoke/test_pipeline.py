@@ -134,6 +134,32 @@ def test_soft_labels_are_in_state_id_order(run_dir, tmp_path):
     np.testing.assert_array_equal(_soft_x(copy.soft_labels / "train"), want)
 
 
+def test_bench_heldout_reproduces_the_evaluate_stage_and_extends_it(run_dir, capsys, tmp_path):
+    """Same instances, same setting, same limits as the run's evaluate stage: same node counts (searches are
+    deterministic), and one more held-out instance of the same kind beyond the run's two."""
+    rows_file = tmp_path / "rows.json"
+    args = ["bench", "heldout", str(CONFIGS / "quick.yaml"), f"run.root={run_dir.run.parent}", "run.name=smoke",
+            *TINY, "--size", "medium", "--count", "3", "--repeats", "1", "--workers", "1", "--rows", str(rows_file)]
+    assert main(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["node_limit"] == 5000 and out["learned"]["max_depth"] == 0
+    res = out["results"]
+    assert res["instances"] == 3 and {"dom-wdeg", "dom-deg", "learned"} <= set(res)
+    assert res["learned"]["model_calls"] > 0 and len(res["learned"]["geomean_node_ratio_ci95"]) == 2
+    mine = {(r["instance"], r["heuristic"]): r for r in json.loads(rows_file.read_text())}
+    evaluated = [r for r in json.loads((run_dir.evaluation / "speedup_rows.json").read_text())
+                 if r["split"] == "heldout" and r["heuristic"] in ("dom-wdeg", "dom-deg", "learned")]
+    assert len(evaluated) == 6
+    for r in evaluated:
+        assert (mine[(r["instance"], r["heuristic"])]["nodes"], mine[(r["instance"], r["heuristic"])]["status"]) == \
+            (r["nodes"], r["status"]), r["instance"]
+    assert len({i for i, _ in mine} - {r["instance"] for r in evaluated}) == 1
+    assert main([*args[:-2], "--rows", str(tmp_path / "no" / "rows.json")]) == 2
+    assert "no such directory" in capsys.readouterr().err
+    assert main([*args[:-6], "--size", "large", "--count", "1"]) == 2
+    assert "data.generate.heldout has no rb/large instances" in capsys.readouterr().err
+
+
 def test_bench_learned_tunes_on_instances_outside_train_and_heldout(run_dir, capsys):
     model = run_dir.model("student") / "model.onnx"
     args = ["bench", "learned", str(CONFIGS / "quick.yaml"), f"run.root={run_dir.run.parent}", "run.name=smoke",
