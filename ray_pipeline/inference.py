@@ -1,5 +1,6 @@
 """Load a trained scorer for the solver's learned heuristic: an exported ONNX file (deployment) or a
-`model.pt` state dict (development). Both take raw features [k, N_INPUT] and return k scores.
+`model.pt` state dict (development), of the student or the teacher. Every scorer takes the raw features of one
+state's k candidates [k, N_INPUT] and returns k scores.
 """
 from __future__ import annotations
 
@@ -47,16 +48,26 @@ class OnnxScorer:
         except Exception as e:
             raise ModelError(f"{path}: ONNX Runtime cannot load it ({type(e).__name__}: {str(e)[:200]})") from None
         inputs = self.session.get_inputs()
-        if len(inputs) != 1 or inputs[0].shape[-1] not in (N_INPUT, None) and not isinstance(inputs[0].shape[-1], str):
-            raise ModelError(f"{path}: expected one input [batch, {N_INPUT}], got "
-                             f"{[(i.name, i.shape) for i in inputs]}")
+        shapes = [(i.name, i.shape) for i in inputs]
+        # the student scores candidate rows [rows, N_INPUT]; the teacher scores a set [1, candidates, N_INPUT]
+        # with a candidate mask, since its attention compares the candidates of one state
+        self.is_set = len(inputs) == 2 and len(inputs[0].shape) == 3 and len(inputs[1].shape) == 2
+        if not (len(inputs) == 1 and len(inputs[0].shape) == 2 or self.is_set) or \
+                inputs[0].shape[-1] != N_INPUT and not isinstance(inputs[0].shape[-1], str):
+            raise ModelError(f"{path}: expected input [batch, {N_INPUT}] (student) or [batch, candidates, "
+                             f"{N_INPUT}] + mask (teacher), got {shapes}")
         self.input_name = inputs[0].name
+        self.mask_name = inputs[1].name if self.is_set else None
         self.path = path
         self.meta = meta
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        out = self.session.run(None, {self.input_name: np.ascontiguousarray(x, dtype=np.float32)})[0]
-        return out.reshape(-1)
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if self.is_set:
+            feeds = {self.input_name: x[None], self.mask_name: np.ones((1, len(x)), dtype=bool)}
+        else:
+            feeds = {self.input_name: x}
+        return self.session.run(None, feeds)[0].reshape(-1)
 
 
 def load_scorer(path: str | Path):

@@ -134,6 +134,20 @@ def test_soft_labels_are_in_state_id_order(run_dir, tmp_path):
     np.testing.assert_array_equal(_soft_x(copy.soft_labels / "train"), want)
 
 
+def test_teacher_and_student_onnx_score_like_their_pytorch_models(run_dir):
+    """Either model can run the learned heuristic through ONNX Runtime (evaluate.learned.model): the teacher's
+    file takes a candidate set and a mask, the student's candidate rows; both take one state's raw features."""
+    from ray_pipeline.features import N_INPUT
+    from ray_pipeline.inference import OnnxScorer, load_scorer
+
+    x = np.random.default_rng(0).normal(size=(7, N_INPUT)).astype(np.float32)
+    for kind in ("teacher", "student"):
+        onnx_scorer = OnnxScorer(run_dir.model(kind) / "model.onnx")
+        assert onnx_scorer.is_set == (kind == "teacher")
+        np.testing.assert_allclose(onnx_scorer(x), load_scorer(run_dir.model(kind) / "model.pt")(x), atol=1e-4)
+        assert onnx_scorer(x[:3]).shape == (3,)
+
+
 def test_bench_heldout_reproduces_the_evaluate_stage_and_extends_it(run_dir, capsys, tmp_path):
     """Same instances, same setting, same limits as the run's evaluate stage: same node counts (searches are
     deterministic), and one more held-out instance of the same kind beyond the run's two."""
