@@ -18,6 +18,13 @@ def _load(path: Path) -> Optional[dict[str, Any]]:
         return None
 
 
+def _model_label(model: str) -> str:
+    """models/student/model.onnx -> 'student via ONNX Runtime (model.onnx)'."""
+    p = Path(model)
+    runtime = "PyTorch" if p.suffix == ".pt" else "ONNX Runtime"
+    return f"{p.parent.name} via {runtime} ({p.name})"
+
+
 def _ratio_cell(r: dict, kind: str) -> str:
     ci = r.get(f"geomean_{kind}_ratio_ci95")
     band = f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
@@ -91,7 +98,7 @@ def run(ctx: StageContext) -> StageResult:
     if ev:
         sp = ev["speedup"]
         metrics["speedup"] = sp["summary"]
-        L += ["", f"## Solver speedup (MAC; learned = student via ONNX Runtime, top-{sp['learned']['top_k']}, "
+        L += ["", f"## Solver speedup (MAC; learned = {_model_label(sp['learned']['model'])}, top-{sp['learned']['top_k']}, "
               f"max depth {sp['learned']['max_depth']}, min margin {sp['learned'].get('min_margin', 0.0)}; ratios vs {sp['baseline']}, geometric mean over "
               f"instances both solved; wall time = minimum of {sp.get('repeats', 1)} interleaved runs and includes "
               f"features and model calls)", "",
