@@ -75,7 +75,9 @@ def run(ctx: StageContext) -> StageResult:
     if train:
         metrics["train"] = {"test": train["test"], "student_vs_teacher_top1": train["student_vs_teacher_top1"],
                             "params": {k: train[k]["params"] for k in ("teacher", "student", "cost")}}
-        L += ["", "## Models (test split)", "", "| model | params | top-1 | top-3 | MRR |", "|---|---|---|---|---|"]
+        fams = train["test"]["student"].get("families", "all")
+        L += ["", f"## Models (test split, families: {', '.join(fams) if isinstance(fams, list) else fams})", "",
+              "| model | params | top-1 | top-3 | MRR |", "|---|---|---|---|---|"]
         for k in ("teacher", "student"):
             t = train["test"][k]
             L.append(f"| {k} | {train[k]['params']} | {_fmt(t['top1'])} | {_fmt(t['top3'])} | {_fmt(t['mrr'])} |")
@@ -117,7 +119,9 @@ def run(ctx: StageContext) -> StageResult:
                     by_status += [f"{split} {st} ({g['compared']}): nodes {_fmt(g['geomean_node_ratio'])}, time "
                                   f"{_fmt(g['geomean_time_ratio'])}" for st, g in r.get("by_status", {}).items()]
         L += ["", "A ratio below 1 favours the heuristic; the interval is a bootstrap over instances, so a claim "
-              "that the learned heuristic beats the baseline holds only where the whole interval is below 1."]
+              "that the learned heuristic beats the baseline holds only where the whole interval is below 1. "
+              "`ray-pipeline bench heldout CONFIG --count 100` runs the same setting on more held-out instances "
+              "of the same kind (these first)."]
         if by_status:
             L += ["", "Learned vs the baseline by the baseline's answer (geomean): " + "; ".join(by_status) + "."]
         for p in ev.get("plots", []):
