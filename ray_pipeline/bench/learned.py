@@ -77,12 +77,10 @@ def _evaluated_model(cfg) -> Path:
     return learned_model_path(cfg.evaluate.learned, paths, export)
 
 
-def _heldout_params(cfg, family: str, size: str) -> dict[str, Any]:
-    """Tuning instances are drawn like the held-out ones of that family/size, generator knobs included."""
-    for spec in cfg.data.generate.heldout:
-        if spec.family == family and size in spec.sizes:
-            return dict(spec.params)
-    return {}
+def _heldout_spec(cfg, family: str, size: str):
+    """The data.generate.heldout entry for family/size, or None: tuning instances are drawn like the held-out
+    ones (generator knobs included), and held-out instances are built from it."""
+    return next((s for s in cfg.data.generate.heldout if s.family == family and size in s.sizes), None)
 
 
 def _load(model: str) -> None:
@@ -92,15 +90,15 @@ def _load(model: str) -> None:
     _SCORER = load_scorer(model)
 
 
-def _solve(job: tuple[str, str, int, int, dict[str, Any], list[tuple], str, int, int, float]
+def _solve(job: tuple[str, str, int, int, dict[str, Any], list[tuple], str, str, int, int, float]
            ) -> list[dict[str, Any]]:
     from ..evaluate.speedup import solve_rounds
     from ..problems import generate
 
-    family, size, index, seed, params, runs, split, repeats, node_limit, time_limit = job
+    family, size, index, seed, params, runs, split, propagation, repeats, node_limit, time_limit = job
     inst = generate(family, size, index, seed, params)
     meta = {"split": split, "family": family, "size": size}
-    return solve_rounds(inst, inst.name, meta, runs, "mac", node_limit, time_limit, _SCORER, repeats)
+    return solve_rounds(inst, inst.name, meta, runs, propagation, node_limit, time_limit, _SCORER, repeats)
 
 
 def _measure(args: argparse.Namespace, cfg, model: str, params: dict[str, Any], split: str, offset: int,
@@ -109,8 +107,8 @@ def _measure(args: argparse.Namespace, cfg, model: str, params: dict[str, Any], 
     tests run it beside a Ray session); the summary of evaluate's speedup benchmark, plus inference share."""
     from ..evaluate.speedup import summarize
 
-    jobs = [(args.family, args.size, offset + i, cfg.run.seed, params, runs, split, args.repeats, node_limit,
-             time_limit) for i in range(args.count)]
+    jobs = [(args.family, args.size, offset + i, cfg.run.seed, params, runs, split, cfg.evaluate.propagation,
+             args.repeats, node_limit, time_limit) for i in range(args.count)]
     with ProcessPoolExecutor(max_workers=max(1, args.workers), mp_context=multiprocessing.get_context("spawn"),
                              initializer=_load, initargs=(model,)) as pool:
         rows = [r for rs in pool.map(_solve, jobs) for r in rs]
@@ -133,7 +131,8 @@ def _check(args: argparse.Namespace, cfg, model: str) -> dict[str, Any]:
             raise ValueError(f"{flag} must be >= 1, got {v}")
     if args.rows and not args.rows.resolve().parent.is_dir():  # found out now, not after the whole measurement
         raise ValueError(f"--rows {args.rows}: no such directory {args.rows.resolve().parent}")
-    params = _heldout_params(cfg, args.family, args.size)
+    spec = _heldout_spec(cfg, args.family, args.size)
+    params = dict(spec.params) if spec else {}
     params_for(args.family, args.size, params)  # unknown family / size / knob
     _load(model)  # ModelError is a ValueError and names the file
     return params
@@ -159,7 +158,8 @@ def run(args: argparse.Namespace) -> int:
     ranked = [n for n in summary if n.startswith("learned") and summary[n]["geomean_time_ratio"] is not None]
     best = min(ranked, key=lambda n: summary[n]["geomean_time_ratio"], default=None)
     print(json.dumps({"benchmark": "learned", "model": model, "family": args.family, "size": args.size,
-                      "tuning_index_offset": TUNING_INDEX_OFFSET, "seed": cfg.run.seed, "repeats": args.repeats,
+                      "tuning_index_offset": TUNING_INDEX_OFFSET, "seed": cfg.run.seed,
+                      "propagation": cfg.evaluate.propagation, "repeats": args.repeats,
                       "workers": args.workers, "results": summary, "best_by_time": best}, indent=1))
     return 0
 
@@ -171,7 +171,7 @@ def run_heldout(args: argparse.Namespace) -> int:
     model = args.model or str(_evaluated_model(cfg))
     try:
         params = _check(args, cfg, model)
-        if not any(s.family == args.family and args.size in s.sizes for s in cfg.data.generate.heldout):
+        if _heldout_spec(cfg, args.family, args.size) is None:
             raise ValueError(f"data.generate.heldout has no {args.family}/{args.size} instances")
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -185,6 +185,7 @@ def run_heldout(args: argparse.Namespace) -> int:
     summary = _measure(args, cfg, model, params, "heldout", HELDOUT_INDEX_OFFSET, runs, node_limit, time_limit)
     print(json.dumps({"benchmark": "heldout", "model": model, "family": args.family, "size": args.size,
                       "heldout_index_offset": HELDOUT_INDEX_OFFSET, "seed": cfg.run.seed,
+                      "propagation": e.propagation,
                       "learned": {"top_k": learned.top_k, "max_depth": learned.max_depth,
                                   "min_margin": learned.min_margin},
                       "node_limit": node_limit, "time_limit_s": time_limit, "repeats": args.repeats,

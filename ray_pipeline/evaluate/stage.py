@@ -65,7 +65,7 @@ def file_items(files: list[str]) -> list[dict[str, Any]]:
 
 def learned_model_path(learned, paths, export: dict[str, Any]) -> Path:
     """The file the learned heuristic runs (evaluate.learned.model / runtime; `deployed` = the export stage's
-    choice, FP32 or INT8): one place, for this stage and `bench learned`."""
+    choice, FP32 or INT8): one place, for this stage and `bench learned` / `bench heldout`."""
     model_file = export[learned.model]["deploy"] if learned.runtime == "deployed" and \
         export.get(learned.model, {}).get("deploy") else \
         {"deployed": "model.onnx", "onnx": "model.onnx", "onnx-int8": "model.int8.onnx", "torch": "model.pt"}[
