@@ -7,7 +7,8 @@ PYTEST_ARGS ?=
 
 .PHONY: demo test install clean-venv bench
 
-$(BIN)/.installed: pyproject.toml requirements/constraints.txt
+# The native core's sources are inputs too: an edit to them rebuilds the extension (pip install -e builds it).
+$(BIN)/.installed: pyproject.toml requirements/constraints.txt CMakeLists.txt $(wildcard ray_pipeline/solver/native/*)
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	# torch first and pinned: a bare torch requirement can pull a CUDA build of several GB.

@@ -1,47 +1,61 @@
 """A finite-domain backtracking solver with bitset domains, traced decisions and pluggable heuristics.
 
-Domains are int bitmasks. Binary constraints are support bitmasks per value (pairs on the same scope are
-merged); clauses are disjunctions of (var, value) literals with unit propagation. Search is 2-way branching
-(x=a, then x!=a), the usual setting of dom/wdeg (Boussemart et al. 2004). A variable whose domain is a
-singleton counts as assigned; with forward checking, every variable that becomes a singleton is propagated,
-so when all domains are singletons every constraint has been checked. The solution is still re-verified
-against the instance before it is returned.
+Domains are bitmasks (Python ints here; 64-bit words in the core). Binary constraints are support bitmasks per
+value (pairs on the same scope are merged); clauses are disjunctions of (var, value) literals with unit
+propagation. Search is 2-way branching (x=a, then x!=a), the usual setting of dom/wdeg (Boussemart et al.
+2004). The search itself runs in the native core (`native/`, C++ built on `pip install`); this module is its
+Python API: it compiles an instance into the core's arrays, passes options and callbacks (a tracer, the learned
+heuristic's scorer) and wraps the results. Every solution the core reports is checked against every
+constraint in the core and, for the one returned, against the instance here.
 
-Pure Python, no Ray. Hot loops use local names on purpose.
+The pure-Python core this replaced lives on as the reference of the differential tests
+(tests/reference/py_solver.py): both produce identical search trees (tests/unit/test_native_golden.py).
 """
 from __future__ import annotations
 
-import random
-import sys
+import importlib.util
+import os
 import time
+import weakref
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Optional, Protocol, Sequence
+
+import numpy as np
 
 from ..problems.instance import Instance
 
 HEURISTICS = ("lex", "random", "mrv", "dom-deg", "dom-wdeg", "learned")
 PROPAGATIONS = ("fc", "mac")
 VALUE_ORDERS = ("lex", "min-conflicts")
-INF = float("inf")
 
 # scorer(features [k, F] float32) -> scores [k]; higher = branch on it first
 Scorer = Callable[..., Sequence[float]]
 
+WORD = 64
+_WORD_MASK = (1 << WORD) - 1
+# The sanitizer test loads a core built with -fsanitize=address,undefined from this file instead.
+NATIVE_ENV = "RAY_PIPELINE_NATIVE_CORE"
+
+
+def _load_native():
+    path = os.environ.get(NATIVE_ENV)
+    if not path:
+        from . import _native
+
+        return _native
+    spec = importlib.util.spec_from_file_location("_native", path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"{NATIVE_ENV}={path!r}: not a loadable extension module")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+_native = _load_native()
+
 
 class SolverBug(AssertionError):
     """The solver produced an assignment that violates a constraint. Never expected; never hidden."""
-
-
-class _Limit(Exception):
-    pass
-
-
-class _Restart(Exception):
-    pass
-
-
-class _Enough(Exception):
-    pass
 
 
 class Tracer(Protocol):
@@ -75,18 +89,42 @@ class Result:
     solutions: int = 0
 
 
-def _luby(i: int) -> int:
-    """i-th element (1-based) of the Luby sequence 1,1,2,1,1,2,4,..."""
-    k = 1
-    while (1 << k) - 1 < i:
-        k += 1
-    while True:
-        if i == (1 << k) - 1:
-            return 1 << (k - 1)
-        i -= (1 << (k - 1)) - 1
-        k = 1
-        while (1 << k) - 1 < i:
-            k += 1
+@dataclass
+class Trace:
+    """A decision trace as columns: one entry per recorded decision, and state snapshots at chosen decisions."""
+
+    depth: np.ndarray
+    n_cands: np.ndarray
+    chosen: np.ndarray
+    subtree: np.ndarray
+    solved: np.ndarray
+    count: int  # decisions seen (recorded or not)
+    snapshots: dict[int, tuple[list[int], list[int], int]]  # decision -> (domains, weights, depth)
+
+
+class _TracerCall:
+    """The core calls on_decision(depth, chosen); Python tracers take the solver first. Holds the solver by a
+    weak reference: the core holds this object, the solver holds the core, and the garbage collector cannot
+    see through the native side to break a cycle."""
+
+    def __init__(self, tracer: Tracer, solver: "Solver"):
+        self.tracer, self.solver = tracer, weakref.ref(solver)
+
+    def on_decision(self, depth: int, chosen: int) -> object:
+        return self.tracer.on_decision(self.solver(), depth, chosen)
+
+    def on_outcome(self, token: object, subtree: int, solved: bool) -> None:
+        self.tracer.on_outcome(token, subtree, solved)
+
+
+class _PolicyCall:
+    """The learned heuristic's callback: the solver's features -> its scorer (weakly held, see _TracerCall)."""
+
+    def __init__(self, solver: "Solver"):
+        self.solver = weakref.ref(solver)
+
+    def __call__(self, cands: list[int], depth: int) -> list[float]:
+        return self.solver()._policy(cands, depth)
 
 
 class Solver:
@@ -107,335 +145,136 @@ class Solver:
         if heuristic == "learned" and scorer is None:
             raise ValueError("heuristic 'learned' needs a scorer")
         self.inst = inst
-        self.heuristic, self.mac, self.value_order = heuristic, propagation == "mac", value_order
-        self.node_limit, self.time_limit = node_limit, time_limit
-        self.rng = random.Random(seed)
+        self.heuristic, self.value_order = heuristic, value_order
         self.scorer, self.top_k, self.max_depth, self.min_margin = scorer, top_k, max_depth, min_margin
-        self.restarts, self.restart_base = restarts, restart_base
-        self.tracer, self.first_var = tracer, first_var
         n = inst.n
         self.n = n
         self.var_rank = list(var_rank) if var_rank is not None else list(range(n))
-        self.val_rank = [list(r) for r in val_rank] if val_rank is not None else None
         c = compiled if compiled is not None else compile_instance(inst)
         if c.n != n:
             raise ValueError(f"compiled instance has {c.n} variables, instance {n}")
         self.compiled = c
-        self.cvars, self.arcs, self.var_bin, self.tightness = c.cvars, c.arcs, c.var_bin, c.tightness
+        self.arcs, self.var_bin, self.tightness = c.arcs, c.var_bin, c.tightness
         self.n_bin, self.clauses, self.occ, self.n_cons = c.n_bin, c.clauses, c.occ, c.n_cons
         self.static_deg, self.init_size = c.static_deg, c.init_size
-        self.dom = list(domains) if domains is not None else list(inst.domains)
-        if len(self.dom) != n:
-            raise ValueError(f"{len(self.dom)} domains for {n} variables")
-        self.weights = list(weights) if weights is not None else [1] * self.n_cons
-        if len(self.weights) != self.n_cons:
-            raise ValueError(f"{len(self.weights)} weights for {self.n_cons} constraints")
-        self.trail: list[tuple[int, int]] = []
+        if domains is not None and len(domains) != n:
+            raise ValueError(f"{len(domains)} domains for {n} variables")
+        if weights is not None and len(weights) != self.n_cons:
+            raise ValueError(f"{len(weights)} weights for {self.n_cons} constraints")
+        if first_var is not None and not 0 <= first_var < n:
+            raise ValueError(f"first_var {first_var} out of range for {n} variables")
         self.stats = Stats()
         self.count_limit = 0
-        self.solutions = 0
-        self._first_solution: Optional[list[int]] = None
-        self._deadline = INF
-        self._fails_to_restart = INF
+        self._core = _native.Solver(
+            c.native, heuristic, propagation == "mac", value_order == "min-conflicts",
+            -1 if node_limit is None else int(node_limit), float(time_limit or 0.0), int(seed) & _WORD_MASK,
+            int(top_k or 0), -1 if max_depth is None else int(max_depth), float(min_margin), bool(restarts),
+            int(restart_base), -1 if first_var is None else int(first_var), 0,
+            None if domains is None else _to_words(domains, c.W), None if weights is None else [int(w) for w in weights],
+            None if var_rank is None else self.var_rank,
+            None if val_rank is None else [list(r) for r in val_rank],
+            None if tracer is None else _TracerCall(tracer, self),
+            _PolicyCall(self) if heuristic == "learned" else None)
+        self._trace_on = False
 
     # ------------------------------------------------------------------------------------ state
-    def _set(self, v: int, new: int) -> None:
-        self.trail.append((v, self.dom[v]))
-        self.dom[v] = new
+    @property
+    def dom(self) -> list[int]:
+        return _from_words(self._core.domain_words(), self.compiled.W)
 
-    def _undo(self, mark: int) -> None:
-        trail, dom = self.trail, self.dom
-        while len(trail) > mark:
-            v, old = trail.pop()
-            dom[v] = old
+    @property
+    def weights(self) -> list[int]:
+        return self._core.weights()
 
     def unassigned(self) -> list[int]:
-        dom = self.dom
-        return [v for v in range(self.n) if dom[v] & (dom[v] - 1)]
+        return self._core.unassigned()
 
     def snapshot(self) -> tuple[list[int], list[int]]:
-        return list(self.dom), list(self.weights)
+        return self.dom, self.weights
 
-    # ------------------------------------------------------------------------------------ propagation
-    def _propagate(self, queue: list[int]) -> bool:
-        dom, weights, trail = self.dom, self.weights, self.trail
-        arcs, occ, clauses, nb, mac = self.arcs, self.occ, self.clauses, self.n_bin, self.mac
-        inq = set(queue)
-        st = self.stats
-        checks = 0
-        try:
-            while queue:
-                x = queue.pop()
-                inq.discard(x)
-                st.propagations += 1
-                dx = dom[x]
-                if mac or not dx & (dx - 1):
-                    single = not dx & (dx - 1)
-                    for y, sup, cid, cache in arcs[x]:
-                        dy = dom[y]
-                        if not dy & (dy - 1) and y not in inq:
-                            # A singleton neighbour off the queue was propagated after it became one, which
-                            # left dom[x] inside its supports; shrinking dom[x] cannot take its support away.
-                            continue
-                        if single:
-                            u = sup[dx.bit_length() - 1]
-                        else:
-                            u = cache.get(dx)
-                            if u is None:
-                                u, m = 0, dx
-                                while m:
-                                    low = m & -m
-                                    u |= sup[low.bit_length() - 1]
-                                    m ^= low
-                                cache[dx] = u
-                        checks += 1
-                        ny = dy & u
-                        if ny != dy:
-                            if not ny:
-                                weights[cid] += 1
-                                return False
-                            trail.append((y, dy))
-                            dom[y] = ny
-                            if y not in inq:
-                                queue.append(y)
-                                inq.add(y)
-                for j in occ[x]:
-                    checks += 1
-                    n_open, last = 0, None
-                    for v, a in clauses[j]:
-                        dv = dom[v]
-                        if dv >> a & 1:
-                            if dv == 1 << a:
-                                break  # clause satisfied
-                            n_open += 1
-                            last = (v, a)
-                    else:
-                        if n_open == 0:
-                            weights[nb + j] += 1
-                            return False
-                        if n_open == 1:
-                            v, a = last
-                            trail.append((v, dom[v]))
-                            dom[v] = 1 << a
-                            if v not in inq:
-                                queue.append(v)
-                                inq.add(v)
-            return True
-        finally:
-            st.checks += checks
-
-    # ------------------------------------------------------------------------------------ heuristics
     def active_clauses(self) -> list[bool]:
         """Clauses not yet satisfied (they still constrain their open variables)."""
-        dom = self.dom
-        out = []
-        for clause in self.clauses:
-            for v, a in clause:
-                if dom[v] == 1 << a:
-                    out.append(False)
-                    break
-            else:
-                out.append(True)
-        return out
-
-    def wdeg(self, x: int, active: Optional[list[bool]], weighted: bool = True) -> int:
-        dom, w = self.dom, self.weights
-        s = 0
-        for y, cid in self.var_bin[x]:
-            dy = dom[y]
-            if dy & (dy - 1):
-                s += w[cid] if weighted else 1
-        if active is not None:
-            nb = self.n_bin
-            for j in self.occ[x]:
-                if active[j]:
-                    s += w[nb + j] if weighted else 1
-        return s
+        return self._core.active_clauses()
 
     def dom_wdeg_order(self, cands: list[int]) -> list[int]:
         """Candidates best-first by dom/wdeg (ties by rank): the baseline ranking and the top-K preselection."""
-        dom, rank = self.dom, self.var_rank
-        active = self.active_clauses() if self.clauses else None
-        keyed = []
-        for x in cands:
-            wd = self.wdeg(x, active)
-            keyed.append((dom[x].bit_count() / wd if wd else INF, rank[x], x))
-        keyed.sort()
-        return [x for _, _, x in keyed]
+        return self._core.dom_wdeg_order(list(cands))
 
-    def _select(self, depth: int) -> int:
-        dom, rank = self.dom, self.var_rank
-        cands = [v for v in range(self.n) if dom[v] & (dom[v] - 1)]
-        if not cands:
-            return -1
-        if self.first_var is not None and depth == 0 and self.stats.nodes == 0:
-            if self.first_var in cands:
-                return self.first_var
-        h = self.heuristic
-        if h == "lex":
-            return min(cands, key=rank.__getitem__)
-        if h == "random":
-            return self.rng.choice(cands)
-        if h == "mrv":
-            return min(cands, key=lambda v: (dom[v].bit_count(), rank[v]))
-        if h == "dom-deg":
-            active = self.active_clauses() if self.clauses else None
-            best, best_key = -1, None
-            for v in cands:
-                dd = self.wdeg(v, active, weighted=False)
-                key = (dom[v].bit_count() / dd if dd else INF, rank[v])
-                if best_key is None or key < best_key:
-                    best, best_key = v, key
-            return best
-        if h == "learned" and len(cands) > 1 and (self.max_depth is None or depth <= self.max_depth):
-            return self._select_learned(cands, depth)
-        # dom/wdeg, also the learned heuristic's fallback below max_depth
-        active = self.active_clauses() if self.clauses else None
-        best, best_key = -1, None
-        for v in cands:
-            wd = self.wdeg(v, active)
-            key = (dom[v].bit_count() / wd if wd else INF, rank[v])
-            if best_key is None or key < best_key:
-                best, best_key = v, key
-        return best
+    def _value(self, x: int) -> int:
+        """The value the search tries first on x."""
+        return self._core.first_value(x)
 
-    def _select_learned(self, cands: list[int], depth: int) -> int:
+    # ------------------------------------------------------------------------------------ learned heuristic
+    def _policy(self, cands: list[int], depth: int) -> list[float]:
         from ..features import candidate_features  # one place for features, shared with the dataset
 
         t0 = time.perf_counter()
-        order = self.dom_wdeg_order(cands)
-        top = order[: self.top_k] if self.top_k else order
-        x = candidate_features(self, top, depth)
+        x = candidate_features(self, cands, depth)
         t1 = time.perf_counter()
         scores = self.scorer(x)
         t2 = time.perf_counter()
         self.stats.feature_time_s += t1 - t0
         self.stats.model_time_s += t2 - t1
         self.stats.model_calls += 1
-        best = 0
-        for i in range(1, len(top)):  # first maximum: ties keep the dom/wdeg order
-            if scores[i] > scores[best]:
-                best = i
-        # Overrule dom/wdeg's choice only when the model prefers another candidate by more than the margin:
-        # near-ties are where a small model is most often wrong, and a wrong root choice can cost 7x the nodes.
-        if best and scores[best] - scores[0] <= self.min_margin:
-            return top[0]
-        return top[best]
-
-    def _value(self, x: int) -> int:
-        d = self.dom[x]
-        if self.value_order == "lex" and self.val_rank is None:
-            return (d & -d).bit_length() - 1
-        vals = []
-        m = d
-        while m:
-            low = m & -m
-            vals.append(low.bit_length() - 1)
-            m ^= low
-        if self.value_order == "min-conflicts":
-            dom = self.dom
-            best, best_key = -1, None
-            for a in vals:
-                conflicts = 0
-                for y, sup, _cid, _cache in self.arcs[x]:
-                    dy = dom[y]
-                    if dy & (dy - 1):
-                        conflicts += (dy & ~sup[a]).bit_count()
-                for j in self.occ[x]:  # literals on x with another value become false
-                    for v, b in self.clauses[j]:
-                        if v == x and b == a:
-                            conflicts -= 1
-                key = (conflicts, self.val_rank[x][a] if self.val_rank else a)
-                if best_key is None or key < best_key:
-                    best, best_key = a, key
-            return best
-        if self.val_rank is not None:
-            r = self.val_rank[x]
-            return min(vals, key=r.__getitem__)
-        return vals[0]
+        return np.asarray(scores, dtype=np.float64).reshape(-1).tolist()
 
     # ------------------------------------------------------------------------------------ search
-    def _search(self, depth: int) -> bool:
-        st = self.stats
-        if depth > st.max_depth:
-            st.max_depth = depth
-        while True:
-            x = self._select(depth)
-            if x < 0:
-                return self._at_leaf()
-            a = self._value(x)
-            st.nodes += 1
-            if self.node_limit is not None and st.nodes > self.node_limit:
-                raise _Limit
-            if not st.nodes & 63 and time.perf_counter() > self._deadline:
-                raise _Limit
-            token = self.tracer.on_decision(self, depth, x) if self.tracer is not None else None
-            before = st.nodes
-            mark = len(self.trail)
-            self._set(x, 1 << a)
-            found = self._propagate([x]) and self._search(depth + 1)
-            if token is not None:
-                self.tracer.on_outcome(token, st.nodes - before + 1, found)
-            if found:
-                return True
-            self._undo(mark)
-            st.backtracks += 1
-            if st.backtracks >= self._fails_to_restart:
-                raise _Restart
-            self._set(x, self.dom[x] & ~(1 << a))
-            if not self._propagate([x]):
-                return False
+    def record_trace(self, max_records: Optional[int] = None, capture: Sequence[int] = ()) -> None:
+        """Record the decisions of the coming solve() natively, as columns (see `trace()`), and snapshot the
+        state at the decisions in `capture`. Faster than a Python tracer: no call per decision."""
+        self._core.record_trace(-1 if max_records is None else int(max_records), [int(i) for i in capture])
+        self._trace_on = True
 
-    def _at_leaf(self) -> bool:
-        assignment = [d.bit_length() - 1 for d in self.dom]
-        bad = self.inst.violations(assignment)
-        if bad:
-            raise SolverBug(f"{self.inst.name}: solver reached an invalid assignment: {bad[:3]}")
-        self.solutions += 1
-        if self._first_solution is None:
-            self._first_solution = assignment
-        if self.count_limit and self.solutions < self.count_limit:
-            return False  # keep enumerating
-        if self.count_limit:
-            raise _Enough
-        return True
+    def trace(self) -> Trace:
+        if not self._trace_on:
+            raise RuntimeError("record_trace() was not called before solve()")
+        t = self._core.trace_columns()
+        n, nc, W = self.n, self.n_cons, self.compiled.W
+        snaps = {}
+        for i, idx in enumerate(t["snap_index"]):
+            words = t["snap_dom"][i * n * W:(i + 1) * n * W]
+            snaps[idx] = (_from_words(words, W), t["snap_weights"][i * nc:(i + 1) * nc], t["snap_depth"][i])
+        return Trace(depth=np.asarray(t["depth"], dtype=np.int32), n_cands=np.asarray(t["n_cands"], dtype=np.int32),
+                     chosen=np.asarray(t["chosen"], dtype=np.int32), subtree=np.asarray(t["subtree"], dtype=np.int64),
+                     solved=np.asarray(t["solved"], dtype=bool), count=t["count"], snapshots=snaps)
 
     def solve(self) -> Result:
-        limit = sys.getrecursionlimit()
-        if limit < self.n + 1000:
-            sys.setrecursionlimit(self.n + 1000)
-        st = self.stats
-        t0 = time.perf_counter()
-        self._deadline = t0 + self.time_limit if self.time_limit else INF
-        status = "UNKNOWN"
+        if self.count_limit:
+            self._core.set_count_limit(int(self.count_limit))
         try:
-            if not self._propagate(list(range(self.n))):
-                status = "UNSAT"
-            else:
-                root = len(self.trail)
-                restart_i = 1
-                while True:
-                    if self.restarts:
-                        self._fails_to_restart = st.backtracks + self.restart_base * _luby(restart_i)
-                    try:
-                        found = self._search(0)
-                        break
-                    except _Restart:
-                        self._undo(root)
-                        st.restarts += 1
-                        restart_i += 1
-                if found:
-                    status = "SAT"
-                elif self.count_limit:
-                    status = "SAT" if self.solutions else "UNSAT"
-                else:
-                    status = "UNSAT"
-        except _Limit:
-            status = "SAT" if self.solutions else "UNKNOWN"
-        except _Enough:
-            status = "SAT"
-        st.time_s = time.perf_counter() - t0
-        return Result(status, self._first_solution if status == "SAT" else None, st, self.solutions)
+            status = self._core.solve()
+        except RuntimeError as e:
+            if "invalid assignment" in str(e):
+                raise SolverBug(f"{self.inst.name}: {e}") from None
+            raise
+        st = self.stats
+        for k, v in self._core.stats().items():
+            setattr(st, k, v)
+        assignment = None
+        if status == "SAT":
+            assignment = self._core.first_solution()
+            bad = self.inst.violations(assignment)
+            if bad:
+                raise SolverBug(f"{self.inst.name}: solver reached an invalid assignment: {bad[:3]}")
+        return Result(status, assignment, st, self._core.solutions())
+
+
+def _to_words(domains: Sequence[int], W: int) -> list[int]:
+    if W == 1:
+        return [int(d) for d in domains]
+    return [(int(d) >> (WORD * k)) & _WORD_MASK for d in domains for k in range(W)]
+
+
+def _from_words(words: Sequence[int], W: int) -> list[int]:
+    if W == 1:
+        return list(words)
+    out = []
+    for i in range(0, len(words), W):
+        d = 0
+        for k in range(W):
+            d |= words[i + k] << (WORD * k)
+        out.append(d)
+    return out
 
 
 class Compiled:
@@ -452,6 +291,8 @@ class Compiled:
     n_cons: int
     static_deg: list[int]
     init_size: list[int]
+    W: int  # 64-bit words per domain in the core
+    native: "_native.Compiled"  # the same, as the core's flat arrays (built once, shared by every solver)
 
 
 def compile_instance(inst: Instance) -> "Compiled":
@@ -500,7 +341,38 @@ def compile_instance(inst: Instance) -> "Compiled":
     c.static_deg = [len(c.var_bin[v]) + len(c.occ[v]) for v in range(n)]
     c.init_size = [max(1, d.bit_count()) for d in inst.domains]
     c.n = n
+    c.W = max(1, -(-max(size) // WORD))
+    c.native = _native_arrays(c, inst, size)
     return c
+
+
+def _native_arrays(c: "Compiled", inst: Instance, size: list[int]) -> "_native.Compiled":
+    W = c.W
+    full = (1 << (WORD * W)) - 1  # support bits past every domain change nothing (they meet dom & sup)
+    arc_start, arc_y, arc_cid, arc_sup, sup_words = [0], [], [], [], []
+    bin_arc = [-1] * c.n_bin
+    for x in range(c.n):
+        for y, sup, cid, _cache in c.arcs[x]:
+            if bin_arc[cid] < 0:
+                bin_arc[cid] = len(arc_y)
+            arc_y.append(y)
+            arc_cid.append(cid)
+            arc_sup.append(len(sup_words))
+            sup_words.extend(_to_words([m & full for m in sup], W))
+        arc_start.append(len(arc_y))
+    clause_start, lit_v, lit_a = [0], [], []
+    for clause in c.clauses:
+        for v, a in clause:
+            lit_v.append(v)
+            lit_a.append(a)
+        clause_start.append(len(lit_v))
+    occ_start, occ = [0], []
+    for x in range(c.n):
+        occ.extend(c.occ[x])
+        occ_start.append(len(occ))
+    return _native.Compiled(c.n, W, _to_words(inst.domains, W), size, arc_start, arc_y, arc_cid, arc_sup,
+                            sup_words, bin_arc, clause_start, lit_v, lit_a, occ_start, occ, c.n_bin, c.n_cons,
+                            c.tightness, c.static_deg, c.init_size)
 
 
 
@@ -525,5 +397,4 @@ def count_solutions(inst: Instance, limit: int = 2, **kwargs) -> int:
     """Number of solutions, counted up to `limit` (uniqueness checks use limit=2)."""
     s = Solver(inst, **kwargs)
     s.count_limit = limit
-    s.solve()
-    return s.solutions
+    return s.solve().solutions

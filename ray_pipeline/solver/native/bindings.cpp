@@ -1,0 +1,206 @@
+// Python bindings of the search core (nanobind). Thin: arrays in, counters and columns out; the Python API
+// (ray_pipeline/solver/core.py) builds the arrays and wraps the results.
+#include <algorithm>
+#include <optional>
+
+#include <nanobind/nanobind.h>
+#include <nanobind/stl/optional.h>
+#include <nanobind/stl/shared_ptr.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/vector.h>
+
+#include "core.hpp"
+
+namespace nb = nanobind;
+using namespace nb::literals;
+
+namespace {
+
+rp::Heuristic heuristic_of(const std::string& h) {
+    if (h == "lex") return rp::Heuristic::Lex;
+    if (h == "random") return rp::Heuristic::Random;
+    if (h == "mrv") return rp::Heuristic::Mrv;
+    if (h == "dom-deg") return rp::Heuristic::DomDeg;
+    if (h == "dom-wdeg") return rp::Heuristic::DomWdeg;
+    if (h == "learned") return rp::Heuristic::Learned;
+    throw std::invalid_argument("unknown heuristic '" + h + "'");
+}
+
+// Python callbacks: a tracer (on_decision / on_outcome) and a policy (scores for candidates). solve() runs
+// without the GIL (it may run on a thread of its own, see core.cpp); each callback takes it. A Python exception
+// inside one propagates out of solve() as that exception.
+struct PyHooks final : rp::Hooks {
+    nb::object tracer, policy;
+    std::vector<nb::object> tokens;
+
+    bool traces() const override { return tracer.is_valid() && !tracer.is_none(); }
+    long long on_decision(int depth, int chosen) override {
+        nb::gil_scoped_acquire gil;
+        nb::object t = tracer.attr("on_decision")(depth, chosen);
+        if (t.is_none()) return -1;
+        tokens.push_back(t);
+        return static_cast<long long>(tokens.size()) - 1;
+    }
+    void on_outcome(long long token, long long subtree, bool solved) override {
+        nb::gil_scoped_acquire gil;
+        tracer.attr("on_outcome")(tokens.at(static_cast<std::size_t>(token)), subtree, solved);
+    }
+    void score(const std::vector<int>& candidates, int depth, std::vector<double>& scores) override {
+        nb::gil_scoped_acquire gil;
+        nb::object out = policy(candidates, depth);
+        std::size_t i = 0;
+        for (nb::handle s : out) {
+            if (i >= scores.size()) throw std::runtime_error("policy returned more scores than candidates");
+            scores[i++] = nb::cast<double>(s);
+        }
+        if (i != scores.size()) throw std::runtime_error("policy returned fewer scores than candidates");
+    }
+};
+
+class PySolver {
+public:
+    PySolver(std::shared_ptr<rp::Compiled> c, const std::string& heuristic, bool mac, bool min_conflicts,
+             long long node_limit, double time_limit, std::uint64_t seed, int top_k, int max_depth, double min_margin,
+             bool restarts, long long restart_base, int first_var, long long count_limit,
+             std::optional<std::vector<rp::Word>> domains, std::optional<std::vector<long long>> weights,
+             std::optional<std::vector<int>> var_rank, std::optional<std::vector<std::vector<int>>> val_rank,
+             nb::object tracer, nb::object policy) {
+        rp::Options o;
+        o.heuristic = heuristic_of(heuristic);
+        o.mac = mac;
+        o.value_order = min_conflicts ? rp::ValueOrder::MinConflicts : rp::ValueOrder::Lex;
+        o.node_limit = node_limit;
+        o.time_limit = time_limit;
+        o.seed = seed;
+        o.top_k = top_k;
+        o.max_depth = max_depth;
+        o.min_margin = min_margin;
+        o.restarts = restarts;
+        o.restart_base = restart_base;
+        o.first_var = first_var;
+        o.count_limit = count_limit;
+        hooks_.tracer = std::move(tracer);
+        hooks_.policy = std::move(policy);
+        const bool has_policy = hooks_.policy.is_valid() && !hooks_.policy.is_none();
+        python_calls_ = hooks_.traces() || has_policy;
+        core_ = rp::make_solver(std::move(c), o, domains ? &*domains : nullptr, weights ? &*weights : nullptr,
+                                var_rank ? &*var_rank : nullptr, val_rank ? &*val_rank : nullptr,
+                                python_calls_ ? &hooks_ : nullptr);
+    }
+
+    std::string solve() {
+        nb::gil_scoped_release release;  // other Python threads run meanwhile; callbacks take the GIL back
+        return core_->solve();
+    }
+
+    void set_count_limit(long long limit) { core_->set_count_limit(limit); }
+
+    rp::SolverCore& core() { return *core_; }
+
+    void record_trace(long long max_records, std::vector<long long> capture) {
+        if (hooks_.traces()) throw std::invalid_argument("a solver takes a Python tracer or a native trace, not both");
+        auto& t = core_->trace();
+        std::sort(capture.begin(), capture.end());
+        t.on = true;
+        t.max_records = max_records;
+        t.capture = std::move(capture);
+    }
+
+private:
+    PyHooks hooks_;
+    bool python_calls_ = false;
+    std::unique_ptr<rp::SolverCore> core_;
+};
+
+}  // namespace
+
+NB_MODULE(_native, m) {
+    m.doc() = "The native search core of ray_pipeline.solver (see ray_pipeline/solver/native/core.hpp).";
+
+    nb::class_<rp::Compiled>(m, "Compiled")
+        .def("__init__",
+             [](rp::Compiled* self, int n, int W, std::vector<rp::Word> init_dom, std::vector<int> size,
+                std::vector<int> arc_start, std::vector<int> arc_y, std::vector<int> arc_cid,
+                std::vector<std::size_t> arc_sup, std::vector<rp::Word> sup_words, std::vector<int> bin_arc,
+                std::vector<int> clause_start, std::vector<int> lit_v, std::vector<int> lit_a,
+                std::vector<int> occ_start, std::vector<int> occ, int n_bin, int n_cons,
+                std::vector<double> tightness, std::vector<int> static_deg, std::vector<int> init_size) {
+                 auto* c = new (self) rp::Compiled();
+                 c->n = n;
+                 c->W = W;
+                 c->init_dom = std::move(init_dom);
+                 c->size = std::move(size);
+                 c->arc_start = std::move(arc_start);
+                 c->arc_y = std::move(arc_y);
+                 c->arc_cid = std::move(arc_cid);
+                 c->arc_sup = std::move(arc_sup);
+                 c->sup_words = std::move(sup_words);
+                 c->bin_arc = std::move(bin_arc);
+                 c->clause_start = std::move(clause_start);
+                 c->lit_v = std::move(lit_v);
+                 c->lit_a = std::move(lit_a);
+                 c->occ_start = std::move(occ_start);
+                 c->occ = std::move(occ);
+                 c->n_bin = n_bin;
+                 c->n_cons = n_cons;
+                 c->tightness = std::move(tightness);
+                 c->static_deg = std::move(static_deg);
+                 c->init_size = std::move(init_size);
+                 c->finish();
+             })
+        .def_ro("n", &rp::Compiled::n)
+        .def_ro("W", &rp::Compiled::W);
+
+    nb::class_<PySolver>(m, "Solver")
+        .def(nb::init<std::shared_ptr<rp::Compiled>, const std::string&, bool, bool, long long, double, std::uint64_t,
+                      int, int, double, bool, long long, int, long long, std::optional<std::vector<rp::Word>>,
+                      std::optional<std::vector<long long>>, std::optional<std::vector<int>>,
+                      std::optional<std::vector<std::vector<int>>>, nb::object, nb::object>(),
+             "compiled"_a, "heuristic"_a, "mac"_a, "min_conflicts"_a, "node_limit"_a, "time_limit"_a, "seed"_a,
+             "top_k"_a, "max_depth"_a, "min_margin"_a, "restarts"_a, "restart_base"_a, "first_var"_a, "count_limit"_a,
+             "domains"_a.none(), "weights"_a.none(), "var_rank"_a.none(), "val_rank"_a.none(), "tracer"_a.none(),
+             "policy"_a.none())
+        .def("solve", &PySolver::solve)
+        .def("set_count_limit", &PySolver::set_count_limit)
+        .def("record_trace", &PySolver::record_trace, "max_records"_a, "capture"_a)
+        .def("stats",
+             [](PySolver& s) {
+                 const auto& st = s.core().stats();
+                 nb::dict d;
+                 d["nodes"] = st.nodes;
+                 d["backtracks"] = st.backtracks;
+                 d["propagations"] = st.propagations;
+                 d["checks"] = st.checks;
+                 d["restarts"] = st.restarts;
+                 d["max_depth"] = st.max_depth;
+                 d["time_s"] = st.time_s;
+                 return d;
+             })
+        .def("solutions", [](PySolver& s) { return s.core().solutions(); })
+        .def("first_solution", [](PySolver& s) { return s.core().first_solution(); })
+        .def("domain_words", [](PySolver& s) { return s.core().domains(); })
+        .def("weights", [](PySolver& s) { return s.core().weights(); })
+        .def("unassigned", [](PySolver& s) { return s.core().unassigned(); })
+        .def("dom_wdeg_order", [](PySolver& s, const std::vector<int>& c) { return s.core().dom_wdeg_order(c); })
+        .def("active_clauses", [](PySolver& s) { return s.core().active_clauses(); })
+        .def("first_value", [](PySolver& s, int x) { return s.core().first_value(x); })
+        .def("trace_columns",
+             [](PySolver& s) {
+                 auto& t = s.core().trace();
+                 nb::dict d;
+                 d["depth"] = t.depth;
+                 d["n_cands"] = t.n_cands;
+                 d["chosen"] = t.chosen;
+                 d["subtree"] = t.subtree;
+                 std::vector<bool> solved(t.solved.begin(), t.solved.end());
+                 d["solved"] = solved;
+                 d["count"] = t.count;
+                 d["snap_index"] = t.snap_index;
+                 d["snap_depth"] = t.snap_depth;
+                 d["snap_dom"] = t.snap_dom;
+                 d["snap_weights"] = t.snap_weights;
+                 return d;
+             });
+
+    m.def("luby", &rp::luby);
+}

@@ -1,0 +1,659 @@
+// See core.hpp. Method names and order follow the pure-Python reference so the two read side by side.
+#include "core.hpp"
+
+#include <pthread.h>
+
+#include <algorithm>
+#include <exception>
+#include <tuple>
+
+namespace rp {
+
+namespace {
+
+struct LimitHit {};
+struct RestartNow {};
+struct Enough {};
+
+constexpr double INF = std::numeric_limits<double>::infinity();
+
+// Runs f on a thread with a stack of `bytes` and waits for it.
+template <class F>
+void run_with_stack(std::size_t bytes, F&& f) {
+    pthread_attr_t attr;
+    if (pthread_attr_init(&attr) != 0) throw std::runtime_error("pthread_attr_init failed");
+    pthread_attr_setstacksize(&attr, bytes);
+    auto body = [](void* p) -> void* { (*static_cast<F*>(p))(); return nullptr; };
+    pthread_t t;
+    const int rc = pthread_create(&t, &attr, body, &f);
+    pthread_attr_destroy(&attr);
+    if (rc != 0) throw std::runtime_error("cannot start the search thread (pthread_create: " + std::to_string(rc) + ")");
+    pthread_join(t, nullptr);
+}
+
+double now_s() {
+    using clock = std::chrono::steady_clock;
+    return std::chrono::duration<double>(clock::now().time_since_epoch()).count();
+}
+
+// splitmix64: the "random" heuristic's source (seeded, reproducible; not Python's Mersenne Twister)
+std::uint64_t splitmix(std::uint64_t& s) {
+    std::uint64_t z = (s += 0x9E3779B97F4A7C15ULL);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+}
+
+// FW = words per domain known at compile time (1: every domain fits 64 values), or 0: read from Compiled.
+template <int FW>
+class Core final : public SolverCore {
+public:
+    Core(std::shared_ptr<const Compiled> c, const Options& opt, const std::vector<Word>* domains,
+         const std::vector<long long>* weights, const std::vector<int>* var_rank,
+         const std::vector<std::vector<int>>* val_rank, Hooks* hooks)
+        : c_(std::move(c)), cc_(*c_), o_(opt), hooks_(hooks), W_(FW ? FW : cc_.W), n_(cc_.n), rng_(opt.seed) {
+        const std::size_t nw = static_cast<std::size_t>(n_) * W_;
+        if (domains) {
+            if (domains->size() != nw) throw std::invalid_argument(std::to_string(domains->size() / W_) +
+                                                                   " domains for " + std::to_string(n_) + " variables");
+            dom_ = *domains;
+            // A state's domains must lie inside the instance's: support rows exist only for those values.
+            for (std::size_t i = 0; i < nw; ++i)
+                if (dom_[i] & ~cc_.init_dom[i])
+                    throw std::invalid_argument("domain of variable " + std::to_string(i / W_) +
+                                                " has values outside the instance's domain");
+        } else {
+            dom_ = cc_.init_dom;
+        }
+        if (weights) {
+            if (static_cast<int>(weights->size()) != cc_.n_cons)
+                throw std::invalid_argument(std::to_string(weights->size()) + " weights for " +
+                                            std::to_string(cc_.n_cons) + " constraints");
+            w_ = *weights;
+        } else {
+            w_.assign(cc_.n_cons, 1);
+        }
+        rank_.resize(n_);
+        if (var_rank) {
+            if (static_cast<int>(var_rank->size()) != n_) throw std::invalid_argument("var_rank must have one entry per variable");
+            rank_ = *var_rank;
+        } else {
+            for (int v = 0; v < n_; ++v) rank_[v] = v;
+        }
+        if (val_rank) {
+            if (static_cast<int>(val_rank->size()) != n_) throw std::invalid_argument("val_rank must have one row per variable");
+            for (int v = 0; v < n_; ++v)
+                if (static_cast<int>((*val_rank)[v].size()) < cc_.size[v])
+                    throw std::invalid_argument("val_rank row " + std::to_string(v) + " is shorter than the domain");
+            val_rank_ = *val_rank;
+            has_val_rank_ = true;
+        }
+        if (o_.first_var >= n_) throw std::invalid_argument("first_var out of range");
+        if (o_.heuristic == Heuristic::Learned && !hooks_) throw std::invalid_argument("heuristic 'learned' needs a policy");
+        inq_.assign(n_, 0);
+    }
+
+    void set_count_limit(long long limit) override { o_.count_limit = limit; }
+
+    std::string solve() override {
+        if (solved_) throw std::logic_error("solve() called twice on one solver");
+        solved_ = true;
+        // Search recurses once per positive decision (at most n deep): give big instances a stack to match.
+        const std::size_t need = static_cast<std::size_t>(n_) * 1024 + (std::size_t(8) << 20);
+        if (n_ <= kMainStackVars) return solve_here();
+        std::string status;
+        std::exception_ptr error;
+        run_with_stack(need, [&] {
+            try { status = solve_here(); } catch (...) { error = std::current_exception(); }
+        });
+        if (error) std::rethrow_exception(error);
+        return status;
+    }
+
+private:
+    static constexpr int kMainStackVars = 4000;  // 4k frames fit any default thread stack (>= 1 MiB) easily
+    bool solved_ = false;
+
+    std::string solve_here() {
+        const double t0 = now_s();
+        deadline_ = o_.time_limit > 0 ? t0 + o_.time_limit : INF;
+        std::string status = "UNKNOWN";
+        try {
+            std::vector<int> all(n_);
+            for (int v = 0; v < n_; ++v) all[v] = v;
+            if (!propagate(all)) {
+                status = "UNSAT";
+            } else {
+                const std::size_t root = trail_var_.size();
+                long long restart_i = 1;
+                bool found = false;
+                while (true) {
+                    if (o_.restarts) fails_to_restart_ = st_.backtracks + o_.restart_base * luby(restart_i);
+                    try {
+                        found = search(0);
+                        break;
+                    } catch (const RestartNow&) {
+                        undo(root);
+                        ++st_.restarts;
+                        ++restart_i;
+                    }
+                }
+                if (found) status = "SAT";
+                else if (o_.count_limit) status = solutions_ ? "SAT" : "UNSAT";
+                else status = "UNSAT";
+            }
+        } catch (const LimitHit&) {
+            status = solutions_ ? "SAT" : "UNKNOWN";
+        } catch (const Enough&) {
+            status = "SAT";
+        }
+        st_.time_s = now_s() - t0;
+        return status;
+    }
+
+public:
+    const Stats& stats() const override { return st_; }
+    long long solutions() const override { return solutions_; }
+    const std::vector<int>& first_solution() const override { return first_; }
+    const std::vector<Word>& domains() const override { return dom_; }
+    const std::vector<long long>& weights() const override { return w_; }
+    Trace& trace() override { return tr_; }
+
+    std::vector<int> unassigned() const override {
+        std::vector<int> out;
+        for (int v = 0; v < n_; ++v)
+            if (multi(v)) out.push_back(v);
+        return out;
+    }
+
+    std::vector<bool> active_clauses() const override {
+        const int nc = static_cast<int>(cc_.clause_start.size()) - 1;
+        std::vector<bool> out(std::max(0, nc), true);
+        for (int j = 0; j < nc; ++j)
+            for (int l = cc_.clause_start[j]; l < cc_.clause_start[j + 1]; ++l)
+                if (is_exactly(cc_.lit_v[l], cc_.lit_a[l])) { out[j] = false; break; }
+        return out;
+    }
+
+    std::vector<int> dom_wdeg_order(const std::vector<int>& cands) const override {
+        for (int x : cands) in_range(x);
+        std::vector<bool> active;
+        const std::vector<bool>* act = nullptr;
+        if (has_clauses()) { active = active_clauses(); act = &active; }
+        std::vector<std::tuple<double, int, int>> keyed;
+        keyed.reserve(cands.size());
+        for (int x : cands) {
+            const long long wd = wdeg(x, act, true);
+            keyed.emplace_back(wd ? double(popcount(x)) / double(wd) : INF, rank_[x], x);
+        }
+        std::sort(keyed.begin(), keyed.end());
+        std::vector<int> out;
+        out.reserve(keyed.size());
+        for (auto& k : keyed) out.push_back(std::get<2>(k));
+        return out;
+    }
+
+    int first_value(int x) const override { return value(in_range(x)); }
+
+private:
+    std::shared_ptr<const Compiled> c_;
+    const Compiled& cc_;
+    Options o_;
+    Hooks* hooks_;
+    const int W_;
+    const int n_;
+    std::vector<Word> dom_;
+    std::vector<long long> w_;
+    std::vector<int> rank_;
+    std::vector<std::vector<int>> val_rank_;
+    bool has_val_rank_ = false;
+    std::vector<int> trail_var_;
+    std::vector<Word> trail_dom_;
+    std::vector<std::uint8_t> inq_;
+    std::vector<int> queue_;
+    Stats st_;
+    long long solutions_ = 0;
+    std::vector<int> first_;
+    double deadline_ = INF;
+    long long fails_to_restart_ = std::numeric_limits<long long>::max();
+    std::uint64_t rng_;
+    Trace tr_;
+    std::vector<Word> u_;  // scratch: union of supports
+
+    int in_range(int x) const {
+        if (x < 0 || x >= n_) throw std::out_of_range("variable " + std::to_string(x) + " out of range");
+        return x;
+    }
+
+    // ------------------------------------------------------------------ domains
+    Word* d(int v) { return dom_.data() + static_cast<std::size_t>(v) * W_; }
+    const Word* d(int v) const { return dom_.data() + static_cast<std::size_t>(v) * W_; }
+    const Word* sup_row(int e, int a) const {
+        return cc_.sup_words.data() + cc_.arc_sup[e] + static_cast<std::size_t>(a) * W_;
+    }
+    bool has_clauses() const { return cc_.clause_start.size() > 1; }
+
+    int popcount(int v) const {
+        const Word* p = d(v);
+        int s = 0;
+        for (int k = 0; k < W_; ++k) s += __builtin_popcountll(p[k]);
+        return s;
+    }
+    bool multi(int v) const {  // two or more values left
+        const Word* p = d(v);
+        if (FW == 1) return (p[0] & (p[0] - 1)) != 0;
+        int seen = 0;
+        for (int k = 0; k < W_; ++k) {
+            if (!p[k]) continue;
+            if (p[k] & (p[k] - 1)) return true;
+            if (++seen > 1) return true;
+        }
+        return false;
+    }
+    bool has(int v, int a) const {
+        if (a < 0 || a >= 64 * W_) return false;
+        return (d(v)[a >> 6] >> (a & 63)) & 1;
+    }
+    bool is_exactly(int v, int a) const { return has(v, a) && !multi(v); }
+    int lowest(const Word* p) const {
+        for (int k = 0; k < W_; ++k)
+            if (p[k]) return 64 * k + __builtin_ctzll(p[k]);
+        return -1;
+    }
+    int highest(const Word* p) const {
+        for (int k = W_ - 1; k >= 0; --k)
+            if (p[k]) return 64 * k + 63 - __builtin_clzll(p[k]);
+        return -1;
+    }
+
+    void save(int v) {
+        trail_var_.push_back(v);
+        const Word* p = d(v);
+        trail_dom_.insert(trail_dom_.end(), p, p + W_);
+    }
+    void set_single(int v, int a) {
+        save(v);
+        Word* p = d(v);
+        for (int k = 0; k < W_; ++k) p[k] = 0;
+        p[a >> 6] = Word(1) << (a & 63);
+    }
+    void remove_value(int v, int a) {
+        save(v);
+        d(v)[a >> 6] &= ~(Word(1) << (a & 63));
+    }
+    void undo(std::size_t mark) {
+        while (trail_var_.size() > mark) {
+            const int v = trail_var_.back();
+            trail_var_.pop_back();
+            Word* p = d(v);
+            const std::size_t off = trail_dom_.size() - W_;
+            for (int k = 0; k < W_; ++k) p[k] = trail_dom_[off + k];
+            trail_dom_.resize(off);
+        }
+    }
+
+    // ------------------------------------------------------------------ propagation
+    void push(int v) {
+        if (!inq_[v]) { queue_.push_back(v); inq_[v] = 1; }
+    }
+    bool fail() {
+        for (int v : queue_) inq_[v] = 0;
+        queue_.clear();
+        return false;
+    }
+
+    bool propagate(const std::vector<int>& start) {
+        queue_.clear();
+        for (int v : start) { queue_.push_back(v); inq_[v] = 1; }
+        return run_queue();
+    }
+    bool propagate1(int x) {
+        queue_.clear();
+        queue_.push_back(x);
+        inq_[x] = 1;
+        return run_queue();
+    }
+
+    bool run_queue() {
+        u_.resize(W_);
+        while (!queue_.empty()) {
+            const int x = queue_.back();
+            queue_.pop_back();
+            inq_[x] = 0;
+            ++st_.propagations;
+            const bool single = !multi(x);
+            if (o_.mac || single) {
+                const Word* dx = d(x);
+                const int ax = single ? lowest(dx) : -1;
+                for (int e = cc_.arc_start[x]; e < cc_.arc_start[x + 1]; ++e) {
+                    const int y = cc_.arc_y[e];
+                    if (!multi(y) && !inq_[y]) continue;  // see the reference: its support cannot be lost
+                    const Word* u;
+                    if (single) {
+                        u = sup_row(e, ax);
+                    } else {
+                        for (int k = 0; k < W_; ++k) u_[k] = 0;
+                        for (int k = 0; k < W_; ++k) {
+                            Word m = dx[k];
+                            while (m) {
+                                const int a = 64 * k + __builtin_ctzll(m);
+                                m &= m - 1;
+                                const Word* s = sup_row(e, a);
+                                for (int q = 0; q < W_; ++q) u_[q] |= s[q];
+                            }
+                        }
+                        u = u_.data();
+                    }
+                    ++st_.checks;
+                    Word* dy = d(y);
+                    bool changed = false, empty = true;
+                    for (int k = 0; k < W_; ++k) {
+                        const Word ny = dy[k] & u[k];
+                        changed |= ny != dy[k];
+                        empty &= ny == 0;
+                    }
+                    if (changed) {
+                        if (empty) {
+                            ++w_[cc_.arc_cid[e]];
+                            return fail();
+                        }
+                        save(y);
+                        for (int k = 0; k < W_; ++k) dy[k] &= u[k];
+                        push(y);
+                    }
+                }
+            }
+            for (int o = cc_.occ_start[x]; o < cc_.occ_start[x + 1]; ++o) {
+                const int j = cc_.occ[o];
+                ++st_.checks;
+                int n_open = 0, lv = -1, la = -1;
+                bool satisfied = false;
+                for (int l = cc_.clause_start[j]; l < cc_.clause_start[j + 1]; ++l) {
+                    const int v = cc_.lit_v[l], a = cc_.lit_a[l];
+                    if (has(v, a)) {
+                        if (!multi(v)) { satisfied = true; break; }
+                        ++n_open;
+                        lv = v;
+                        la = a;
+                    }
+                }
+                if (satisfied) continue;
+                if (n_open == 0) {
+                    ++w_[cc_.n_bin + j];
+                    return fail();
+                }
+                if (n_open == 1) {
+                    set_single(lv, la);
+                    push(lv);
+                }
+            }
+        }
+        return true;
+    }
+
+    // ------------------------------------------------------------------ heuristics
+    long long wdeg(int x, const std::vector<bool>* active, bool weighted) const {
+        long long s = 0;
+        for (int e = cc_.arc_start[x]; e < cc_.arc_start[x + 1]; ++e)
+            if (multi(cc_.arc_y[e])) s += weighted ? w_[cc_.arc_cid[e]] : 1;
+        if (active)
+            for (int o = cc_.occ_start[x]; o < cc_.occ_start[x + 1]; ++o) {
+                const int j = cc_.occ[o];
+                if ((*active)[j]) s += weighted ? w_[cc_.n_bin + j] : 1;
+            }
+        return s;
+    }
+
+    int select(int depth) {
+        std::vector<int>& cands = cands_;
+        cands.clear();
+        for (int v = 0; v < n_; ++v)
+            if (multi(v)) cands.push_back(v);
+        if (cands.empty()) return -1;
+        if (o_.first_var >= 0 && depth == 0 && st_.nodes == 0)
+            if (std::find(cands.begin(), cands.end(), o_.first_var) != cands.end()) return o_.first_var;
+        switch (o_.heuristic) {
+            case Heuristic::Lex: {
+                int best = cands[0];
+                for (int v : cands) if (rank_[v] < rank_[best]) best = v;
+                return best;
+            }
+            case Heuristic::Random:
+                return cands[splitmix(rng_) % cands.size()];
+            case Heuristic::Mrv: {
+                int best = -1, bp = 0;
+                for (int v : cands) {
+                    const int p = popcount(v);
+                    if (best < 0 || p < bp || (p == bp && rank_[v] < rank_[best])) { best = v; bp = p; }
+                }
+                return best;
+            }
+            case Heuristic::DomDeg:
+                return best_ratio(cands, false);
+            case Heuristic::Learned:
+                if (cands.size() > 1 && (o_.max_depth < 0 || depth <= o_.max_depth)) return select_learned(cands, depth);
+                return best_ratio(cands, true);  // dom/wdeg below max_depth
+            case Heuristic::DomWdeg:
+            default:
+                return best_ratio(cands, true);
+        }
+    }
+    std::vector<int> cands_;
+
+    int best_ratio(const std::vector<int>& cands, bool weighted) const {
+        std::vector<bool> active;
+        const std::vector<bool>* act = nullptr;
+        if (has_clauses()) { active = active_clauses(); act = &active; }
+        int best = -1;
+        double bk = 0;
+        for (int v : cands) {
+            const long long dd = wdeg(v, act, weighted);
+            const double k = dd ? double(popcount(v)) / double(dd) : INF;
+            if (best < 0 || k < bk || (k == bk && rank_[v] < rank_[best])) { best = v; bk = k; }
+        }
+        return best;
+    }
+
+    int select_learned(const std::vector<int>& cands, int depth) {
+        std::vector<int> top = dom_wdeg_order(cands);
+        if (o_.top_k > 0 && static_cast<int>(top.size()) > o_.top_k) top.resize(o_.top_k);
+        std::vector<double> scores(top.size(), 0.0);
+        hooks_->score(top, depth, scores);
+        if (scores.size() != top.size()) throw std::runtime_error("policy returned the wrong number of scores");
+        std::size_t best = 0;
+        for (std::size_t i = 1; i < top.size(); ++i)
+            if (scores[i] > scores[best]) best = i;  // first maximum: ties keep the dom/wdeg order
+        // Overrule dom/wdeg only on a clear gap (see Solver(min_margin=...)).
+        if (best && scores[best] - scores[0] <= o_.min_margin) return top[0];
+        return top[best];
+    }
+
+    int value(int x) const {
+        const Word* p = d(x);
+        if (o_.value_order == ValueOrder::Lex && !has_val_rank_) return lowest(p);
+        std::vector<int> vals;
+        for (int k = 0; k < W_; ++k) {
+            Word m = p[k];
+            while (m) { vals.push_back(64 * k + __builtin_ctzll(m)); m &= m - 1; }
+        }
+        if (o_.value_order == ValueOrder::MinConflicts) {
+            int best = -1;
+            long long bc = 0, br = 0;
+            for (int a : vals) {
+                long long conflicts = 0;
+                for (int e = cc_.arc_start[x]; e < cc_.arc_start[x + 1]; ++e) {
+                    const int y = cc_.arc_y[e];
+                    if (!multi(y)) continue;
+                    const Word* dy = d(y);
+                    const bool row = a < cc_.size[x];
+                    const Word* s = row ? sup_row(e, a) : nullptr;
+                    for (int k = 0; k < W_; ++k) conflicts += __builtin_popcountll(dy[k] & ~(row ? s[k] : Word(0)));
+                }
+                for (int o = cc_.occ_start[x]; o < cc_.occ_start[x + 1]; ++o) {
+                    const int j = cc_.occ[o];
+                    for (int l = cc_.clause_start[j]; l < cc_.clause_start[j + 1]; ++l)
+                        if (cc_.lit_v[l] == x && cc_.lit_a[l] == a) --conflicts;
+                }
+                const long long r = has_val_rank_ ? val_rank_[x][a] : a;
+                if (best < 0 || conflicts < bc || (conflicts == bc && r < br)) { best = a; bc = conflicts; br = r; }
+            }
+            return best;
+        }
+        int best = vals[0];
+        for (int a : vals) if (val_rank_[x][a] < val_rank_[x][best]) best = a;
+        return best;
+    }
+
+    // ------------------------------------------------------------------ search
+    long long on_decision(int depth, int x) {
+        long long token = -1;
+        if (tr_.on) {
+            const long long idx = tr_.count++;
+            if (std::binary_search(tr_.capture.begin(), tr_.capture.end(), idx)) {
+                tr_.snap_index.push_back(idx);
+                tr_.snap_depth.push_back(depth);
+                tr_.snap_dom.insert(tr_.snap_dom.end(), dom_.begin(), dom_.end());
+                tr_.snap_weights.insert(tr_.snap_weights.end(), w_.begin(), w_.end());
+            }
+            if (tr_.max_records < 0 || idx < tr_.max_records) {
+                int nc = 0;
+                for (int v = 0; v < n_; ++v) nc += multi(v);
+                tr_.depth.push_back(depth);
+                tr_.n_cands.push_back(nc);
+                tr_.chosen.push_back(x);
+                tr_.subtree.push_back(0);
+                tr_.solved.push_back(0);
+                token = idx;
+            }
+        }
+        if (hooks_ && hooks_->traces()) {
+            const long long t = hooks_->on_decision(depth, x);
+            if (t >= 0) token = t;  // one tracer at a time (the bindings refuse both)
+        }
+        return token;
+    }
+    void on_outcome(long long token, long long subtree, bool found) {
+        if (token < 0) return;
+        if (tr_.on) {
+            tr_.subtree[token] = subtree;
+            tr_.solved[token] = found;
+        } else if (hooks_) {
+            hooks_->on_outcome(token, subtree, found);
+        }
+    }
+
+    bool search(int depth) {
+        if (depth > st_.max_depth) st_.max_depth = depth;
+        while (true) {
+            const int x = select(depth);
+            if (x < 0) return at_leaf();
+            const int a = value(x);
+            ++st_.nodes;
+            if (o_.node_limit >= 0 && st_.nodes > o_.node_limit) throw LimitHit{};
+            if (!(st_.nodes & 63) && now_s() > deadline_) throw LimitHit{};
+            const long long token = on_decision(depth, x);
+            const long long before = st_.nodes;
+            const std::size_t mark = trail_var_.size();
+            set_single(x, a);
+            const bool found = propagate1(x) && search(depth + 1);
+            on_outcome(token, st_.nodes - before + 1, found);
+            if (found) return true;
+            undo(mark);
+            ++st_.backtracks;
+            if (st_.backtracks >= fails_to_restart_) throw RestartNow{};
+            remove_value(x, a);
+            if (!propagate1(x)) return false;
+        }
+    }
+
+    bool at_leaf() {
+        std::vector<int> assignment(n_);
+        for (int v = 0; v < n_; ++v) assignment[v] = highest(d(v));
+        check(assignment);
+        ++solutions_;
+        if (first_.empty()) first_ = assignment;
+        if (o_.count_limit && solutions_ < o_.count_limit) return false;  // keep enumerating
+        if (o_.count_limit) throw Enough{};
+        return true;
+    }
+
+    // Every leaf is checked against every constraint; a violation is a bug in the core, never hidden.
+    void check(const std::vector<int>& s) const {
+        for (int v = 0; v < n_; ++v) {
+            const Word* p = cc_.init_dom.data() + static_cast<std::size_t>(v) * W_;
+            const int a = s[v];
+            if (a < 0 || !((p[a >> 6] >> (a & 63)) & 1))
+                throw std::logic_error("solver reached an invalid assignment: variable " + std::to_string(v));
+        }
+        for (int cid = 0; cid < cc_.n_bin; ++cid) {
+            const int e = cc_.bin_arc[cid];
+            const int x = cc_.arc_x[e], y = cc_.arc_y[e], a = s[x], b = s[y];
+            if (a >= cc_.size[x] || !((sup_row(e, a)[b >> 6] >> (b & 63)) & 1))
+                throw std::logic_error("solver reached an invalid assignment: binary constraint " + std::to_string(cid));
+        }
+        const int nc = static_cast<int>(cc_.clause_start.size()) - 1;
+        for (int j = 0; j < nc; ++j) {
+            bool ok = false;
+            for (int l = cc_.clause_start[j]; l < cc_.clause_start[j + 1] && !ok; ++l) ok = s[cc_.lit_v[l]] == cc_.lit_a[l];
+            if (!ok) throw std::logic_error("solver reached an invalid assignment: clause " + std::to_string(j));
+        }
+    }
+};
+
+}  // namespace
+
+long long luby(long long i) {
+    long long k = 1;
+    while ((1LL << k) - 1 < i) ++k;
+    while (true) {
+        if (i == (1LL << k) - 1) return 1LL << (k - 1);
+        i -= (1LL << (k - 1)) - 1;
+        k = 1;
+        while ((1LL << k) - 1 < i) ++k;
+    }
+}
+
+void Compiled::finish() {
+    auto bad = [](const std::string& m) { throw std::invalid_argument("compiled instance: " + m); };
+    if (n <= 0 || W <= 0) bad("no variables or no words");
+    const std::size_t nw = static_cast<std::size_t>(n) * W;
+    if (init_dom.size() != nw || size.size() != static_cast<std::size_t>(n)) bad("domain arrays");
+    if (arc_start.size() != static_cast<std::size_t>(n) + 1 || arc_start[0] != 0) bad("arc_start");
+    const std::size_t n_arcs = arc_y.size();
+    if (arc_cid.size() != n_arcs || arc_sup.size() != n_arcs || static_cast<std::size_t>(arc_start[n]) != n_arcs) bad("arc arrays");
+    for (int x = 0; x < n; ++x) {
+        if (size[x] < 0 || size[x] > 64 * W) bad("variable size");
+        if (arc_start[x] > arc_start[x + 1]) bad("arc_start not sorted");
+        for (int e = arc_start[x]; e < arc_start[x + 1]; ++e) {
+            if (arc_y[e] < 0 || arc_y[e] >= n || arc_cid[e] < 0 || arc_cid[e] >= n_bin) bad("arc target");
+            if (arc_sup[e] + static_cast<std::size_t>(size[x]) * W > sup_words.size()) bad("support rows");
+        }
+    }
+    if (static_cast<int>(bin_arc.size()) != n_bin) bad("bin_arc");
+    for (int e : bin_arc) if (e < 0 || static_cast<std::size_t>(e) >= n_arcs) bad("bin_arc entry");
+    if (clause_start.empty() || clause_start[0] != 0) bad("clause_start");
+    const int nc = static_cast<int>(clause_start.size()) - 1;
+    if (n_cons != n_bin + nc) bad("n_cons");
+    if (static_cast<std::size_t>(clause_start[nc]) != lit_v.size() || lit_a.size() != lit_v.size()) bad("literal arrays");
+    for (int j = 0; j < nc; ++j) if (clause_start[j] > clause_start[j + 1]) bad("clause_start not sorted");
+    for (std::size_t l = 0; l < lit_v.size(); ++l) if (lit_v[l] < 0 || lit_v[l] >= n || lit_a[l] < 0) bad("literal");
+    if (occ_start.size() != static_cast<std::size_t>(n) + 1 || occ_start[0] != 0 ||
+        static_cast<std::size_t>(occ_start[n]) != occ.size()) bad("occ arrays");
+    for (int x = 0; x < n; ++x) if (occ_start[x] > occ_start[x + 1]) bad("occ_start not sorted");
+    for (int j : occ) if (j < 0 || j >= nc) bad("occurrence");
+    if (static_cast<int>(tightness.size()) != n_cons || static_cast<int>(static_deg.size()) != n ||
+        static_cast<int>(init_size.size()) != n) bad("statistics arrays");
+    arc_x.assign(n_arcs, 0);
+    for (int x = 0; x < n; ++x)
+        for (int e = arc_start[x]; e < arc_start[x + 1]; ++e) arc_x[e] = x;
+}
+
+std::unique_ptr<SolverCore> make_solver(std::shared_ptr<const Compiled> c, const Options& opt,
+                                        const std::vector<Word>* domains, const std::vector<long long>* weights,
+                                        const std::vector<int>* var_rank, const std::vector<std::vector<int>>* val_rank,
+                                        Hooks* hooks) {
+    if (c->W == 1) return std::make_unique<Core<1>>(std::move(c), opt, domains, weights, var_rank, val_rank, hooks);
+    return std::make_unique<Core<0>>(std::move(c), opt, domains, weights, var_rank, val_rank, hooks);
+}
+
+}  // namespace rp
