@@ -1,10 +1,16 @@
 """`ray-pipeline bench solver`: the solver's speed and each heuristic's tree size, measured side by side.
 
-Three parts, one JSON object:
+Four parts, one JSON object:
+- head to head on Model RB near the threshold (n=35 and n=50 by default), the same instances for every side:
+  the native core (MAC + dom/wdeg) vs the pure-Python core it replaced (tests/reference/py_solver.py, found
+  in a source checkout; node counts must be identical) vs OR-Tools CP-SAT with one worker (what a user would
+  pick instead; `AddAllowedAssignments` per constraint) vs python-constraint (backtracking + forward checking):
+  time to answer and MAC nodes/s, answers cross-checked. The pure-Python core is slow: past `--py-node-limit`
+  nodes it is cut and compared on nodes/s over the same prefix of the search (the native core re-run with
+  that limit, identical node count checked);
 - per family: median nodes, median time and nodes/s of every baseline heuristic (MAC);
 - Model RB at the threshold (n >= 35 by default): median nodes of lex, MRV, dom/deg, dom/wdeg, FC and MAC;
-- time to first solution against python-constraint (its default backtracking + forward checking) on the
-  same small instances, each side under the same wall-clock cap, answers cross-checked.
+- time to first solution against python-constraint on small instances of every family.
 """
 from __future__ import annotations
 
@@ -12,7 +18,9 @@ import argparse
 import json
 import multiprocessing as mp
 import statistics
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from ..problems import generate
@@ -32,6 +40,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--time-limit", type=float, default=30.0, help="seconds per solve (each side)")
     p.add_argument("--seed", type=int, default=2024)
     p.add_argument("--skip-python-constraint", action="store_true")
+    p.add_argument("--vs-n", default="35,50", help="Model RB sizes of the head-to-head comparison")
+    p.add_argument("--vs-count", type=int, default=8, help="instances per size in the head-to-head comparison")
+    p.add_argument("--py-node-limit", type=int, default=20_000,
+                   help="nodes after which the pure-Python reference is cut (compared on nodes/s)")
+    p.add_argument("--vs-time-limit", type=float, default=60.0, help="seconds per solve in the head-to-head")
+    p.add_argument("--model", default=None, help="an exported model (.onnx): its per-decision cost in the search")
 
 
 def _run(inst: Instance, h: str, prop: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -86,6 +100,16 @@ def python_constraint_first_solution(inst: Instance, timeout: float) -> dict[str
 def run(args: argparse.Namespace) -> int:
     out: dict[str, Any] = {"benchmark": "solver", "size": args.size, "count": args.count,
                            "node_limit": args.node_limit, "time_limit_s": args.time_limit}
+    try:
+        sizes = [int(x) for x in args.vs_n.split(",") if x.strip()]
+    except ValueError:
+        print(f"error: --vs-n must be comma-separated integers, got {args.vs_n!r}", file=sys.stderr)
+        return 2
+    if args.vs_count < 1 or any(n < 5 for n in sizes):
+        print("error: --vs-count must be >= 1 and every --vs-n >= 5", file=sys.stderr)
+        return 2
+    out["head_to_head_rb"] = {f"n={n}": head_to_head(n, args) for n in sizes}
+    out["learned_decision_cost"] = learned_decision_cost(args)
     families = [f.strip() for f in args.families.split(",") if f.strip()]
     per_family: dict[str, Any] = {}
     for fam in families:
@@ -134,3 +158,167 @@ def _vs_python_constraint(families: list[str], args: argparse.Namespace) -> dict
                     "speedup": round(mt / mo, 1) if mo > 0 else None, "answers_agree": f"{agree}/{args.count}",
                     "python_constraint_timeouts": sum(t >= args.time_limit for t in theirs)}
     return res
+
+
+# ------------------------------------------------------------------------------------------ head to head
+def _reference_core():
+    """The pure-Python core the native one replaced; it lives with the tests (a source checkout)."""
+    import importlib.util
+
+    tests = Path(__file__).resolve().parents[2] / "tests"
+    if not (tests / "reference" / "py_solver.py").exists():
+        return None
+    sys.path.insert(0, str(tests))
+    try:
+        return importlib.import_module("reference.py_solver")
+    finally:
+        sys.path.remove(str(tests))
+
+
+def _cpsat_worker(inst: Instance, time_limit: float, q: "mp.Queue") -> None:
+    from ortools.sat.python import cp_model
+
+    t0 = time.perf_counter()
+    m = cp_model.CpModel()
+    xs = [m.NewIntVarFromDomain(cp_model.Domain.FromValues([a for a in range(d.bit_length()) if d >> a & 1]), f"x{v}")
+          for v, d in enumerate(inst.domains)]
+    for x, y, sup in inst.binary:
+        m.AddAllowedAssignments([xs[x], xs[y]], [(a, b) for a in range(len(sup)) for b in range(sup[a].bit_length())
+                                                 if sup[a] >> b & 1])
+    solver = cp_model.CpSolver()
+    solver.parameters.num_workers = 1
+    solver.parameters.max_time_in_seconds = time_limit
+    status = solver.Solve(m)
+    dt = time.perf_counter() - t0  # model building included: a user pays it too
+    name = {cp_model.OPTIMAL: "SAT", cp_model.FEASIBLE: "SAT", cp_model.INFEASIBLE: "UNSAT"}.get(status, "UNKNOWN")
+    valid = name != "SAT" or inst.is_solution([solver.Value(x) for x in xs])
+    q.put({"status": name, "time_s": dt, "valid": valid, "branches": solver.NumBranches()})
+
+
+def cpsat_solve(inst: Instance, time_limit: float) -> dict[str, Any]:
+    """CP-SAT in a child process: a fresh process per solve, as a user would run it, killable on time-out."""
+    try:
+        import ortools  # noqa: F401
+    except ImportError:
+        return {"status": "SKIPPED", "time_s": None, "valid": False}
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    proc = ctx.Process(target=_cpsat_worker, args=(inst, time_limit, q), daemon=True)
+    proc.start()
+    try:
+        res = q.get(timeout=time_limit + 60)
+    except Exception:
+        res = {"status": "ERROR", "time_s": None, "valid": False}
+    proc.join(5)
+    if proc.is_alive():
+        proc.kill()
+    return res
+
+
+def _median(xs: list[float]) -> float | None:
+    xs = [x for x in xs if x is not None]
+    return round(statistics.median(xs), 5) if xs else None
+
+
+def head_to_head(n: int, args: argparse.Namespace) -> dict[str, Any]:
+    insts = [generate("rb", "large", i, args.seed, {"n": n}) for i in range(args.vs_count)]
+    ref = _reference_core()
+    out: dict[str, Any] = {"instances": len(insts), "d": insts[0].meta["d"], "m": insts[0].meta["m"],
+                           "p": round(insts[0].meta["p"], 4), "setting": "MAC + dom/wdeg, 2-way branching"}
+    native = [Solver(i, time_limit=args.vs_time_limit).solve() for i in insts]
+    nat_nodes = sum(r.stats.nodes for r in native)
+    nat_time = sum(r.stats.time_s for r in native)
+    out["native"] = {"median_time_s": _median([r.stats.time_s for r in native]),
+                     "median_nodes": statistics.median(r.stats.nodes for r in native),
+                     "nodes_per_s": round(nat_nodes / nat_time) if nat_time else None,
+                     "answers": {s: sum(r.status == s for r in native) for s in ("SAT", "UNSAT", "UNKNOWN")}}
+    if ref is None:
+        out["python_reference"] = {"skipped": "tests/reference/py_solver.py not found (run from a source checkout)"}
+    else:
+        rows, same = [], 0
+        for inst in insts:
+            p = ref.Solver(inst, node_limit=args.py_node_limit).solve()
+            cut = p.status == "UNKNOWN"
+            # the same search, to the same point: the native core with the reference's node limit
+            nat = Solver(inst, node_limit=args.py_node_limit).solve() if cut else None
+            same += (nat or native[insts.index(inst)]).stats.nodes == p.stats.nodes
+            rows.append((p, nat, cut))
+        py_nodes = sum(p.stats.nodes for p, _, _ in rows)
+        py_time = sum(p.stats.time_s for p, _, _ in rows)
+        nat_prefix_time = sum((nat or native[k]).stats.time_s for k, (_, nat, _) in enumerate(rows))
+        finished = [k for k, (_, _, cut) in enumerate(rows) if not cut]
+        out["python_reference"] = {
+            "node_limit": args.py_node_limit, "finished": len(finished),
+            "nodes_per_s": round(py_nodes / py_time) if py_time else None,
+            "median_time_s_finished": _median([rows[k][0].stats.time_s for k in finished]),
+            "identical_node_counts": f"{same}/{len(rows)}",
+        }
+        out["native_vs_python"] = {
+            "solver_time_ratio_same_nodes": round(py_time / nat_prefix_time, 1) if nat_prefix_time else None,
+            "nodes_per_s_ratio": round((nat_nodes / nat_time) / (py_nodes / py_time), 1) if nat_time and py_time else None,
+        }
+    cps = [cpsat_solve(i, args.vs_time_limit) for i in insts]
+    agree = sum(c["status"] in ("UNKNOWN", r.status) and c["valid"] for c, r in zip(cps, native))
+    out["cpsat_1_worker"] = {"median_time_s": _median([c["time_s"] for c in cps]),
+                             "answers": {s: sum(c["status"] == s for c in cps) for s in ("SAT", "UNSAT", "UNKNOWN")},
+                             "answers_agree": f"{agree}/{len(insts)}",
+                             "median_branches": _median([c.get("branches") for c in cps])}
+    ratios = [c["time_s"] / r.stats.time_s for c, r in zip(cps, native)
+              if c.get("time_s") and r.stats.time_s > 0 and c["status"] != "UNKNOWN" and r.status != "UNKNOWN"]
+    out["native_vs_cpsat"] = {"time_to_answer_ratio_geomean": round(_geomean(ratios), 1) if ratios else None,
+                              "of": len(ratios)}
+    if not args.skip_python_constraint:
+        pcs = [python_constraint_first_solution(i, min(args.vs_time_limit, 30.0)) for i in insts]
+        out["python_constraint"] = {"median_time_s": _median([p["time_s"] for p in pcs]),
+                                    "timeouts": sum(p["status"] == "TIMEOUT" for p in pcs),
+                                    "time_cap_s": min(args.vs_time_limit, 30.0)}
+    return out
+
+
+def _geomean(xs: list[float]) -> float:
+    import math
+
+    return math.exp(sum(math.log(x) for x in xs) / len(xs))
+
+
+# ------------------------------------------------------------------------------------------ learned heuristic
+def learned_decision_cost(args: argparse.Namespace) -> dict[str, Any]:
+    """What one learned decision costs at 8 candidates, model called at every decision (the worst case).
+
+    A constant scorer keeps dom/wdeg's choice (first maximum), so its tree is dom/wdeg's: the time difference
+    per call is the whole plumbing (native feature rows, the call into Python, the numpy array). With
+    --model, the model's own time per call (ONNX Runtime, measured around the scorer) is added."""
+    import numpy as np
+
+    insts = [generate("rb", "large", i, args.seed, {"n": 35}) for i in range(min(args.vs_count, 4))]
+    const = lambda x: np.zeros(len(x), dtype=np.float32)  # noqa: E731
+    base_t = same = calls = 0
+    plumb_t = feat_t = 0.0
+    for inst in insts:
+        b = min((Solver(inst, node_limit=20_000).solve() for _ in range(3)), key=lambda r: r.stats.time_s)
+        c = min((Solver(inst, heuristic="learned", scorer=const, top_k=8, node_limit=20_000).solve() for _ in range(3)),
+                key=lambda r: r.stats.time_s)
+        same += b.stats.nodes == c.stats.nodes
+        base_t += b.stats.time_s
+        plumb_t += c.stats.time_s
+        feat_t += c.stats.feature_time_s
+        calls += c.stats.model_calls
+    out: dict[str, Any] = {
+        "instances": len(insts), "top_k": 8, "calls": calls, "same_tree_as_dom_wdeg": f"{same}/{len(insts)}",
+        "plumbing_us_per_decision": round(1e6 * (plumb_t - base_t) / calls, 2) if calls else None,
+        "native_features_us_per_decision": round(1e6 * feat_t / calls, 2) if calls else None,
+    }
+    if args.model:
+        from ..inference import ModelError, load_scorer
+
+        try:
+            scorer = load_scorer(args.model)
+        except ModelError as e:
+            return {**out, "model_error": str(e)}
+        r = Solver(insts[0], heuristic="learned", scorer=scorer, top_k=8, node_limit=20_000).solve()
+        model_us = 1e6 * r.stats.model_time_s / max(1, r.stats.model_calls)
+        out["model"] = str(args.model)
+        out["model_us_per_decision"] = round(model_us, 2)
+        if out["plumbing_us_per_decision"] is not None:
+            out["total_us_per_decision"] = round(out["plumbing_us_per_decision"] + model_us, 2)
+    return out

@@ -62,53 +62,21 @@ def build_instance(spec: dict[str, Any], debug: Optional[DebugSection] = None) -
 
 
 # ------------------------------------------------------------------------------------------ trace
-class DecisionRecorder:
-    """Tracer: one record per decision (the SolverLogger record, columnar), and state snapshots on request."""
-
-    def __init__(self, capture: frozenset[int] = frozenset(), max_records: Optional[int] = None):
-        self.depth: list[int] = []
-        self.n_cands: list[int] = []
-        self.chosen: list[int] = []
-        self.subtree: list[int] = []
-        self.solved: list[bool] = []
-        self.capture = capture
-        self.max_records = max_records
-        self.snapshots: dict[int, tuple[list[int], list[int], int]] = {}
-        self.count = 0
-
-    def on_decision(self, s: Solver, depth: int, chosen: int) -> Optional[int]:
-        idx = self.count
-        self.count += 1
-        if idx in self.capture:
-            self.snapshots[idx] = (list(s.dom), list(s.weights), depth)
-        if self.max_records is not None and idx >= self.max_records:
-            return None
-        dom = s.dom
-        self.depth.append(depth)
-        self.n_cands.append(sum(1 for d in dom if d & (d - 1)))
-        self.chosen.append(chosen)
-        self.subtree.append(0)
-        self.solved.append(False)
-        return idx
-
-    def on_outcome(self, token: int, subtree_nodes: int, solved: bool) -> None:
-        self.subtree[token] = subtree_nodes
-        self.solved[token] = solved
-
-
 def trace_instance(inst: Instance, data: DataSection) -> dict[str, Any]:
     t = data.trace
-    rec = DecisionRecorder(max_records=t.max_records)
-    r = Solver(inst, heuristic=t.heuristic, propagation=t.propagation, node_limit=t.node_limit,
-               time_limit=t.time_limit_s, tracer=rec).solve()
+    solver = Solver(inst, heuristic=t.heuristic, propagation=t.propagation, node_limit=t.node_limit,
+                    time_limit=t.time_limit_s)
+    solver.record_trace(max_records=t.max_records)  # the SolverLogger record, as columns from the core
+    r = solver.solve()
+    rec = solver.trace()
     limit = ""
     if r.status == "UNKNOWN":
         limit = "node" if r.stats.nodes > t.node_limit else "time"
     return {"status": r.status, "nodes": r.stats.nodes, "backtracks": r.stats.backtracks,
             "propagations": r.stats.propagations, "checks": r.stats.checks, "limit": limit,
             "trace_time_s": r.stats.time_s, "n_decisions": r.stats.nodes,
-            "dec_depth": rec.depth, "dec_n_cands": rec.n_cands, "dec_chosen": rec.chosen,
-            "dec_subtree": rec.subtree, "dec_solved": rec.solved}
+            "dec_depth": rec.depth.tolist(), "dec_n_cands": rec.n_cands.tolist(), "dec_chosen": rec.chosen.tolist(),
+            "dec_subtree": rec.subtree.tolist(), "dec_solved": rec.solved.tolist()}
 
 
 # ------------------------------------------------------------------------------------------ label
@@ -134,14 +102,16 @@ def label_instance(inst: Instance, trace: dict[str, Any], data: DataSection, bas
         return [], stats
     # Replay the deterministic search up to the last pick and snapshot the picked states.
     compiled = compile_instance(inst)  # shared by the replay and every probe (and their arc caches)
-    rec = DecisionRecorder(capture=frozenset(picks), max_records=0)
-    Solver(inst, heuristic=tr.heuristic, propagation=tr.propagation, node_limit=max(picks) + 1,
-           tracer=rec, compiled=compiled).solve()
+    replay = Solver(inst, heuristic=tr.heuristic, propagation=tr.propagation, node_limit=max(picks) + 1,
+                    compiled=compiled)
+    replay.record_trace(max_records=0, capture=picks)
+    replay.solve()
+    snapshots = replay.trace().snapshots
     states = []
     for idx in picks:
-        if idx not in rec.snapshots:  # the trace stopped on time before this state: skip, never guess
+        if idx not in snapshots:  # the trace stopped on time before this state: skip, never guess
             continue
-        dom, weights, depth = rec.snapshots[idx]
+        dom, weights, depth = snapshots[idx]
         s = Solver(inst, heuristic=tr.heuristic, propagation=tr.propagation, domains=dom, weights=weights,
                    compiled=compiled)
         cands = s.dom_wdeg_order(s.unassigned())[: lab.top_k]

@@ -23,6 +23,7 @@ from typing import Callable, Optional, Protocol, Sequence
 import numpy as np
 
 from ..problems.instance import Instance
+from .schema import INPUT_FEATURES
 
 HEURISTICS = ("lex", "random", "mrv", "dom-deg", "dom-wdeg", "learned")
 PROPAGATIONS = ("fc", "mac")
@@ -52,6 +53,9 @@ def _load_native():
 
 
 _native = _load_native()
+if tuple(_native.feature_names()) != INPUT_FEATURES:  # a stale build of the core: never score wrong columns
+    raise ImportError(f"the native core ({_native.__file__}) was built from another native/features.def; "
+                      "reinstall the package (pip install -e .)")
 
 
 class SolverBug(AssertionError):
@@ -118,13 +122,17 @@ class _TracerCall:
 
 
 class _PolicyCall:
-    """The learned heuristic's callback: the solver's features -> its scorer (weakly held, see _TracerCall)."""
+    """The learned heuristic's callback: the core hands over the candidates' feature rows (computed natively),
+    the scorer scores them. Knows nothing of models: any scorer(features [k, F] float32) -> [k] will do."""
 
-    def __init__(self, solver: "Solver"):
-        self.solver = weakref.ref(solver)
+    def __init__(self, scorer: Scorer, stats: "Stats"):
+        self.scorer, self.stats = scorer, stats
 
-    def __call__(self, cands: list[int], depth: int) -> list[float]:
-        return self.solver()._policy(cands, depth)
+    def __call__(self, cands: list[int], depth: int, features: np.ndarray) -> list[float]:
+        t0 = time.perf_counter()
+        scores = self.scorer(features)
+        self.stats.model_time_s += time.perf_counter() - t0
+        return np.asarray(scores, dtype=np.float64).reshape(-1).tolist()
 
 
 class Solver:
@@ -174,7 +182,7 @@ class Solver:
             None if var_rank is None else self.var_rank,
             None if val_rank is None else [list(r) for r in val_rank],
             None if tracer is None else _TracerCall(tracer, self),
-            _PolicyCall(self) if heuristic == "learned" else None)
+            _PolicyCall(scorer, self.stats) if heuristic == "learned" else None)
         self._trace_on = False
 
     # ------------------------------------------------------------------------------------ state
@@ -204,19 +212,9 @@ class Solver:
         """The value the search tries first on x."""
         return self._core.first_value(x)
 
-    # ------------------------------------------------------------------------------------ learned heuristic
-    def _policy(self, cands: list[int], depth: int) -> list[float]:
-        from ..features import candidate_features  # one place for features, shared with the dataset
-
-        t0 = time.perf_counter()
-        x = candidate_features(self, cands, depth)
-        t1 = time.perf_counter()
-        scores = self.scorer(x)
-        t2 = time.perf_counter()
-        self.stats.feature_time_s += t1 - t0
-        self.stats.model_time_s += t2 - t1
-        self.stats.model_calls += 1
-        return np.asarray(scores, dtype=np.float64).reshape(-1).tolist()
+    def features(self, cands: Sequence[int], depth: int) -> np.ndarray:
+        """[len(cands), N_INPUT] float32 feature rows of the current state (names: solver.schema)."""
+        return self._core.features(list(cands), int(depth))
 
     # ------------------------------------------------------------------------------------ search
     def record_trace(self, max_records: Optional[int] = None, capture: Sequence[int] = ()) -> None:

@@ -8,7 +8,8 @@ traces and probe results are recorded as well. The native core must reproduce ev
 
 Instances: every family x size, 10 indices each (200), plus the public DIMACS files in benchmarks/public
 (CNF as they are; .col at their chromatic number and one colour fewer). Node limits keep the reference run
-to minutes; a run cut by its limit still pins the tree up to the limit.
+to minutes; a run cut by its limit still pins the tree up to the limit. Parts are computed in parallel and
+kept in tests/golden/.parts/ (git-ignored) so an interrupted run resumes.
 """
 from __future__ import annotations
 
@@ -23,13 +24,14 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests"))  # as pytest sees it; the installed ray_pipeline, never the source tree
 
+import ray_pipeline.solver  # noqa: E402,F401  (imported now: the sudoku generator imports it lazily)
 from ray_pipeline.problems import SIZE_DEFAULTS, generate, read_cnf, read_col  # noqa: E402
 from reference import py_solver  # noqa: E402
 
 OUT = Path(__file__).with_name("solver_golden.json")
 SEED = 7
 INDICES = range(10)
-NODE_LIMIT = 1500
+NODE_LIMIT = 800
 COL_CHROMATIC = {"queen6_6.col": 7, "jean.col": 10, "myciel6.col": 7, "miles250.col": 8}
 COUNTED = ("nqueens", "sudoku", "coloring")  # families whose small instances also get a solution count
 
@@ -110,22 +112,47 @@ def instance_case(inst, source: dict) -> dict:
     return case
 
 
+PARTS = Path(__file__).with_name(".parts")
+BENCH = REPO / "benchmarks" / "public"
+
+
+def part_names() -> list[str]:
+    names = [f"{f}/{s}/{i}" for f in sorted(SIZE_DEFAULTS) for s in SIZE_DEFAULTS[f] for i in INDICES]
+    names += [f"sat/{f.name}" for f in sorted((BENCH / "sat").glob("*.cnf"))]
+    names += [f"col/{f.name}/{k}" for f in sorted((BENCH / "col").glob("*.col"))
+              for k in (COL_CHROMATIC[f.name], COL_CHROMATIC[f.name] - 1)]
+    return names
+
+
+def make_part(name: str) -> str:
+    out = PARTS / (name.replace("/", "__") + ".json")
+    if out.exists():
+        return name
+    parts = name.split("/")
+    if parts[0] == "sat":
+        case = instance_case(read_cnf(BENCH / name), {"file": name})
+    elif parts[0] == "col":
+        k = int(parts[2])
+        case = instance_case(read_col(BENCH / "col" / parts[1], k), {"file": f"col/{parts[1]}", "colors": k})
+    else:
+        family, size, i = parts[0], parts[1], int(parts[2])
+        case = instance_case(generate(family, size, i, SEED), {"generate": [family, size, i, SEED]})
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(case, separators=(",", ":")))
+    tmp.rename(out)
+    return name
+
+
 def main() -> None:
+    import multiprocessing as mp
+
     t0 = time.perf_counter()
-    cases = []
-    for family in sorted(SIZE_DEFAULTS):
-        for size in SIZE_DEFAULTS[family]:
-            for i in INDICES:
-                inst = generate(family, size, i, SEED)
-                cases.append(instance_case(inst, {"generate": [family, size, i, SEED]}))
-            print(f"{family}/{size}: {len(cases)} cases, {time.perf_counter() - t0:.0f} s", flush=True)
-    bench = REPO / "benchmarks" / "public"
-    for f in sorted((bench / "sat").glob("*.cnf")):
-        cases.append(instance_case(read_cnf(f), {"file": f"sat/{f.name}"}))
-    for f in sorted((bench / "col").glob("*.col")):
-        for k in (COL_CHROMATIC[f.name], COL_CHROMATIC[f.name] - 1):
-            cases.append(instance_case(read_col(f, k), {"file": f"col/{f.name}", "colors": k}))
-    print(f"files: {len(cases)} cases, {time.perf_counter() - t0:.0f} s", flush=True)
+    PARTS.mkdir(exist_ok=True)
+    names = part_names()
+    with mp.get_context("spawn").Pool(int(sys.argv[1]) if len(sys.argv) > 1 else 2) as pool:
+        for k, name in enumerate(pool.imap_unordered(make_part, names), 1):
+            print(f"{k}/{len(names)} {name} {time.perf_counter() - t0:.0f} s", flush=True)
+    cases = [json.loads((PARTS / (n.replace("/", "__") + ".json")).read_text()) for n in names]
     OUT.write_text(json.dumps({"made_by": "tests/golden/make_golden.py from tests/reference/py_solver.py",
                                "node_limit": NODE_LIMIT, "cases": cases}, separators=(",", ":")) + "\n")
     print(f"wrote {OUT} ({OUT.stat().st_size // 1024} KiB, {len(cases)} cases)")

@@ -305,7 +305,7 @@ class Solver:
         return best
 
     def _select_learned(self, cands: list[int], depth: int) -> int:
-        from ray_pipeline.features import candidate_features  # one place for features, shared with the dataset
+        from .py_features import candidate_features
 
         t0 = time.perf_counter()
         order = self.dom_wdeg_order(cands)

@@ -4,6 +4,7 @@
 #include <optional>
 
 #include <nanobind/nanobind.h>
+#include <nanobind/ndarray.h>
 #include <nanobind/stl/optional.h>
 #include <nanobind/stl/shared_ptr.h>
 #include <nanobind/stl/string.h>
@@ -15,6 +16,16 @@ namespace nb = nanobind;
 using namespace nb::literals;
 
 namespace {
+
+using Matrix = nb::ndarray<nb::numpy, float, nb::ndim<2>>;
+
+// A [rows, N_FEATURES] float32 numpy array that owns a copy of the core's feature rows.
+Matrix to_numpy(const std::vector<float>& rows) {
+    auto* data = new std::vector<float>(rows);
+    nb::capsule owner(data, [](void* p) noexcept { delete static_cast<std::vector<float>*>(p); });
+    const std::size_t k = rows.size() / rp::N_FEATURES;
+    return Matrix(data->data(), {k, static_cast<std::size_t>(rp::N_FEATURES)}, owner);
+}
 
 rp::Heuristic heuristic_of(const std::string& h) {
     if (h == "lex") return rp::Heuristic::Lex;
@@ -45,9 +56,10 @@ struct PyHooks final : rp::Hooks {
         nb::gil_scoped_acquire gil;
         tracer.attr("on_outcome")(tokens.at(static_cast<std::size_t>(token)), subtree, solved);
     }
-    void score(const std::vector<int>& candidates, int depth, std::vector<double>& scores) override {
+    void score(const std::vector<int>& candidates, int depth, const std::vector<float>& features,
+               std::vector<double>& scores) override {
         nb::gil_scoped_acquire gil;
-        nb::object out = policy(candidates, depth);
+        nb::object out = policy(candidates, depth, to_numpy(features));
         std::size_t i = 0;
         for (nb::handle s : out) {
             if (i >= scores.size()) throw std::runtime_error("policy returned more scores than candidates");
@@ -174,6 +186,8 @@ NB_MODULE(_native, m) {
                  d["restarts"] = st.restarts;
                  d["max_depth"] = st.max_depth;
                  d["time_s"] = st.time_s;
+                 d["feature_time_s"] = st.feature_time_s;
+                 d["model_calls"] = st.model_calls;
                  return d;
              })
         .def("solutions", [](PySolver& s) { return s.core().solutions(); })
@@ -184,6 +198,9 @@ NB_MODULE(_native, m) {
         .def("dom_wdeg_order", [](PySolver& s, const std::vector<int>& c) { return s.core().dom_wdeg_order(c); })
         .def("active_clauses", [](PySolver& s) { return s.core().active_clauses(); })
         .def("first_value", [](PySolver& s, int x) { return s.core().first_value(x); })
+        .def("features", [](PySolver& s, const std::vector<int>& cands, int depth) {
+            return to_numpy(s.core().features(cands, depth));
+        })
         .def("trace_columns",
              [](PySolver& s) {
                  auto& t = s.core().trace();
@@ -203,4 +220,5 @@ NB_MODULE(_native, m) {
              });
 
     m.def("luby", &rp::luby);
+    m.def("feature_names", &rp::feature_names);
 }

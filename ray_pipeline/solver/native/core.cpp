@@ -4,6 +4,8 @@
 #include <pthread.h>
 
 #include <algorithm>
+#include <cmath>
+#include <cstdlib>
 #include <exception>
 #include <tuple>
 
@@ -194,6 +196,81 @@ public:
     }
 
     int first_value(int x) const override { return value(in_range(x)); }
+
+    // A port of the pure-Python feature code (tests/reference/py_features.py), operation for operation in
+    // double precision, so both give the same float32 values (tests/unit/test_native_features.py).
+    std::vector<float> features(const std::vector<int>& cands, int depth) const override {
+        for (int x : cands) in_range(x);
+        const int k = static_cast<int>(cands.size());
+        std::vector<float> out(static_cast<std::size_t>(k) * N_FEATURES, 0.0f);
+        if (!k) return out;
+        std::vector<bool> active;
+        const std::vector<bool>* act = nullptr;
+        if (has_clauses()) { active = active_clauses(); act = &active; }
+        std::vector<Raw> raws(k);
+        for (int i = 0; i < k; ++i) raws[i] = raw_candidate(cands[i], act);
+        std::vector<double> dw(k);
+        double best_dw = INF;
+        long long min_dom = raws[0].d, max_w = 0, max_dd = 0, total_w = 0;
+        for (int i = 0; i < k; ++i) {
+            const Raw& r = raws[i];
+            dw[i] = r.wdeg ? double(r.d) / double(r.wdeg) : double(r.d) * 2.0;
+            best_dw = std::min(best_dw, dw[i]);
+            min_dom = std::min(min_dom, r.d);
+            max_w = std::max(max_w, r.wdeg);
+            max_dd = std::max(max_dd, r.ddeg);
+            total_w += r.wdeg;
+        }
+        if (!max_w) max_w = 1;
+        if (!max_dd) max_dd = 1;
+        if (!total_w) total_w = 1;
+        std::vector<int> order(k);
+        for (int i = 0; i < k; ++i) order[i] = i;
+        std::stable_sort(order.begin(), order.end(), [&](int a, int b) {
+            return dw[a] < dw[b] || (dw[a] == dw[b] && rank_[cands[a]] < rank_[cands[b]]);
+        });
+        std::vector<int> pos_of(k);
+        for (int p = 0; p < k; ++p) pos_of[order[p]] = p;
+        double state[N_FEATURES] = {};
+        state_features(depth, k, state);
+        const double n1 = std::max(1, n_ - 1), km1 = std::max(1, k - 1);
+        for (int i = 0; i < k; ++i) {
+            const Raw& r = raws[i];
+            const int x = cands[i];
+            const double d = double(r.d), ddeg = double(r.ddeg), wdeg = double(r.wdeg);
+            const int n_nbr = cc_.arc_start[x + 1] - cc_.arc_start[x];
+            double row[N_FEATURES];
+            std::copy(state, state + N_FEATURES, row);
+            row[F_log_dom] = std::log1p(d);
+            row[F_dom_rel] = d / double(cc_.init_size[x]);
+            row[F_log_ddeg] = std::log1p(ddeg);
+            row[F_log_wdeg] = std::log1p(wdeg);
+            row[F_log_dom_wdeg] = std::log1p(dw[i]);
+            row[F_log_dom_ddeg] = std::log1p(r.ddeg ? d / ddeg : d * 2.0);
+            row[F_static_deg_rel] = double(cc_.static_deg[x]) / n1;
+            row[F_wdeg_share] = wdeg / double(total_w);
+            row[F_dom_wdeg_vs_best] = best_dw > 0 ? dw[i] / best_dw : 1.0;
+            row[F_dom_vs_min] = d / double(min_dom);
+            row[F_wdeg_vs_max] = wdeg / double(max_w);
+            row[F_ddeg_vs_max] = ddeg / double(max_dd);
+            row[F_nbr_assigned_frac] = n_nbr ? double(r.assigned) / double(n_nbr) : 1.0;
+            row[F_nbr_pressure] = r.ddeg ? r.pressure / ddeg : 0.0;
+            row[F_mean_tightness] = r.ddeg ? r.tsum / ddeg : 0.0;
+            row[F_min_clause_open] = r.min_open ? 1.0 / double(r.min_open) : 0.0;
+            row[F_jw_score] = r.jw;
+            row[F_polarity_balance] = r.pos + r.neg ? double(std::llabs(r.pos - r.neg)) / double(r.pos + r.neg) : 0.0;
+            row[F_order_pos] = double(pos_of[i]) / km1;
+            row[F_la_prune_frac] = r.total ? double(r.removed) / double(r.total) : 0.0;
+            row[F_la_wipeout] = double(r.wipe);
+            row[F_la_min_left] = r.min_left;
+            row[F_la_units] = r.n_act ? double(r.units) / double(r.n_act) : 0.0;
+            row[F_la_conflict] = double(r.conflict);
+            row[F_la_sat_frac] = r.n_act ? double(r.sat) / double(r.n_act) : 0.0;
+            float* o = out.data() + static_cast<std::size_t>(i) * N_FEATURES;
+            for (int f = 0; f < N_FEATURES; ++f) o[f] = static_cast<float>(row[f]);
+        }
+        return out;
+    }
 
 private:
     std::shared_ptr<const Compiled> c_;
@@ -391,6 +468,92 @@ private:
         return true;
     }
 
+    // ------------------------------------------------------------------ features
+    struct Raw {
+        long long d = 0, ddeg = 0, wdeg = 0, assigned = 0, removed = 0, total = 0, wipe = 0;
+        double pressure = 0.0, tsum = 0.0, min_left = 1.0, jw = 0.0;
+        long long min_open = 0, pos = 0, neg = 0, units = 0, conflict = 0, sat = 0, n_act = 0;
+    };
+
+    Raw raw_candidate(int x, const std::vector<bool>* active) const {
+        Raw r;
+        r.d = popcount(x);
+        const int a0 = value(x);  // the value the search tries first
+        for (int e = cc_.arc_start[x]; e < cc_.arc_start[x + 1]; ++e) {
+            const int y = cc_.arc_y[e];
+            if (!multi(y)) { ++r.assigned; continue; }
+            const long long c = popcount(y);
+            ++r.ddeg;
+            r.wdeg += w_[cc_.arc_cid[e]];
+            r.pressure += 1.0 / double(c);
+            r.tsum += cc_.tightness[cc_.arc_cid[e]];
+            const Word* dy = d(y);
+            const Word* s = sup_row(e, a0);
+            long long left = 0;
+            for (int q = 0; q < W_; ++q) left += __builtin_popcountll(dy[q] & s[q]);
+            r.removed += c - left;
+            r.total += c;
+            if (left == 0) r.wipe = 1;
+            else if (double(left) / double(c) < r.min_left) r.min_left = double(left) / double(c);
+        }
+        if (active) {
+            for (int o = cc_.occ_start[x]; o < cc_.occ_start[x + 1]; ++o) {
+                const int j = cc_.occ[o];
+                if (!(*active)[j]) continue;
+                ++r.n_act;
+                ++r.ddeg;
+                r.wdeg += w_[cc_.n_bin + j];
+                r.tsum += cc_.tightness[cc_.n_bin + j];
+                long long n_open = 0, lost = 0;
+                bool satisfied = false;
+                for (int l = cc_.clause_start[j]; l < cc_.clause_start[j + 1]; ++l) {
+                    const int v = cc_.lit_v[l], a = cc_.lit_a[l];
+                    if (has(v, a)) {
+                        ++n_open;
+                        if (v == x) {
+                            if (a == a0) satisfied = true;
+                            else ++lost;
+                        }
+                    }
+                    if (v == x) {
+                        if (a) ++r.pos;
+                        else ++r.neg;
+                    }
+                }
+                r.jw += std::ldexp(1.0, -static_cast<int>(n_open));
+                if (!r.min_open || n_open < r.min_open) r.min_open = n_open;
+                if (satisfied) ++r.sat;
+                else if (n_open - lost == 0) r.conflict = 1;
+                else if (n_open - lost == 1) ++r.units;
+            }
+        }
+        return r;
+    }
+
+    void state_features(int depth, int n_cands, double* out) const {
+        int n_un = 0;
+        double rel = 0.0;
+        for (int v = 0; v < n_; ++v)
+            if (multi(v)) {
+                ++n_un;
+                rel += double(popcount(v)) / double(cc_.init_size[v]);
+            }
+        long long wsum = 0;
+        for (long long w : w_) wsum += w;
+        int max_init = 2;
+        for (int s : cc_.init_size) max_init = std::max(max_init, s);
+        const double n = double(n_);
+        out[F_depth_rel] = double(depth) / n;
+        out[F_assigned_frac] = 1.0 - double(n_un) / n;
+        out[F_mean_dom_rel] = n_un ? rel / double(n_un) : 0.0;
+        out[F_log_conflicts] = std::log1p(double(wsum - cc_.n_cons));
+        out[F_cands_rel] = double(n_cands) / n;
+        out[F_is_clausal] = has_clauses() ? 1.0 : 0.0;
+        out[F_log_n] = std::log(n);
+        out[F_log_max_dom] = std::log(double(max_init));
+        out[F_log_n_cons] = std::log1p(double(cc_.n_cons));
+    }
+
     // ------------------------------------------------------------------ heuristics
     long long wdeg(int x, const std::vector<bool>* active, bool weighted) const {
         long long s = 0;
@@ -458,7 +621,11 @@ private:
         std::vector<int> top = dom_wdeg_order(cands);
         if (o_.top_k > 0 && static_cast<int>(top.size()) > o_.top_k) top.resize(o_.top_k);
         std::vector<double> scores(top.size(), 0.0);
-        hooks_->score(top, depth, scores);
+        const double t0 = now_s();
+        const std::vector<float> feats = features(top, depth);
+        st_.feature_time_s += now_s() - t0;
+        ++st_.model_calls;
+        hooks_->score(top, depth, feats, scores);
         if (scores.size() != top.size()) throw std::runtime_error("policy returned the wrong number of scores");
         std::size_t best = 0;
         for (std::size_t i = 1; i < top.size(); ++i)
@@ -601,6 +768,18 @@ private:
 };
 
 }  // namespace
+
+std::vector<std::string> feature_names() {
+    return {
+#define FEATURE_VERSION(v)
+#define CANDIDATE(name) #name,
+#define STATE(name) #name,
+#include "features.def"
+#undef CANDIDATE
+#undef STATE
+#undef FEATURE_VERSION
+    };
+}
 
 long long luby(long long i) {
     long long k = 1;

@@ -42,6 +42,19 @@ struct Compiled {
     void finish();
 };
 
+// Column indices of the feature matrix, in the order of features.def (the one schema both sides read).
+enum Feature : int {
+#define FEATURE_VERSION(v)
+#define CANDIDATE(name) F_##name,
+#define STATE(name) F_##name,
+#include "features.def"
+#undef CANDIDATE
+#undef STATE
+#undef FEATURE_VERSION
+    N_FEATURES
+};
+std::vector<std::string> feature_names();
+
 enum class Heuristic { Lex, Random, Mrv, DomDeg, DomWdeg, Learned };
 enum class ValueOrder { Lex, MinConflicts };
 
@@ -64,6 +77,8 @@ struct Options {
 struct Stats {
     long long nodes = 0, backtracks = 0, propagations = 0, checks = 0, restarts = 0, max_depth = 0;
     double time_s = 0.0;
+    double feature_time_s = 0.0;  // computing the learned heuristic's feature rows
+    long long model_calls = 0;
 };
 
 // What the core calls back for: decisions (tracing) and candidate scores (the learned heuristic).
@@ -72,8 +87,10 @@ struct Hooks {
     virtual bool traces() const { return false; }
     virtual long long on_decision(int /*depth*/, int /*chosen*/) { return -1; }  // token, < 0: none
     virtual void on_outcome(long long /*token*/, long long /*subtree*/, bool /*solved*/) {}
-    // scores[i] for candidates[i] (best-first by dom/wdeg); higher = branch on it first
-    virtual void score(const std::vector<int>& /*candidates*/, int /*depth*/, std::vector<double>& /*scores*/) {
+    // scores[i] for candidates[i] (best-first by dom/wdeg), given their feature rows (row-major,
+    // candidates x N_FEATURES); higher = branch on it first
+    virtual void score(const std::vector<int>& /*candidates*/, int /*depth*/, const std::vector<float>& /*features*/,
+                       std::vector<double>& /*scores*/) {
         throw std::logic_error("learned heuristic without a policy");
     }
 };
@@ -107,6 +124,8 @@ public:
     virtual std::vector<int> dom_wdeg_order(const std::vector<int>& cands) const = 0;
     virtual std::vector<bool> active_clauses() const = 0;
     virtual int first_value(int x) const = 0;
+    // Feature rows (candidates x N_FEATURES, row-major) of the current state, as the learned heuristic sees them.
+    virtual std::vector<float> features(const std::vector<int>& cands, int depth) const = 0;
     virtual Trace& trace() = 0;
 };
 
