@@ -1,10 +1,10 @@
 """Drift check: are these instances like the ones a model was trained on?
 
-Compares, feature by feature, what the model would see on the given instances with a stored summary of its
-training data:
-- candidate features: the rows the scorer is actually called with when the run's learned heuristic
-  (evaluate.learned: top-K, max depth) solves each instance under a node and time limit -- recorded by wrapping
-  the scorer, so the comparison is with deployment, not with a guess at it;
+Compares, feature by feature, the given instances with a stored summary of the model's training data:
+- candidate features: the decision states a dom/wdeg search visits on each instance (node and time limit),
+  with the dataset's top-K candidates and data.label.max_depth -- the way the dataset's states were sampled
+  (the learned heuristic's scorer slot is filled with one that keeps dom/wdeg's choice and records its input),
+  so a difference is a difference of instances, not of how they were looked at;
 - instance features: one row per instance (the cost predictor's input); with a handful of files this side has
   little power (one instance can never be "significant"), the candidate side carries the verdict.
 
@@ -17,8 +17,8 @@ Per feature: the two-sample Kolmogorov-Smirnov statistic D and its asymptotic p-
 short, and scipy is not a dependency of the package; tests/unit/test_drift.py checks it against
 scipy.stats). The sketch stands in for the training sample with n = its length, which only makes p larger
 (conservative). A feature is flagged when p < alpha / features (Bonferroni over the features compared) *and*
-D >= min_stat: with thousands of rows a tiny, harmless shift is "significant", so the effect size has to be
-large too. Pure: no Ray; the CLI and the web app call `check`.
+D >= min_stat: rows of one instance are not independent and a tiny, harmless shift over thousands of rows is
+"significant", so the effect size has to be large too. Pure: no Ray; the CLI and the web app call `check`.
 """
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ from .features import FEATURE_VERSION, INPUT_FEATURES, INSTANCE_FEATURES
 SUMMARY_FILE = "drift_summary.json"
 SKETCH = 512
 ALPHA = 0.01
-MIN_STAT = 0.3
+MIN_STAT = 0.5
 IN_DISTRIBUTION = "in distribution"
 OUTSIDE = "these features are outside what the model saw"
 
@@ -187,17 +187,38 @@ def training_summary(ref: ModelRef) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------ the new side
-class RecordingScorer:
-    """Wraps a scorer and keeps every input it is called with (the rows the model sees when deployed)."""
+class DomWdegRecorder:
+    """A scorer that prefers dom/wdeg's choice (the candidates come best-first by dom/wdeg) and keeps a uniform
+    sample (reservoir) of the feature rows of the decisions it sees: the learned heuristic's slot replays the
+    dataset's dom/wdeg trace and collects its decision states, with the dataset's top-K and depth."""
 
-    def __init__(self, inner: Callable[[np.ndarray], np.ndarray], max_calls: int = 200):
-        self.inner, self.max_calls = inner, max_calls
+    def __init__(self, max_calls: int = 300, seed: int = 0):
+        self.max_calls, self.calls = max_calls, 0
+        self.rng = np.random.default_rng(seed)
         self.rows: list[np.ndarray] = []
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        row = np.array(x, dtype=np.float32, copy=True)
         if len(self.rows) < self.max_calls:
-            self.rows.append(np.array(x, dtype=np.float32, copy=True))
-        return self.inner(x)
+            self.rows.append(row)
+        else:
+            j = int(self.rng.integers(self.calls))
+            if j < self.max_calls:
+                self.rows[j] = row
+        return np.arange(len(x), 0, -1, dtype=np.float32)  # strictly decreasing: index 0 wins
+
+
+def label_setting(ref: ModelRef) -> dict[str, Any]:
+    """How the training states were sampled: the dataset's top-K and data.label.max_depth of the run."""
+    setting: dict[str, Any] = {"top_k": 8, "max_depth": None}
+    try:
+        setting["top_k"] = int(json.loads((ref.run / "datasets" / "main" / "manifest.json").read_text())["top_k"])
+        cfg = json.loads((ref.run / "manifest.json").read_text()).get("config", {})
+        setting["max_depth"] = ((cfg.get("data") or {}).get("label") or {}).get("max_depth")
+    except (OSError, KeyError, TypeError, ValueError):
+        pass
+    return setting
 
 
 def learned_setting(ref: ModelRef) -> dict[str, Any]:
@@ -211,18 +232,18 @@ def learned_setting(ref: ModelRef) -> dict[str, Any]:
             "min_margin": learned.get("min_margin", 0.0)}
 
 
-def observe(instances: Sequence[Any], scorer: Callable[[np.ndarray], np.ndarray], setting: dict[str, Any],
-            node_limit: int = 3000, time_limit: float = 10.0) -> tuple[np.ndarray, np.ndarray]:
-    """Candidate rows the scorer is called with while solving each instance, and each instance's features."""
+def observe(instances: Sequence[Any], setting: dict[str, Any], node_limit: int = 20_000,
+            time_limit: float = 10.0) -> tuple[np.ndarray, np.ndarray]:
+    """Candidate rows of the decision states a dom/wdeg search visits (as the dataset samples them), and each
+    instance's features."""
     from .features import N_INPUT, instance_features
     from .solver import Solver
 
     cand, inst_rows = [], []
-    for inst in instances:
-        rec = RecordingScorer(scorer)
+    for i, inst in enumerate(instances):
+        rec = DomWdegRecorder(seed=i)
         Solver(inst, heuristic="learned", propagation="mac", scorer=rec, top_k=setting["top_k"],
-               max_depth=setting["max_depth"], min_margin=setting["min_margin"], node_limit=node_limit,
-               time_limit=time_limit).solve()
+               max_depth=setting["max_depth"], node_limit=node_limit, time_limit=time_limit).solve()
         cand.extend(rec.rows)
         inst_rows.append(instance_features(inst))
     x = np.concatenate(cand) if cand else np.zeros((0, N_INPUT), dtype=np.float32)
@@ -256,25 +277,17 @@ def compare(summary: dict[str, Any], cand_x: np.ndarray, inst_x: np.ndarray, alp
 
 
 def check(ref: ModelRef, instances: Sequence[Any], alpha: float = ALPHA, min_stat: float = MIN_STAT,
-          node_limit: int = 3000, time_limit: float = 10.0) -> dict[str, Any]:
+          node_limit: int = 20_000, time_limit: float = 10.0) -> dict[str, Any]:
     """The whole check for a model and some instances (the CLI and the web app call this)."""
-    from .inference import ModelError, load_scorer
-
     if ref.spec.get("kind") not in ("student", "teacher"):
         raise DriftError(f"{ref.dir}: a {ref.spec.get('kind')} model scores no candidates; give a student or "
                          "teacher")
-    if ref.scorer_file is None:
-        raise DriftError(f"{ref.dir}: no exported model file (run the export stage)")
-    try:
-        scorer = load_scorer(ref.scorer_file)
-    except ModelError as e:
-        raise DriftError(str(e)) from None
     summary = training_summary(ref)
-    setting = learned_setting(ref)
-    cand_x, inst_x = observe(instances, scorer, setting, node_limit, time_limit)
+    setting = label_setting(ref)
+    cand_x, inst_x = observe(instances, setting, node_limit, time_limit)
     out = compare(summary, cand_x, inst_x, alpha, min_stat)
-    out.update({"model": str(ref.dir), "scorer": str(ref.scorer_file), "setting": setting,
-                "families": summary.get("families"), "instances": [getattr(i, "name", "?") for i in instances]})
+    out.update({"model": str(ref.dir), "setting": setting, "families": summary.get("families"),
+                "instances": [getattr(i, "name", "?") for i in instances]})
     return out
 
 
@@ -284,7 +297,7 @@ def add_arguments(p: Any) -> None:
     p.add_argument("files", nargs="+", metavar="FILE", help="instances: .cnf, .col:K, .json")
     p.add_argument("--alpha", type=float, default=ALPHA, help="family-wise significance (Bonferroni over features)")
     p.add_argument("--min-stat", type=float, default=MIN_STAT, help="smallest KS statistic that counts as drift")
-    p.add_argument("--node-limit", type=int, default=3000, help="per instance, while recording candidate rows")
+    p.add_argument("--node-limit", type=int, default=20_000, help="per instance, for the dom/wdeg search sampled")
     p.add_argument("--time-limit", type=float, default=10.0, help="seconds per instance")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
 

@@ -83,8 +83,13 @@ def num(v: Any, digits: int = 3) -> str:
     return e(v)
 
 
+def fixed(v: Any) -> str:
+    """Ratios and accuracies: three decimals, as the README and the report print them."""
+    return "–" if v is None else f"{float(v):.3f}"
+
+
 def ci(v: Any) -> str:
-    return f"[{num(v[0])}, {num(v[1])}]" if isinstance(v, (list, tuple)) and len(v) == 2 else ""
+    return f"[{fixed(v[0])}, {fixed(v[1])}]" if isinstance(v, (list, tuple)) and len(v) == 2 else ""
 
 
 def size(b: Any) -> str:
@@ -151,7 +156,7 @@ def _model_rows(info: dict[str, Any]) -> str:
         rows.append(
             f"<tr data-model='{e(m['name'])}'><td>{e(m['name'])}</td><td>{e(m['kind'])}</td>"
             f"<td class='n'>{num(m['params'])}</td><td><small>{e(hp)}</small></td>"
-            f"<td class='n' data-k='top1'>{num(m['top1'])}</td><td>{e(m['deploy'])}</td>"
+            f"<td class='n' data-k='top1'>{fixed(m['top1'])}</td><td>{e(m['deploy'])}</td>"
             f"<td class='n'>{size(m['fp32_bytes'])}</td><td class='n'>{size(m['int8_bytes'])}</td>"
             f"<td class='n'>{num(m['fp32_latency_us'])}</td><td class='n'>{num(m['int8_latency_us'])}</td>"
             f"<td>{' '.join(files)} {explore_link}</td></tr>")
@@ -165,8 +170,8 @@ def _ratio_rows(info: dict[str, Any]) -> str:
         return "<p>No speedup evaluation yet.</p>"
     rows = "".join(
         f"<tr data-split='{e(r['split'])}'><td>{e(r['split'])}</td><td class='n'>{num(r['instances'])}</td>"
-        f"<td class='n' data-k='node_ratio'>{num(r['node_ratio'])}</td><td>{ci(r['node_ci'])}</td>"
-        f"<td class='n' data-k='time_ratio'>{num(r['time_ratio'])}</td><td>{ci(r['time_ci'])}</td></tr>"
+        f"<td class='n' data-k='node_ratio'>{fixed(r['node_ratio'])}</td><td>{ci(r['node_ci'])}</td>"
+        f"<td class='n' data-k='time_ratio'>{fixed(r['time_ratio'])}</td><td>{ci(r['time_ci'])}</td></tr>"
         for r in info["ratios"])
     return ("<table><tr><th>split</th><th>instances</th><th>node ratio (learned / dom-wdeg)</th><th>95% CI</th>"
             f"<th>time ratio</th><th>95% CI</th></tr>{rows}</table><small>geometric means over instances; below "
@@ -220,7 +225,7 @@ def _compare_value(info: dict[str, Any], key: str) -> Any:
     if kind == "ratio":
         split, _, what = field_.partition(".")
         r = next((r for r in info["ratios"] if r["split"] == split), None)
-        return None if r is None else (f"{num(r[what])} {ci(r[what.replace('ratio', 'ci')])}")
+        return None if r is None else (f"{fixed(r[what])} {ci(r[what.replace('ratio', 'ci')])}")
     m = next((m for m in info["models"] if m["name"] == kind), None)
     return None if m is None else m.get(field_)
 
@@ -384,7 +389,9 @@ async def upload(request: web.Request) -> web.Response:
     f = form.get("file")
     if not isinstance(f, web.FileField) or not f.filename:
         raise BadRequest("no file in the upload (field 'file': a DIMACS .cnf, .col or project .json)")
-    data = f.file.read()
+    data = f.file.read(s.max_upload + 1)  # the request cap leaves room for the other fields: check the file
+    if len(data) > s.max_upload:
+        raise BadRequest(f"{f.filename}: upload larger than the limit of {s.max_upload:,} bytes", 413)
     if not data:
         raise BadRequest(f"{f.filename}: empty file")
     colors = None

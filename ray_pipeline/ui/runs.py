@@ -125,7 +125,7 @@ def run_info(root: Path, name: str) -> dict[str, Any]:
     reports = sorted(p.name for p in paths.reports.glob("*")) if paths.reports.is_dir() else []
     plots = [f"reports/{p}" for p in reports if p.endswith(".png")]
     if paths.evaluation.is_dir():
-        plots += [f"evaluation/{p.name}" for p in sorted(paths.evaluation.glob("*.png"))]
+        plots += [f"evaluation/{p.name}" for p in sorted(paths.evaluation.glob("*.png")) if p.name not in reports]
     return {
         "name": name, "dir": str(paths.run), "exists": paths.run.is_dir(), "status": run_status(stages_raw),
         "created": manifest.get("created"), "updated": manifest.get("updated"),
