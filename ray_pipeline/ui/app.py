@@ -372,10 +372,13 @@ def _float_param(q: Any, key: str, default: float, lo: float, hi: float) -> floa
 
 async def _in_pool(request: web.Request, fn: Any, *args: Any, timeout: float) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
+    request.app["busy"] += 1  # reported by /healthz: solves and drift checks in flight
     try:
         return await asyncio.wait_for(loop.run_in_executor(request.app["pool"], fn, *args), timeout)
     except asyncio.TimeoutError:
         raise BadRequest(f"the worker did not answer within {timeout:.0f} s", 503) from None
+    finally:
+        request.app["busy"] -= 1
 
 
 async def upload(request: web.Request) -> web.Response:
@@ -429,7 +432,8 @@ async def generate(request: web.Request) -> web.Response:
         raise BadRequest(str(err)) from None
     tok = _put(request, f"{inst.name}-seed{seed}.json", dumps(inst).encode(), None,
                f"generated {family}/{size_} index {index} seed {seed}")
-    raise web.HTTPSeeOther(link("/explore", model=model, instance=tok, solve=1).replace("&amp;", "&"))
+    limits = {k: q[k] for k in ("node_limit", "time_limit") if q.get(k)}
+    raise web.HTTPSeeOther(link("/explore", model=model, instance=tok, solve=1, **limits).replace("&amp;", "&"))
 
 
 def _model_picker(s: Settings, current: Optional[str]) -> str:
@@ -645,7 +649,7 @@ def token_middleware(token: str) -> Any:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    return web.Response(text="ok")
+    return web.json_response({"ok": True, "busy": request.app["busy"]})
 
 
 def make_app(s: Settings) -> web.Application:
@@ -653,6 +657,7 @@ def make_app(s: Settings) -> web.Application:
     app = web.Application(middlewares=mws, client_max_size=s.max_upload + 64 * 1024)  # + multipart overhead
     app["settings"] = s
     app["instances"] = {}
+    app["busy"] = 0
 
     async def startup(app: web.Application) -> None:
         app["store_dir"] = Path(s.store) if s.store else Path(tempfile.mkdtemp(prefix="ray-pipeline-ui-"))

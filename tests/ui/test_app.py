@@ -259,27 +259,27 @@ def test_refused_inputs(server, tmp_path):
 
 
 def test_two_solves_at_once_do_not_block_the_page(server):
-    """Two long solves (time limit 3 s each heuristic) in flight; the Control Center still answers at once."""
+    """Two long solves in flight (Model RB n=35, 3 s per heuristic); meanwhile the Control Center answers."""
     urls = [f"{server}/generate?model=smoke/student&family=rb&size=large&index={i}&seed=7&node_limit=200000"
             f"&time_limit=3" for i in range(2)]
     results: list[tuple[int, str]] = []
     threads = [threading.Thread(target=lambda u=u: results.append(get(u, timeout=120))) for u in urls]
     for t in threads:
         t.start()
-    t0 = time.monotonic()
-    # the generate redirect drops the limits; the solves still run under the server's default ones
-    while time.monotonic() - t0 < 1.0:
-        time.sleep(0.05)  # let both requests reach the pool
+    deadline, both = time.monotonic() + 60, False
+    while time.monotonic() < deadline and not both:  # poll until both solves are running in the pool
+        both = json.loads(get(server + "/healthz")[1])["busy"] == 2
+    assert both, "the two solves never ran at once"
     latencies = []
-    while any(t.is_alive() for t in threads) and len(latencies) < 5:
+    while json.loads(get(server + "/healthz")[1])["busy"] == 2 and len(latencies) < 5:
         t1 = time.monotonic()
-        status, _ = get(server + "/healthz", timeout=10)
+        status, body = get(server + "/", timeout=10)
         latencies.append(time.monotonic() - t1)
-        assert status == 200
+        assert status == 200 and "Control Center" in body
     for t in threads:
         t.join(timeout=120)
-    assert len(results) == 2 and all(s == 200 for s, _ in results)
-    assert latencies and max(latencies) < 1.0, latencies
+    assert len(results) == 2 and all(s == 200 and "id='learned-nodes'" in b for s, b in results)
+    assert len(latencies) >= 3 and max(latencies) < 1.5, latencies
 
 
 def test_drift_command_verdicts(smoke_run, ui_root, tmp_path):
