@@ -58,8 +58,12 @@ def kolmogorov_sf(x: float) -> float:
     return max(0.0, min(1.0, 2.0 * s))
 
 
-def ks_2samp(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray) -> tuple[float, float]:
-    """Two-sided two-sample KS: (D = sup |F_a - F_b|, asymptotic p-value with n_eff = n*m/(n+m))."""
+def ks_2samp(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray,
+             sizes: Optional[tuple[int, int]] = None) -> tuple[float, float]:
+    """Two-sided two-sample KS: (D = sup |F_a - F_b|, asymptotic p-value with n_eff = n*m/(n+m)).
+
+    `sizes` overrides (n, m) in the p-value: the number of independent observations when a sample stands for
+    fewer of them (a sketch of a larger sample, rows clustered by instance)."""
     a = np.sort(np.asarray(a, dtype=np.float64))
     b = np.sort(np.asarray(b, dtype=np.float64))
     n, m = len(a), len(b)
@@ -68,6 +72,8 @@ def ks_2samp(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray) -
     both = np.concatenate([a, b])
     # ECDFs evaluated at every observed value; side="right" counts ties on both sides alike
     d = float(np.max(np.abs(np.searchsorted(a, both, side="right") / n - np.searchsorted(b, both, side="right") / m)))
+    if sizes is not None:
+        n, m = max(1, sizes[0]), max(1, sizes[1])
     return d, kolmogorov_sf(math.sqrt(n * m / (n + m)) * d)
 
 
@@ -152,7 +158,7 @@ def train_families(ref: ModelRef) -> Optional[list[str]]:
 def training_summary(ref: ModelRef) -> dict[str, Any]:
     """The model's training-data summary: read from the cache next to the model, else computed and cached."""
     cache = ref.dir / SUMMARY_FILE
-    key = {"dataset_hash": ref.spec.get("dataset_hash"), "feature_version": FEATURE_VERSION}
+    key = {"dataset_hash": ref.spec.get("dataset_hash"), "feature_version": FEATURE_VERSION, "version": 2}
     if cache.is_file():
         try:
             s = json.loads(cache.read_text())
@@ -179,9 +185,10 @@ def training_summary(ref: ModelRef) -> dict[str, Any]:
         states = states.filter(pc.is_in(states["family"], value_set=pa.array(families)))
         inst = inst.filter(pc.is_in(inst["family"], value_set=pa.array(families)))
     inst_x = np.asarray(inst["features"].to_pylist(), dtype=np.float64).reshape(-1, len(INSTANCE_FEATURES))
-    s = {"format": "ray_pipeline.drift_summary", "version": 1, **key, "families": families,
-         "source": str(path), "candidate": summarize_columns(ds.flat_features(states), INPUT_FEATURES),
-         "instance": summarize_columns(inst_x, INSTANCE_FEATURES)}
+    cand = summarize_columns(ds.flat_features(states), INPUT_FEATURES)
+    cand["instances"] = len(set(states["instance_id"].to_pylist()))  # rows cluster by instance
+    s = {"format": "ray_pipeline.drift_summary", **key, "families": families, "source": str(path),
+         "candidate": cand, "instance": summarize_columns(inst_x, INSTANCE_FEATURES)}
     atomic.write_json(cache, s)
     return s
 
@@ -233,36 +240,60 @@ def learned_setting(ref: ModelRef) -> dict[str, Any]:
 
 
 def observe(instances: Sequence[Any], setting: dict[str, Any], node_limit: int = 20_000,
-            time_limit: float = 10.0) -> tuple[np.ndarray, np.ndarray]:
-    """Candidate rows of the decision states a dom/wdeg search visits (as the dataset samples them), and each
-    instance's features."""
+            time_limit: float = 10.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Candidate rows of the decision states a dom/wdeg search visits (as the dataset samples them), the
+    instance index of each row, and each instance's features."""
     from .features import N_INPUT, instance_features
     from .solver import Solver
 
-    cand, inst_rows = [], []
+    cand, groups, inst_rows = [], [], []
     for i, inst in enumerate(instances):
         rec = DomWdegRecorder(seed=i)
         Solver(inst, heuristic="learned", propagation="mac", scorer=rec, top_k=setting["top_k"],
                max_depth=setting["max_depth"], node_limit=node_limit, time_limit=time_limit).solve()
         cand.extend(rec.rows)
+        groups.extend([i] * sum(len(r) for r in rec.rows))
         inst_rows.append(instance_features(inst))
     x = np.concatenate(cand) if cand else np.zeros((0, N_INPUT), dtype=np.float32)
-    return x, np.asarray(inst_rows, dtype=np.float64).reshape(-1, len(INSTANCE_FEATURES))
+    return x, np.asarray(groups, dtype=np.int64), np.asarray(inst_rows, dtype=np.float64).reshape(-1, len(INSTANCE_FEATURES))
 
 
 # ------------------------------------------------------------------------------------------ comparison
+def _per_instance(col: np.ndarray, groups: np.ndarray) -> Optional[np.ndarray]:
+    """One value per instance if the feature is constant within every instance (log_n, is_clausal, ...)."""
+    vals = []
+    for g in np.unique(groups):
+        v = col[groups == g]
+        if v.min() != v.max():
+            return None
+        vals.append(v[0])
+    return np.asarray(vals)
+
+
 def compare(summary: dict[str, Any], cand_x: np.ndarray, inst_x: np.ndarray, alpha: float = ALPHA,
-            min_stat: float = MIN_STAT) -> dict[str, Any]:
+            min_stat: float = MIN_STAT, groups: Optional[np.ndarray] = None) -> dict[str, Any]:
+    """KS per feature and the verdict. `groups` (instance index of each candidate row): a feature constant
+    within each instance counts one observation per instance, not one per row -- otherwise a single
+    instance's point mass would look like overwhelming evidence."""
     rows: list[dict[str, Any]] = []
     for group, x, names in (("candidate", cand_x, INPUT_FEATURES), ("instance", inst_x, INSTANCE_FEATURES)):
         feats = summary[group]["features"]
         for j, name in enumerate(names):
             ref = feats.get(name) or {}
-            new = x[:, j][np.isfinite(x[:, j])] if len(x) else np.zeros(0)
+            new = x[:, j] if len(x) else np.zeros(0)
+            ok = np.isfinite(new)
+            new = new[ok]
             if not ref.get("sketch") or len(new) == 0:
                 continue
-            d, p = ks_2samp(ref["sketch"], new)
+            sizes, per_inst = None, None
+            if group == "candidate" and groups is not None and len(groups) == len(x):
+                per_inst = _per_instance(new, groups[ok])
+            if per_inst is not None:
+                n_train = summary[group].get("instances") or len(ref["sketch"])
+                sizes = (min(len(ref["sketch"]), n_train), len(per_inst))
+            d, p = ks_2samp(ref["sketch"], new, sizes)
             rows.append({"group": group, "feature": name, "n_train": ref["n"], "n_new": int(len(new)),
+                         "per_instance": per_inst is not None,
                          "train_min": ref["min"], "train_max": ref["max"], "train_mean": ref["mean"],
                          "new_min": float(new.min()), "new_max": float(new.max()), "new_mean": float(new.mean()),
                          "ks": round(d, 6), "p": p})
@@ -284,8 +315,8 @@ def check(ref: ModelRef, instances: Sequence[Any], alpha: float = ALPHA, min_sta
                          "teacher")
     summary = training_summary(ref)
     setting = label_setting(ref)
-    cand_x, inst_x = observe(instances, setting, node_limit, time_limit)
-    out = compare(summary, cand_x, inst_x, alpha, min_stat)
+    cand_x, groups, inst_x = observe(instances, setting, node_limit, time_limit)
+    out = compare(summary, cand_x, inst_x, alpha, min_stat, groups)
     out.update({"model": str(ref.dir), "setting": setting, "families": summary.get("families"),
                 "instances": [getattr(i, "name", "?") for i in instances]})
     return out

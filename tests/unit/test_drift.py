@@ -58,3 +58,27 @@ def test_summary_sketch_and_verdict():
     out = drift.compare(summary, moved, rng.normal(size=(3, len(INSTANCE_FEATURES))))
     assert out["flagged"] == [f"candidate:{INPUT_FEATURES[3]}"] and not out["in_distribution"]
     assert out["verdict"] == f"{drift.OUTSIDE}: candidate:{INPUT_FEATURES[3]}"
+
+
+def test_a_feature_constant_per_instance_counts_instances_not_rows():
+    """log_n is one value per instance: 500 rows of one instance are one observation, not 500."""
+    rng = np.random.default_rng(1)
+    j = INPUT_FEATURES.index("log_n")
+    train = rng.normal(size=(2000, len(INPUT_FEATURES)))
+    train[:, j] = rng.choice([3.0, 3.2, 3.4], size=2000)
+    s = drift.summarize_columns(train, INPUT_FEATURES)
+    s["instances"] = 60
+    summary = {"candidate": s, "instance": drift.summarize_columns(rng.normal(size=(60, len(INSTANCE_FEATURES))),
+                                                                     INSTANCE_FEATURES)}
+    one = rng.normal(size=(500, len(INPUT_FEATURES)))
+    one[:, j] = 3.6  # larger than any training instance
+    inst = rng.normal(size=(1, len(INSTANCE_FEATURES)))
+    by_rows = drift.compare(summary, one, inst)
+    assert "candidate:log_n" in by_rows["flagged"]  # without groups: 500 "independent" rows
+    grouped = drift.compare(summary, one, inst, groups=np.zeros(500, dtype=np.int64))
+    row = next(r for r in grouped["features"] if r["feature"] == "log_n" and r["group"] == "candidate")
+    assert row["per_instance"] and row["ks"] == 1.0 and grouped["in_distribution"]
+    many = np.repeat(one[:50], 10, axis=0)  # 50 instances, all at 3.6: now it is evidence
+    many[:, j] = 3.6
+    grouped = drift.compare(summary, many, inst, groups=np.repeat(np.arange(50), 10))
+    assert grouped["flagged"] == ["candidate:log_n"]
