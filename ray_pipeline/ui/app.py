@@ -443,7 +443,7 @@ def _model_picker(s: Settings, current: Optional[str]) -> str:
             "</select> <button>open</button></form>")
 
 
-def _forms(s: Settings, m: Model, current: Optional[str]) -> str:
+def _forms(s: Settings, m: Model) -> str:
     fam = "".join(f"<option>{f}</option>" for f in FAMILIES)
     sizes = "".join(f"<option>{z}</option>" for z in SIZES)
     key = e(f"{m.run}/{m.name}")
@@ -471,7 +471,7 @@ def _card(m: Model) -> str:
     except (OSError, KeyError, TypeError, json.JSONDecodeError):
         pass
     meta = [("kind", spec.get("kind")), ("feature version", spec.get("feature_version")),
-            ("features", len(spec.get("features") or [])), ("training families", families or "all"),
+            ("features", len(spec.get("features") or [])), ("training families", ", ".join(families) if families else "all"),
             ("dataset hash", spec.get("dataset_hash")), ("hparams", json.dumps(spec.get("hparams"))),
             ("deployed file", m.scorer_file.name),
             ("evaluated setting", f"top-{m.setting['top_k']}, model called to depth {m.setting['max_depth']}, "
@@ -586,7 +586,7 @@ async def explorer(request: web.Request) -> web.Response:
             return page("Model Explorer", f"<p>No exported scorer under <code>{e(s.root)}</code>.</p>")
         key = f"{models[0][0]}/{models[0][1]}"
     m = _model(s, key)
-    parts = [_model_picker(s, key), f"<h2>{e(key)}</h2>", _card(m), _forms(s, m, q.get("instance"))]
+    parts = [_model_picker(s, key), f"<h2>{e(key)}</h2>", _card(m), _forms(s, m)]
     tok = q.get("instance")
     if tok:
         st = _instance(request, tok)
@@ -710,7 +710,7 @@ def run(args: Any) -> int:
     token = args.token or os.environ.get("RAY_PIPELINE_UI_TOKEN")
     if args.host not in LOOPBACK and not token:
         token = secrets.token_urlsafe(24)
-    s = Settings(root=root, host=args.host, port=args.port, token=token if args.host not in LOOPBACK or token else None,
+    s = Settings(root=root, host=args.host, port=args.port, token=token,
                  max_upload=args.max_upload_kb * 1024, node_limit=args.node_limit, time_limit=args.time_limit,
                  max_node_limit=max(200_000, args.node_limit), max_time_limit=max(60.0, args.time_limit),
                  workers=args.workers)
