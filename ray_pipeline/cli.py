@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_solve_arguments(p)
 
     p = sub.add_parser("ui", help="local web app: Control Center (runs, models) and Model Explorer (live solves)")
-    from .ui.app import add_arguments as add_ui_arguments
+    from .ui import add_arguments as add_ui_arguments
     add_ui_arguments(p)
 
     p = sub.add_parser("drift", help="are these instances like the model's training data? (KS per feature; exit 1 if not)")
