@@ -103,7 +103,7 @@ font-size:14px}th{background:#f2f2f2}td.n{text-align:right;font-variant-numeric:
 nav a{margin-right:1em}.running{color:#b36b00;font-weight:bold}.failed{color:#b00020;font-weight:bold}
 .done{color:#1b7f3b}.error{background:#fde8e8;border:1px solid #e99;padding:.6em 1em;white-space:pre-wrap}
 .ok{background:#e8f6ec;border:1px solid #9c9;padding:.6em 1em}.chosen{background:#fff4c2}
-.side{display:flex;gap:2em;flex-wrap:wrap}.side>div{flex:1;min-width:420px}form{margin:.4em 0}
+.side{display:flex;gap:2em;flex-wrap:wrap}.side>div{flex:1;min-width:420px;overflow-x:auto}form{margin:.4em 0}
 pre{background:#f7f7f7;padding:.6em;overflow:auto;max-height:30em}small{color:#666}
 """
 
@@ -209,9 +209,11 @@ async def control_center(request: web.Request) -> web.Response:
         f"<tr><td><a href='#run-{e(i['name'])}'>{e(i['name'])}</a></td><td class='{e(i['status'])}'>"
         f"{e(i['status'])}</td><td>{e(_stage_list(i))}</td>"
         f"<td>{e(i['updated'])}</td></tr>" for i in infos)
-    opts = "".join(f"<option>{e(n)}</option>" for n in names)
-    compare = (f"<form action='/compare' method='get'>Compare <select name='a'>{opts}</select> with "
-               f"<select name='b'>{opts}</select> <button>compare</button></form>" if len(names) > 1 else "")
+    def opts(selected: int) -> str:
+        return "".join(f"<option{' selected' if i == selected else ''}>{e(n)}</option>" for i, n in enumerate(names))
+
+    compare = (f"<form action='/compare' method='get'>Compare <select name='a'>{opts(0)}</select> with "
+               f"<select name='b'>{opts(1)}</select> <button>compare</button></form>" if len(names) > 1 else "")
     body = (f"<p>Run root <code>{e(s.root)}</code>: {len(names)} run(s).</p><table><tr><th>run</th><th>status</th>"
             f"<th>stages</th><th>updated</th></tr>{summary}</table>{compare}"
             + "".join(_run_section(i) for i in infos))
