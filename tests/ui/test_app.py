@@ -214,11 +214,16 @@ def test_explorer_upload_solve_matches_the_cli(server, ui_root, tmp_path):
         for key in ("nodes", "backtracks", "model_calls"):
             assert as_int(cell(dom, f"{heuristic}-{key}")) == cli["stats"][key], (heuristic, key)
     assert as_int(cell(dom, "learned-model_calls")) >= 1
-    # the root decision: one row per scored candidate, and the scores are the deployed model's on those features
+    # the root decision: one row per scored candidate (dom/wdeg's order), the highlighted one the model's pick
     root = dom[dom.index("id=\"root\""):]
     root = root[:root.index("</table>")]
-    scores = [float(s) for s in re.findall(r"data-k=\"score\">([^<]+)<", root)]
-    assert 2 <= len(scores) <= spec["top_k"] and "class=\"chosen\"" in root
+    rows = re.findall(r"<tr( class=\"chosen\")?><td>(\d+)</td><td>(\d+)</td><td[^>]*data-k=\"score\">([^<]+)<", root)
+    assert 2 <= len(rows) <= spec["top_k"] and [int(r[1]) for r in rows] == list(range(len(rows)))
+    scores = [float(r[3]) for r in rows]
+    first_max = scores.index(max(scores))
+    chosen = [i for i, r in enumerate(rows) if r[0]]
+    assert chosen == [first_max if scores[first_max] - scores[0] > spec["min_margin"] else 0]
+    assert all(1 <= int(r[2]) <= 20 for r in rows)  # DIMACS variables, 1-based as `solve` prints them
     assert "cost-nodes" in dom and "<svg id=\"embedding\"" in dom and dom.count("<circle") >= 3
 
 
