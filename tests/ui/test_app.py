@@ -22,7 +22,6 @@ from pathlib import Path
 
 import pytest
 
-from ray_pipeline.paths import RunPaths
 from ray_pipeline.problems import generate, write_json
 
 from ..conftest import BENCHMARKS
