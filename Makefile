@@ -16,7 +16,11 @@ $(BIN)/.installed: pyproject.toml requirements/constraints.txt CMakeLists.txt $(
 	$(BIN)/pip install -q -c requirements/constraints.txt -e '.[dev]'
 	touch $@
 
+# tests/ui drives Debian's chromium headless (never a browser download): installed here when we may (root + apt)
 install: $(BIN)/.installed
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+	  echo "note: chromium not installed (needs root and apt-get); the web app's browser test will skip"
 
 demo: install
 	$(BIN)/ray-pipeline run $(CONFIG)

@@ -54,6 +54,14 @@ def build_parser() -> argparse.ArgumentParser:
     from .solver.command import add_arguments as add_solve_arguments
     add_solve_arguments(p)
 
+    p = sub.add_parser("ui", help="local web app: Control Center (runs, models) and Model Explorer (live solves)")
+    from .ui import add_arguments as add_ui_arguments
+    add_ui_arguments(p)
+
+    p = sub.add_parser("drift", help="are these instances like the model's training data? (KS per feature; exit 1 if not)")
+    from .drift import add_arguments as add_drift_arguments
+    add_drift_arguments(p)
+
     p = sub.add_parser("bench", help="benchmarks printing JSON figures measured side by side in one run")
     bsub = p.add_subparsers(dest="bench", required=True, metavar="BENCH")
     from .bench import add_subcommands as add_bench_subcommands
@@ -74,6 +82,12 @@ def main(argv: Optional[list[str]] = None) -> int:
             return run_solve(args)
         if args.command == "bench":
             return args.bench_fn(args)
+        if args.command == "ui":
+            from .ui.app import run as run_ui
+            return run_ui(args)
+        if args.command == "drift":
+            from .drift import run as run_drift
+            return run_drift(args)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE

@@ -9,27 +9,16 @@ from ray_pipeline.cli import main
 from ray_pipeline.models import io as model_io
 from ray_pipeline.paths import RunPaths
 
-from ..conftest import BENCHMARKS, CONFIGS
+from ..conftest import BENCHMARKS, CONFIGS, SMOKE_OVERRIDES
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
-TINY = [
-    "data.generate.families=[{family: rb, sizes: [small], count: 6}, {family: ksat, sizes: [small], count: 3},"
-    " {family: coloring, sizes: [small], count: 3}]",
-    "data.generate.heldout=[{family: rb, sizes: [medium], count: 2}]",
-    "data.augment.factor=2", "data.label.states_per_instance=4", "data.label.top_k=6", "data.label.node_budget=300",
-    "train.teacher.optim.epochs=3", "train.student.optim.epochs=3", "train.cost.optim.epochs=3",
-    "train.teacher.hidden=32", "train.student.hidden=8", "evaluate.max_instances=3", "evaluate.node_limit=5000",
-    f"evaluate.files=[{BENCHMARKS}/sat/uf20-01.cnf, {BENCHMARKS}/col/myciel6.col:7]",
-    "export.latency_calls=100", "export.parity_rows=64", "export.calibration_rows=32",
-]
+TINY = SMOKE_OVERRIDES
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory, ray_session):
-    root = tmp_path_factory.mktemp("runs")
-    assert main(["run", str(CONFIGS / "quick.yaml"), f"run.root={root}", "run.name=smoke", *TINY]) == 0
-    return RunPaths.of(root, "smoke")
+def run_dir(smoke_run):
+    return smoke_run  # built once per session (tests/conftest.py): the web app's tests read the same run
 
 
 def test_every_stage_finished_and_wrote_its_artifacts(run_dir):
@@ -177,7 +166,9 @@ def test_bench_heldout_reproduces_the_evaluate_stage_and_extends_it(run_dir, cap
 
 
 def test_bench_learned_tunes_on_instances_outside_train_and_heldout(run_dir, capsys):
-    model = run_dir.model("student") / "model.onnx"
+    # the file the evaluate stage runs: FP32 or INT8, whichever the export stage's latency measurement deployed
+    deployed = json.loads((run_dir.models / "export_summary.json").read_text())["student"]["deploy"]
+    model = run_dir.model("student") / deployed
     args = ["bench", "learned", str(CONFIGS / "quick.yaml"), f"run.root={run_dir.run.parent}", "run.name=smoke",
             "--size", "small", "--count", "2", "--top-k", "2,4", "--max-depth", "0", "--min-margin", "0,1000", "--repeats", "1",
             "--workers", "1"]
