@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from .config import STAGES, Config, stable_hash
+from .console import stage_event
 from .manifest import Manifest
 from .paths import RunPaths
 
@@ -145,23 +146,26 @@ def run_stages(ctx: StageContext, stages: list[str], specs: Optional[dict[str, S
         ihash = input_hash(ctx.manifest, spec)
         if not ctx.force and ctx.manifest.is_current(name, chash, ihash):
             if _outputs_intact(spec, ctx):
-                log.info("stage %s: up to date (config %s, inputs %s), skipped", name, chash, ihash)
+                stage_event("skipped", name, "stage %s: up to date (config %s, inputs %s), skipped", name, chash, ihash)
                 outcome[name] = "skipped"
                 continue
             log.warning("stage %s: its outputs changed or disappeared on disk since it finished; recomputing", name)
-        log.info("stage %s: running (config %s, inputs %s)", name, chash, ihash)
+        stage_event("start", name, "stage %s: running (config %s, inputs %s)", name, chash, ihash)
         ctx.manifest.mark_running(name, chash, ihash)
         t0 = time.perf_counter()
         try:
             result = fn(ctx)
         except BaseException as e:
             ctx.manifest.mark_failed(name, f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=8)}")
+            stage_event("failed", name, "stage %s: failed after %.1f s", name, time.perf_counter() - t0,
+                        seconds=time.perf_counter() - t0, level=logging.ERROR)
             if isinstance(e, (KeyboardInterrupt, SystemExit, StageNotBuilt)):
                 raise
-            log.debug("stage %s failed", name, exc_info=True)
+            log.info("stage %s failed", name, exc_info=True)  # the traceback goes to the log file
             raise StageFailed(f"stage {name!r} failed: {type(e).__name__}: {e}") from e
-        ctx.manifest.mark_done(name, result.output_hash, result.outputs, time.perf_counter() - t0)
-        log.info("stage %s: done in %.1f s", name, time.perf_counter() - t0)
+        seconds = time.perf_counter() - t0
+        ctx.manifest.mark_done(name, result.output_hash, result.outputs, seconds)
+        stage_event("done", name, "stage %s: done in %.1f s", name, seconds, seconds=seconds)
         ctx.storage.archive()
         outcome[name] = "ran"
     return outcome

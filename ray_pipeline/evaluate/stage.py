@@ -12,6 +12,7 @@ import numpy as np
 import pyarrow.compute as pc
 
 from .. import atomic
+from ..console import progress
 from ..data import dataset as ds_lib
 from ..pipeline import StageContext, StageResult
 from . import analysis, speedup
@@ -130,7 +131,11 @@ def run(ctx: StageContext) -> StageResult:
                         e.learned.top_k, e.learned.max_depth, e.repeats, e.learned.min_margin) for it in items]
     log.info("evaluate: %d instances x %d heuristics as Ray tasks (learned = %s)", len(items), len(heuristics),
              model_path.name)
-    rows = [r for ref in refs for r in ray.get(ref)]
+    pending = list(refs)
+    while pending:
+        _, pending = ray.wait(pending, num_returns=1)
+        progress("evaluate", len(refs) - len(pending), len(refs), "instances")
+    rows = [r for ref in refs for r in ray.get(ref)]  # in item order, whatever order they finished in
     summary = speedup.summarize(rows, e.baseline)
     ev["speedup"] = {"baseline": e.baseline, "propagation": e.propagation, "node_limit": e.node_limit,
                      "time_limit_s": e.time_limit_s, "repeats": e.repeats, "learned": {"model": str(model_path), "top_k": e.learned.top_k,

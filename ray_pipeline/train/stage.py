@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import atomic
+from ..console import progress
 from ..config import Config
 from ..data import dataset as ds_lib
 from ..models import io as model_io
@@ -32,8 +33,10 @@ def run(ctx: StageContext) -> StageResult:
         raise ds_lib.DatasetError(f"{paths.dataset}: no training states; generate more data (data.generate)")
     data_hash = ctx.manifest.output_hash("generate")
     outputs: dict[str, Any] = {}
-    for kind in cfg.train.models:
+    for i, kind in enumerate(cfg.train.models):
+        progress("train", i, len(cfg.train.models), f"models ({kind} training)")
         outputs[kind] = train_model(cfg, paths, ctx.storage, kind, manifest, data_hash, force=ctx.force)
+    progress("train", len(cfg.train.models), len(cfg.train.models), "models")
     scorers = [k for k in ("teacher", "student") if k in cfg.train.models]
     test = evaluate_on_test(paths, manifest, cfg.train.families, scorers) if scorers else {}
     outputs["test"] = test
