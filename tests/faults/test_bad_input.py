@@ -4,8 +4,8 @@ import os
 import pickle
 import signal
 import subprocess
+import re
 import sys
-import time
 
 import pytest
 import torch
@@ -21,7 +21,7 @@ from ray_pipeline.paths import RunPaths
 from ray_pipeline.problems import InstanceError, read_cnf, read_col, read_instance
 
 from ..conftest import CONFIGS, REPO
-from .conftest import TINY, _copy_dataset
+from .conftest import TINY, _copy_dataset, wait_for
 
 pytestmark = pytest.mark.faults
 
@@ -171,19 +171,23 @@ def test_impossible_resources_fail_before_any_work(tmp_path, ray_session, capsys
 def test_driver_killed_during_the_dataset_stage_then_rerun_gives_the_clean_files(root, ray_session):
     cmd = [sys.executable, "-m", "ray_pipeline.cli", "generate", str(CONFIGS / "quick.yaml"), f"run.root={root}",
            "run.name=killgen", *TINY, "--address", ray_session.address]
-    p = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                         start_new_session=True)
-    for line in p.stdout:  # wait until Ray Data is running the blocks, then kill everything of the driver
-        if "instances in" in line:
-            break
-    time.sleep(4)
+    p = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    paths = RunPaths.of(root, "killgen")
+
+    def some_but_not_all_instances_built():
+        assert p.poll() is None, "the driver ended before it was killed"
+        text = paths.log.read_text() if paths.log.exists() else ""
+        done = [tuple(map(int, m)) for m in re.findall(r"generate: (\d+)/(\d+) instances", text)]
+        return any(d < n for d, n in done)
+
+    # Ray Data has handed the driver its first block and is still building the others: kill the driver there
+    wait_for("the first built block in the run's log", some_but_not_all_instances_built, timeout=600)
     os.killpg(p.pid, signal.SIGKILL)
     p.wait(timeout=30)
-    paths = RunPaths.of(root, "killgen")
     assert json.loads(paths.manifest.read_text())["stages"]["generate"]["status"] == "running"
     assert not (paths.dataset / "manifest.json").exists()  # no half dataset under the final name
     q = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
-    assert q.returncode == 0, q.stdout[-2000:] + q.stderr[-2000:]
+    assert q.returncode == 0, q.stdout[-2000:] + q.stderr[-2000:] + paths.log.read_text()[-3000:]
     base = RunPaths.of(root, "base").dataset
     for name in DETERMINISTIC_FILES:
         assert atomic.sha256_file(base / name) == atomic.sha256_file(paths.dataset / name), name
