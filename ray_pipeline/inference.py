@@ -9,11 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import ModelError
 from .features import FEATURE_VERSION, INPUT_FEATURES, N_INPUT
 
-
-class ModelError(ValueError):
-    """A model file that cannot be used; the message names the file and the reason."""
+__all__ = ["ModelError", "OnnxScorer", "load_scorer", "ort_session"]
 
 
 def ort_session(path: str | Path, threads: int = 1):

@@ -14,11 +14,8 @@ import torch
 
 from .. import atomic
 from ..features import FEATURE_VERSION, INPUT_FEATURES, INSTANCE_FEATURES
+from ..errors import ModelError
 from .nets import CostPredictor, StudentScorer, TeacherScorer
-
-
-class ModelFileError(ValueError):
-    """A model or checkpoint that cannot be used; names the file and the reason."""
 
 
 def build(spec: dict[str, Any]) -> torch.nn.Module:
@@ -32,7 +29,7 @@ def build(spec: dict[str, Any]) -> torch.nn.Module:
     if kind == "cost":
         return CostPredictor(len(INSTANCE_FEATURES), h["hidden"], h["layers"], h["dropout"], norm["mean"],
                              norm["std"])
-    raise ModelFileError(f"unknown model kind {kind!r}")
+    raise ModelError(f"unknown model kind {kind!r}")
 
 
 def make_spec(kind: str, hparams: dict[str, Any], norm: dict[str, list[float]], **extra: Any) -> dict[str, Any]:
@@ -52,13 +49,13 @@ def save(model: torch.nn.Module, spec: dict[str, Any], out_dir: Path) -> Path:
 
 def check_spec(spec: Any, source: Path, expect: dict[str, Any] | None = None) -> dict[str, Any]:
     if not isinstance(spec, dict) or spec.get("format") != "ray_pipeline.model":
-        raise ModelFileError(f"{source}: not a ray_pipeline model spec")
+        raise ModelError(f"{source}: not a ray_pipeline model spec")
     if spec.get("feature_version") != FEATURE_VERSION:
-        raise ModelFileError(f"{source}: built for features {spec.get('feature_version')!r}, this code has "
+        raise ModelError(f"{source}: built for features {spec.get('feature_version')!r}, this code has "
                              f"{FEATURE_VERSION!r}")
     for key, want in (expect or {}).items():
         if spec.get(key) != want:
-            raise ModelFileError(f"{source}: {key} is {spec.get(key)!r}, expected {want!r} (a model or "
+            raise ModelError(f"{source}: {key} is {spec.get(key)!r}, expected {want!r} (a model or "
                                  f"checkpoint from another config or dataset)")
     return spec
 
@@ -67,9 +64,9 @@ def load_state(path: Path) -> dict[str, torch.Tensor]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
-        raise ModelFileError(f"{path}: no such file") from None
+        raise ModelError(f"{path}: no such file") from None
     except Exception as e:  # pickle errors, truncated zip, unsafe globals refused by weights_only
-        raise ModelFileError(f"{path}: cannot load as a weights-only state dict ({type(e).__name__}: "
+        raise ModelError(f"{path}: cannot load as a weights-only state dict ({type(e).__name__}: "
                              f"{str(e)[:200]})") from None
 
 
@@ -79,16 +76,16 @@ def load(model_dir: Path, expect: dict[str, Any] | None = None) -> tuple[torch.n
     try:
         spec = json.loads(spec_file.read_text())
     except FileNotFoundError:
-        raise ModelFileError(f"{spec_file}: missing model spec") from None
+        raise ModelError(f"{spec_file}: missing model spec") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ModelFileError(f"{spec_file}: not valid JSON ({e})") from None
+        raise ModelError(f"{spec_file}: not valid JSON ({e})") from None
     check_spec(spec, spec_file, expect)
     model = build(spec)
     state = load_state(model_dir / "model.pt")
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
-        raise ModelFileError(f"{model_dir / 'model.pt'}: does not match its spec ({str(e)[:200]})") from None
+        raise ModelError(f"{model_dir / 'model.pt'}: does not match its spec ({str(e)[:200]})") from None
     model.eval()
     return model, spec
 
@@ -109,12 +106,7 @@ class TorchScorer:
 
 
 def load_scorer_pt(path: Path) -> TorchScorer:
-    from ..inference import ModelError
-
-    try:
-        model, spec = load(Path(path).parent)
-    except ModelFileError as e:
-        raise ModelError(str(e)) from None
+    model, spec = load(Path(path).parent)
     if spec["kind"] == "cost":
         raise ModelError(f"{path}: a cost predictor is not a variable scorer")
     return TorchScorer(model)

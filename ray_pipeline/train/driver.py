@@ -112,7 +112,7 @@ def write_soft_labels(paths: RunPaths, storage: Storage, teachers: dict[str, flo
     for name in teachers:
         mdir = paths.model(name)
         if not (mdir / "model.pt").exists():
-            raise model_io.ModelFileError(f"{mdir}: teacher {name!r} (train.student.distill.teachers) "
+            raise model_io.ModelError(f"{mdir}: teacher {name!r} (train.student.distill.teachers) "
                                           f"has no trained model")
         model_io.load(mdir)  # a damaged teacher fails here, naming its file, not inside an actor
         files[name] = pack(mdir, ("model.pt", "model.json"))

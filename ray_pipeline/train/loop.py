@@ -107,7 +107,7 @@ def _load_checkpoint(d: Path, spec: dict[str, Any], model: torch.nn.Module, ema:
         ck_spec = json.loads((d / "model.json").read_text())
         state = json.loads((d / "loop_state.json").read_text())
     except (OSError, json.JSONDecodeError) as e:
-        raise model_io.ModelFileError(f"{d}: incomplete checkpoint ({e})") from None
+        raise model_io.ModelError(f"{d}: incomplete checkpoint ({e})") from None
     model_io.check_spec(ck_spec, d / "model.json", {k: spec[k] for k in ("kind", "train_key", "dataset_hash")})
     ts = model_io.load_state(d / "train_state.pt")
     _unwrap(model).load_state_dict(ts["model"])

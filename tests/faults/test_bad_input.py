@@ -81,10 +81,10 @@ def test_loading_never_executes_a_pickle(tmp_path):
     bad = tmp_path / "model.pt"
     with open(bad, "wb") as f:
         pickle.dump({"weight": Evil()}, f)
-    with pytest.raises(model_io.ModelFileError, match="model.pt: cannot load as a weights-only state dict"):
+    with pytest.raises(model_io.ModelError, match="model.pt: cannot load as a weights-only state dict"):
         model_io.load_state(bad)
     torch.save({"weight": Evil()}, bad)
-    with pytest.raises(model_io.ModelFileError, match="weights-only"):
+    with pytest.raises(model_io.ModelError, match="weights-only"):
         model_io.load_state(bad)
     assert not marker.exists()
 
@@ -113,9 +113,9 @@ def test_checkpoint_from_another_config_is_refused(tmp_path):
     spec = {"format": "ray_pipeline.model", "kind": "teacher", "train_key": "aaaa", "dataset_hash": "d",
             "feature_version": model_io.FEATURE_VERSION}
     loop._save_checkpoint(tmp_path, net, None, opt, {"epoch": 1}, spec)
-    with pytest.raises(model_io.ModelFileError, match="model.json: train_key is 'aaaa', expected 'bbbb'"):
+    with pytest.raises(model_io.ModelError, match="model.json: train_key is 'aaaa', expected 'bbbb'"):
         loop._load_checkpoint(tmp_path, dict(spec, train_key="bbbb"), net, None, opt)
-    with pytest.raises(model_io.ModelFileError, match="built for features"):
+    with pytest.raises(model_io.ModelError, match="built for features"):
         (tmp_path / "model.json").write_text(json.dumps(dict(spec, feature_version="v0")))
         loop._load_checkpoint(tmp_path, spec, net, None, opt)
 
