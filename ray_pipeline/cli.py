@@ -11,7 +11,7 @@ from .config import STAGES, ConfigError
 
 log = logging.getLogger("ray_pipeline")
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_BUILT = 0, 1, 2, 3
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 _STAGE_HELP = {
     "generate": "build the dataset: generate -> trace -> label -> augment -> purify -> split -> Parquet (Ray Data)",
@@ -127,7 +127,7 @@ def _pipeline(args: argparse.Namespace) -> int:
 
 
 def _run_pipeline(args, cfg, paths, manifest, stages, con) -> tuple[int, dict[str, str]]:
-    from .pipeline import StageContext, StageFailed, StageNotBuilt, run_stages
+    from .pipeline import StageContext, StageFailed, run_stages
     from .preflight import PreflightError, check_cluster
     from .runtime import init_ray, set_tracking_env, shutdown_ray, wandb_mode
 
@@ -148,10 +148,6 @@ def _run_pipeline(args, cfg, paths, manifest, stages, con) -> tuple[int, dict[st
     except PreflightError as e:
         con.error(f"error: {e}")
         return EXIT_USAGE, {}
-    except StageNotBuilt as e:
-        con.error(f"error: {e}")
-        con.error(f"run directory: {paths.run}")
-        return EXIT_NOT_BUILT, {}
     except StageFailed as e:
         con.error(f"error: {e}")
         con.error(f"log: {paths.log}")

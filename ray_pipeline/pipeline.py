@@ -28,8 +28,7 @@ class StageSpec:
     name: str
     config_keys: tuple[str, ...]  # config sections the stage's output depends on
     inputs: tuple[str, ...]  # stages whose outputs it reads
-    impl: Any  # "module:function" (or a callable, in tests); None = not built yet
-    issue: int  # where it is specified
+    impl: Any  # "module:function" (or a callable, in tests)
 
 
 @dataclass
@@ -59,19 +58,15 @@ class StageContext:
 SPECS: dict[str, StageSpec] = {
     s.name: s
     for s in [
-        StageSpec("generate", ("data", "debug.fail_instance_every"), (), "ray_pipeline.data.stage:run", 4),
-        StageSpec("train", ("train",), ("generate",), "ray_pipeline.train.stage:run", 5),
-        StageSpec("tune", ("tune", "train"), ("generate",), "ray_pipeline.tune.stage:run", 5),
-        StageSpec("export", ("export",), ("generate", "train"), "ray_pipeline.export.stage:run", 6),
-        StageSpec("evaluate", ("evaluate",), ("generate", "train", "export"), "ray_pipeline.evaluate.stage:run", 6),
-        StageSpec("report", (), ("generate", "train", "tune", "export", "evaluate"), "ray_pipeline.reports.stage:run", 6),
+        StageSpec("generate", ("data", "debug.fail_instance_every"), (), "ray_pipeline.data.stage:run"),
+        StageSpec("train", ("train",), ("generate",), "ray_pipeline.train.stage:run"),
+        StageSpec("tune", ("tune", "train"), ("generate",), "ray_pipeline.tune.stage:run"),
+        StageSpec("export", ("export",), ("generate", "train"), "ray_pipeline.export.stage:run"),
+        StageSpec("evaluate", ("evaluate",), ("generate", "train", "export"), "ray_pipeline.evaluate.stage:run"),
+        StageSpec("report", (), ("generate", "train", "tune", "export", "evaluate"), "ray_pipeline.reports.stage:run"),
     ]
 }
 assert tuple(SPECS) == STAGES
-
-
-class StageNotBuilt(RuntimeError):
-    pass
 
 
 class StageFailed(RuntimeError):
@@ -81,16 +76,8 @@ class StageFailed(RuntimeError):
 def _resolve(spec: StageSpec) -> Callable[[StageContext], StageResult]:
     if callable(spec.impl):
         return spec.impl
-    if spec.impl is None:
-        raise StageNotBuilt(f"stage {spec.name!r} is not implemented yet (issue #{spec.issue})")
     module, _, fn = spec.impl.partition(":")
-    try:
-        mod = importlib.import_module(module)
-    except ModuleNotFoundError as e:
-        if e.name and (e.name == module or module.startswith(e.name + ".")):
-            raise StageNotBuilt(f"stage {spec.name!r} is not implemented yet (issue #{spec.issue})") from None
-        raise
-    return getattr(mod, fn)
+    return getattr(importlib.import_module(module), fn)
 
 
 def with_upstream(targets: list[str]) -> list[str]:
@@ -123,7 +110,7 @@ def input_hash(manifest: Manifest, spec: StageSpec) -> str:
 
 def _outputs_intact(spec: StageSpec, ctx: StageContext) -> bool:
     """A finished stage is trusted only while its files still hash to what the manifest recorded."""
-    if callable(spec.impl) or spec.impl is None:
+    if callable(spec.impl):
         return True
     mod = importlib.import_module(spec.impl.partition(":")[0])
     check = getattr(mod, "output_hash", None)
@@ -159,7 +146,7 @@ def run_stages(ctx: StageContext, stages: list[str], specs: Optional[dict[str, S
             ctx.manifest.mark_failed(name, f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=8)}")
             stage_event("failed", name, "stage %s: failed after %.1f s", name, time.perf_counter() - t0,
                         seconds=time.perf_counter() - t0, level=logging.ERROR)
-            if isinstance(e, (KeyboardInterrupt, SystemExit, StageNotBuilt)):
+            if isinstance(e, (KeyboardInterrupt, SystemExit)):
                 raise
             log.info("stage %s failed", name, exc_info=True)  # the traceback goes to the log file
             raise StageFailed(f"stage {name!r} failed: {type(e).__name__}: {e}") from e
