@@ -23,13 +23,7 @@ def _rows(dataset_dir: Path, kind: str, k_max: int, split: str = "test") -> dict
     from ..data import dataset as ds_lib
 
     if kind == "cost":
-        inst = ds_lib.read_table(dataset_dir, "instances.parquet", columns=["split", "features", "nodes",
-                                                                            "instance_id"])
-        timings = ds_lib.read_table(dataset_dir, "timings.parquet", columns=["instance_id", "trace_s"])
-        import pyarrow.compute as pc
-        inst = inst.filter(pc.is_in(inst["split"], value_set=__import__("pyarrow").array(["test", "val"])))
-        x = np.asarray(inst["features"].to_pylist(), dtype=np.float32).reshape(inst.num_rows, -1)
-        return {"x": x, "y": ds_lib.log_cost_targets(inst, timings)}
+        return ds_lib.cost_rows(dataset_dir, ["test", "val"])
     a = ds_lib.to_arrays(ds_lib.read_states(dataset_dir, split), k_max)
     return a
 

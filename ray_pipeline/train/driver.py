@@ -69,11 +69,8 @@ def scorer_dataset(dataset_dir: Path, split: str, k_max: int, target: str = "bes
 def cost_dataset(dataset_dir: Path, split: str):
     import ray.data
 
-    inst = ds_lib.read_table(dataset_dir, "instances.parquet", columns=["instance_id", "split", "features", "nodes"])
-    timings = ds_lib.read_table(dataset_dir, "timings.parquet", columns=["instance_id", "trace_s"])
-    inst = inst.filter(pa.compute.equal(inst["split"], split))
-    x = np.asarray(inst["features"].to_pylist(), dtype=np.float32).reshape(inst.num_rows, -1)
-    y = ds_lib.log_cost_targets(inst, timings)
+    rows = ds_lib.cost_rows(dataset_dir, [split])
+    x, y = rows["x"], rows["y"]
     return ray.data.from_items([{"x": x[i], "y": y[i]} for i in range(len(x))],
                                override_num_blocks=max(1, min(4, len(x)))).materialize()
 
