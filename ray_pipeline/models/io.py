@@ -13,29 +13,19 @@ from typing import Any
 import torch
 
 from .. import atomic
-from ..features import FEATURE_VERSION, INPUT_FEATURES, INSTANCE_FEATURES
+from ..features import FEATURE_VERSION
 from ..errors import ModelError
-from .nets import CostPredictor, StudentScorer, TeacherScorer
+from ..kinds import Kind, kind_of
 
 
 def build(spec: dict[str, Any]) -> torch.nn.Module:
-    kind, h = spec["kind"], spec["hparams"]
-    norm = spec["norm"]
-    if kind == "teacher":
-        return TeacherScorer(len(INPUT_FEATURES), h["hidden"], h["layers"], h["heads"], h["dropout"],
-                             norm["mean"], norm["std"])
-    if kind == "student":
-        return StudentScorer(len(INPUT_FEATURES), h["hidden"], h["layers"], h["dropout"], norm["mean"], norm["std"])
-    if kind == "cost":
-        return CostPredictor(len(INSTANCE_FEATURES), h["hidden"], h["layers"], h["dropout"], norm["mean"],
-                             norm["std"])
-    raise ModelError(f"unknown model kind {kind!r}")
+    return kind_of(spec["kind"]).network(spec["hparams"], spec["norm"])
 
 
 def make_spec(kind: str, hparams: dict[str, Any], norm: dict[str, list[float]], **extra: Any) -> dict[str, Any]:
     return {"format": "ray_pipeline.model", "version": 1, "kind": kind, "hparams": hparams, "norm": norm,
             "feature_version": FEATURE_VERSION,
-            "features": list(INSTANCE_FEATURES if kind == "cost" else INPUT_FEATURES), **extra}
+            "features": list(kind_of(kind).features), **extra}
 
 
 def save(model: torch.nn.Module, spec: dict[str, Any], out_dir: Path) -> Path:
@@ -93,20 +83,18 @@ def load(model_dir: Path, expect: dict[str, Any] | None = None) -> tuple[torch.n
 class TorchScorer:
     """A scorer callback for the solver from a PyTorch model (development; deployment uses ONNX)."""
 
-    def __init__(self, model: torch.nn.Module):
-        self.model = model.eval()
+    def __init__(self, model: torch.nn.Module, kind: Kind):
+        self.model, self.kind = model.eval(), kind
         torch.set_num_threads(1)
 
     @torch.inference_mode()
     def __call__(self, x):
-        t = torch.from_numpy(x)
-        if isinstance(self.model, TeacherScorer):
-            return self.model(t.unsqueeze(0)).squeeze(0).numpy()
-        return self.model(t).numpy()
+        return self.kind.forward(self.model, torch.from_numpy(x)).numpy()
 
 
 def load_scorer_pt(path: Path) -> TorchScorer:
     model, spec = load(Path(path).parent)
-    if spec["kind"] == "cost":
-        raise ModelError(f"{path}: a cost predictor is not a variable scorer")
-    return TorchScorer(model)
+    kind = kind_of(spec["kind"], str(path))
+    if not kind.scorer:
+        raise ModelError(f"{path}: a {kind.name} model is not a variable scorer")
+    return TorchScorer(model, kind)

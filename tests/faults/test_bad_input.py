@@ -100,9 +100,16 @@ def test_onnx_files_that_are_not_scorers_are_refused(tmp_path):
     g = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
                           [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 3])],
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 3])])
-    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), tmp_path / "wrong.onnx")
-    with pytest.raises(ModelError, match="wrong.onnx: expected input"):
-        OnnxScorer(tmp_path / "wrong.onnx")
+    for kind, error in ((None, "wrong.onnx: no model kind in its metadata"),
+                        ("student", r"wrong.onnx: a student model takes \[batch, 34\], this file has inputs"),
+                        ("cost", "wrong.onnx: a cost model is not a variable scorer"),
+                        ("critic", "wrong.onnx: unknown model kind 'critic'")):
+        m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+        if kind:
+            helper.set_model_props(m, {"kind": kind})
+        onnx.save(m, tmp_path / "wrong.onnx")
+        with pytest.raises(ModelError, match=error):
+            OnnxScorer(tmp_path / "wrong.onnx")
 
 
 def test_checkpoint_from_another_config_is_refused(tmp_path):

@@ -107,10 +107,15 @@ def _run_paths(tmp_path) -> RunPaths:
     code = textwrap.dedent(f"""
         import os
         os.environ.update(WANDB_MODE="offline", WANDB_SILENT="true")
-        from ray_pipeline.train import loop
-        c = {{"wandb_dir": {str(paths.wandb)!r}, "wandb_project": "readme", "run_name": "quick", "kind": "teacher",
-             "spec": {{"hparams": {{}}}}, "optim": {{}}}}
-        run = loop._wandb_init(c, 0)
+        from pathlib import Path
+        from ray_pipeline.config import load_config
+        from ray_pipeline.paths import RunPaths
+        from ray_pipeline.train import driver, loop
+        cfg = load_config("configs/quick.yaml", ["run.root={paths.run.parent}"])
+        paths = RunPaths.of(cfg.run.root, cfg.run.name)
+        c = driver.loop_config(cfg, paths, "teacher", driver.model_section(cfg, "teacher"), {{"hparams": {{}}}},
+                               Path("{paths.run}") / "marker")
+        run = loop._wandb_init(c, 0)  # what rank 0 of a Train worker does
         assert run is not None
         run.finish()
     """)
