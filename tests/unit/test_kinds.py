@@ -69,8 +69,32 @@ def test_a_kind_exports_to_onnx_and_scores_like_pytorch(name, tmp_path):
     torch_scores = model_io.TorchScorer(model, kind)(x)
     assert onnx_scores.shape == (5,)
     np.testing.assert_allclose(onnx_scores, torch_scores, atol=1e-5)
+    if kind.set_input:  # the export stage and Ray Data batch inference feed padded sets with their masks
+        sets = np.random.default_rng(2).normal(size=(2, 4, len(kind.features))).astype(np.float32)
+        mask = np.array([[1, 1, 1, 0], [1, 1, 1, 1]], dtype=bool)
+        session = onnx_tools.ort_session(path)
+        got = session.run(None, dict(zip([i.name for i in session.get_inputs()], (sets, mask))))[0]
+        with torch.inference_mode():
+            want = model(torch.from_numpy(sets), torch.from_numpy(mask)).numpy()
+        np.testing.assert_allclose(got[mask], want[mask], atol=1e-5)
 
 
 def test_an_unknown_kind_is_refused_by_name():
     with pytest.raises(ModelError, match="model.json: unknown model kind 'critic'"):
         kind_of("critic", "model.json")
+
+
+@pytest.mark.parametrize("name", [k for k in KINDS if KINDS[k].scorer])
+def test_set_input_is_declared_exactly_for_networks_that_compare_candidates(name):
+    """A candidate's score that depends on the other candidates of the state needs the whole set (and its mask)
+    at export and in the solver; an independent per-row score must not be fed sets."""
+    kind = KINDS[name]
+    model, _, _ = _model(name)
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(5, len(kind.features))).astype(np.float32)
+    y = x.copy()
+    y[1:] = rng.normal(size=(4, len(kind.features)))
+    with torch.inference_mode():
+        sets = model(torch.from_numpy(np.stack([x, y])), torch.ones(2, 5, dtype=torch.bool)).numpy()
+    compares = not np.isclose(sets[0, 0], sets[1, 0], atol=1e-6)
+    assert compares == kind.set_input
