@@ -232,7 +232,9 @@ def test_bench_heldout_reproduces_the_evaluate_stage_and_extends_it(run_dir, cap
 
 
 def test_bench_learned_tunes_on_instances_outside_train_and_heldout(run_dir, capsys):
-    model = run_dir.model("student") / "model.onnx"
+    # the file the export stage deployed (FP32 or INT8: the choice rests on a latency measurement)
+    deployed = json.loads((run_dir.models / "export_summary.json").read_text())["student"]["deploy"]
+    model = run_dir.model("student") / deployed
     args = ["bench", "learned", str(CONFIGS / "quick.yaml"), f"run.root={run_dir.run.parent}", "run.name=smoke",
             "--size", "small", "--count", "2", "--top-k", "2,4", "--max-depth", "0", "--min-margin", "0,1000", "--repeats", "1",
             "--workers", "1"]
