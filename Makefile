@@ -7,14 +7,22 @@ PYTEST_ARGS ?=
 
 .PHONY: demo test install clean-venv bench
 
+# pip's own output (index warnings, build deprecation notices) goes to $(VENV)/install.log; on failure its tail
+# is shown and make stops.
+PIP     = $(BIN)/pip install -q --disable-pip-version-check
+PIPLOG  = $(VENV)/install.log
+QUIET   = >>$(PIPLOG) 2>&1 || { tail -n 30 $(PIPLOG); echo "pip failed: full log in $(PIPLOG)"; exit 1; }
+
 # The native core's sources are inputs too: an edit to them rebuilds the extension (pip install -e builds it).
 $(BIN)/.installed: pyproject.toml requirements/constraints.txt CMakeLists.txt $(wildcard ray_pipeline/solver/native/*)
-	$(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	# torch first and pinned: a bare torch requirement can pull a CUDA build of several GB.
-	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -c requirements/constraints.txt -e '.[dev]'
-	touch $@
+	@echo "installing into $(VENV) (pip log: $(PIPLOG))"
+	@$(PY) -m venv $(VENV)
+	@: > $(PIPLOG)
+	@$(PIP) --upgrade pip $(QUIET)
+	@# torch first and pinned: a bare torch requirement can pull a CUDA build of several GB.
+	@$(PIP) torch==2.13.0 $(QUIET)
+	@$(PIP) -c requirements/constraints.txt -e '.[dev]' $(QUIET)
+	@touch $@
 
 # tests/ui drives Debian's chromium headless (never a browser download): installed here when we may (root + apt)
 install: $(BIN)/.installed

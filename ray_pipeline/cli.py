@@ -6,11 +6,12 @@ import logging
 import sys
 from typing import Optional
 
+from . import console
 from .config import STAGES, ConfigError
 
 log = logging.getLogger("ray_pipeline")
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_BUILT = 0, 1, 2, 3
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 _STAGE_HELP = {
     "generate": "build the dataset: generate -> trace -> label -> augment -> purify -> split -> Parquet (Ray Data)",
@@ -28,6 +29,9 @@ def _add_pipeline_args(p: argparse.ArgumentParser) -> None:
                    help="config overrides, type-checked, e.g. run.name=try1 train.num_workers=1")
     p.add_argument("--address", default=None, help="join this Ray cluster (default: embedded local Ray, or RAY_ADDRESS)")
     p.add_argument("--force", action="store_true", help="recompute the stages even if their hashes match")
+    p.add_argument("--verbose", action="store_true",
+                   help="show the full output (Ray, workers, libraries) instead of one line per stage; "
+                        "it always goes to <run>/logs/run.log")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -102,8 +106,8 @@ def _pipeline(args: argparse.Namespace) -> int:
     from .config import load_config
     from .manifest import Manifest, ManifestError
     from .paths import RunPaths
-    from .pipeline import StageContext, StageFailed, StageNotBuilt, run_stages, with_upstream
-    from .preflight import PreflightError, check_before_ray, check_cluster
+    from .pipeline import with_upstream
+    from .preflight import PreflightError, check_before_ray
 
     cfg = load_config(args.config, args.overrides)
     if getattr(args, "files", None):  # part of the config, so the stage hash sees them
@@ -124,8 +128,24 @@ def _pipeline(args: argparse.Namespace) -> int:
     paths = RunPaths.of(cfg.run.root, cfg.run.name)
     try:
         check_before_ray(cfg, stages)
-        from .runtime import init_ray, set_tracking_env, shutdown_ray, wandb_mode
         manifest = Manifest.open(paths.manifest, cfg)
+    except (PreflightError, ManifestError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    with console.session(paths.log, verbose=args.verbose) as con:
+        code, outcome = _run_pipeline(args, cfg, paths, manifest, stages, con)
+        if code != EXIT_OK:
+            return code
+        _summary(con, paths, outcome)
+    return EXIT_OK
+
+
+def _run_pipeline(args, cfg, paths, manifest, stages, con) -> tuple[int, dict[str, str]]:
+    from .pipeline import StageContext, StageFailed, run_stages
+    from .preflight import PreflightError, check_cluster
+    from .runtime import init_ray, set_tracking_env, shutdown_ray, wandb_mode
+
+    try:
         set_tracking_env(cfg, wandb_dir=str(paths.run))
         if set(stages) & {"train", "tune", "export", "evaluate"}:
             # torch before Ray and pyarrow: loaded late, inside a Ray Job driver, libtorch_cpu.so failed to load
@@ -135,27 +155,49 @@ def _pipeline(args: argparse.Namespace) -> int:
         try:
             check_cluster(cfg, stages, info)
             ctx = StageContext(cfg=cfg, paths=paths, manifest=manifest, force=args.force)
-            outcome = run_stages(ctx, stages)
+            return EXIT_OK, run_stages(ctx, stages)
         finally:
             if info.started:
                 shutdown_ray()
-    except (PreflightError, ManifestError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_USAGE
-    except StageNotBuilt as e:
-        print(f"error: {e}", file=sys.stderr)
-        print(f"run directory: {paths.run}", file=sys.stderr)
-        return EXIT_NOT_BUILT
+    except PreflightError as e:
+        con.error(f"error: {e}")
+        return EXIT_USAGE, {}
     except StageFailed as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_FAILED
-    summary = ", ".join(f"{k} {v}" for k, v in outcome.items())
-    print(f"stages: {summary}")
+        con.error(f"error: {e}")
+        con.error(f"log: {paths.log}")
+        return EXIT_FAILED, {}
+
+
+def _summary(con, paths, outcome: dict[str, str]) -> None:
+    """Stage times, the headline ratios with their intervals, and where the report, log and run are."""
+    import json
+
+    con.print("stages: " + ", ".join(f"{k} {v}" for k, v in outcome.items()))
+    try:
+        m = json.loads(paths.manifest.read_text())
+        times = [f"{k} {m['stages'][k]['seconds']:.0f} s" for k in outcome if m["stages"].get(k, {}).get("seconds")]
+        if times:
+            con.print("stage times: " + ", ".join(times))
+        ev = json.loads((paths.evaluation / "evaluation.json").read_text())
+        sp = ev["speedup"]
+        for split, s in sp["summary"].items():
+            r = s.get("learned") or {}
+            if r.get("geomean_node_ratio") is None:
+                continue
+            con.print(f"learned vs {sp['baseline']} on {split} ({r['compared']} instances): "
+                      f"nodes x{r['geomean_node_ratio']:.3f} {_ci(r.get('geomean_node_ratio_ci95'))}, "
+                      f"time x{r['geomean_time_ratio']:.3f} {_ci(r.get('geomean_time_ratio_ci95'))}")
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # a run without an evaluation (e.g. `generate` alone) has no ratios to show
     report = paths.reports / "report.md"
     if report.exists():
-        print(f"report: {report}")
-    print(f"run directory: {paths.run}")
-    return EXIT_OK
+        con.print(f"report: {report}")
+    con.print(f"log: {paths.log}")
+    con.print(f"run directory: {paths.run}")
+
+
+def _ci(ci) -> str:
+    return f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "[no interval]"
 
 
 if __name__ == "__main__":

@@ -311,6 +311,27 @@ class DebugSection(_Section):
     sleep_per_epoch_s: float = Field(0.0, ge=0)
 
 
+class LoopConfig(_Section):
+    """What the driver hands every Ray Train worker: typed and validated again in the worker (it crosses a
+    process boundary as a dict), so a missing or misspelt key fails there by name, not as a KeyError mid-epoch."""
+
+    kind: Literal["teacher", "student", "cost"]
+    optim: OptimSection
+    spec: dict[str, Any]  # the model spec (model.json) the network is built from and checkpoints carry
+    seed: int
+    score: str  # validation metric that selects checkpoints and stops early
+    score_mode: Literal["max", "min"]
+    nan_retries: int = Field(ge=0)
+    nan_lr_factor: float = Field(gt=0, lt=1)
+    mixed_precision: bool
+    debug: DebugSection
+    marker_dir: str
+    run_name: str
+    wandb_dir: str
+    wandb_project: str
+    distill: Optional[DistillSection] = None  # the kinds that learn from teachers (the student)
+
+
 class Config(_Section):
     run: RunSection = RunSection()
     ray: RaySection = RaySection()

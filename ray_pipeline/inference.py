@@ -9,11 +9,11 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import ModelError
 from .features import FEATURE_VERSION, INPUT_FEATURES, N_INPUT
+from .kinds import kind_of
 
-
-class ModelError(ValueError):
-    """A model file that cannot be used; the message names the file and the reason."""
+__all__ = ["ModelError", "OnnxScorer", "load_scorer", "ort_session"]
 
 
 def ort_session(path: str | Path, threads: int = 1):
@@ -47,15 +47,20 @@ class OnnxScorer:
             self.session = ort_session(path)
         except Exception as e:
             raise ModelError(f"{path}: ONNX Runtime cannot load it ({type(e).__name__}: {str(e)[:200]})") from None
+        if "kind" not in meta:
+            raise ModelError(f"{path}: no model kind in its metadata: not exported by ray_pipeline")
+        kind = kind_of(meta["kind"], str(path))
+        if not kind.scorer:
+            raise ModelError(f"{path}: a {kind.name} model is not a variable scorer")
+        # the kind says how it takes one state's candidates: rows [k, N_INPUT], or a set [1, k, N_INPUT] + mask
+        self.is_set = kind.set_input
         inputs = self.session.get_inputs()
-        shapes = [(i.name, i.shape) for i in inputs]
-        # the student scores candidate rows [rows, N_INPUT]; the teacher scores a set [1, candidates, N_INPUT]
-        # with a candidate mask, since its attention compares the candidates of one state
-        self.is_set = len(inputs) == 2 and len(inputs[0].shape) == 3 and len(inputs[1].shape) == 2
-        if not (len(inputs) == 1 and len(inputs[0].shape) == 2 or self.is_set) or \
+        want = [3, 2] if self.is_set else [2]
+        if [len(i.shape) for i in inputs] != want or \
                 inputs[0].shape[-1] != N_INPUT and not isinstance(inputs[0].shape[-1], str):
-            raise ModelError(f"{path}: expected input [batch, {N_INPUT}] (student) or [batch, candidates, "
-                             f"{N_INPUT}] + mask (teacher), got {shapes}")
+            takes = f"[batch, candidates, {N_INPUT}] + mask" if self.is_set else f"[batch, {N_INPUT}]"
+            raise ModelError(f"{path}: a {kind.name} model takes {takes}, this file has inputs "
+                             f"{[(i.name, i.shape) for i in inputs]}")
         self.input_name = inputs[0].name
         self.mask_name = inputs[1].name if self.is_set else None
         self.path = path

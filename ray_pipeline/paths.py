@@ -49,6 +49,10 @@ class RunPaths:
         return self.run / "reports"
 
     @property
+    def log(self) -> Path:
+        return self.run / "logs" / "run.log"
+
+    @property
     def logs(self) -> Path:
         return self.run / "logs"
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from .config import STAGES, Config, stable_hash
+from .console import stage_event
 from .manifest import Manifest
 from .paths import RunPaths
 
@@ -27,8 +28,7 @@ class StageSpec:
     name: str
     config_keys: tuple[str, ...]  # config sections the stage's output depends on
     inputs: tuple[str, ...]  # stages whose outputs it reads
-    impl: Any  # "module:function" (or a callable, in tests); None = not built yet
-    issue: int  # where it is specified
+    impl: Any  # "module:function" (or a callable, in tests)
 
 
 @dataclass
@@ -58,19 +58,15 @@ class StageContext:
 SPECS: dict[str, StageSpec] = {
     s.name: s
     for s in [
-        StageSpec("generate", ("data", "debug.fail_instance_every"), (), "ray_pipeline.data.stage:run", 4),
-        StageSpec("train", ("train",), ("generate",), "ray_pipeline.train.stage:run", 5),
-        StageSpec("tune", ("tune", "train"), ("generate",), "ray_pipeline.tune.stage:run", 5),
-        StageSpec("export", ("export",), ("generate", "train"), "ray_pipeline.export.stage:run", 6),
-        StageSpec("evaluate", ("evaluate",), ("generate", "train", "export"), "ray_pipeline.evaluate.stage:run", 6),
-        StageSpec("report", (), ("generate", "train", "tune", "export", "evaluate"), "ray_pipeline.reports.stage:run", 6),
+        StageSpec("generate", ("data", "debug.fail_instance_every"), (), "ray_pipeline.data.stage:run"),
+        StageSpec("train", ("train",), ("generate",), "ray_pipeline.train.stage:run"),
+        StageSpec("tune", ("tune", "train"), ("generate",), "ray_pipeline.tune.stage:run"),
+        StageSpec("export", ("export",), ("generate", "train"), "ray_pipeline.export.stage:run"),
+        StageSpec("evaluate", ("evaluate",), ("generate", "train", "export"), "ray_pipeline.evaluate.stage:run"),
+        StageSpec("report", (), ("generate", "train", "tune", "export", "evaluate"), "ray_pipeline.reports.stage:run"),
     ]
 }
 assert tuple(SPECS) == STAGES
-
-
-class StageNotBuilt(RuntimeError):
-    pass
 
 
 class StageFailed(RuntimeError):
@@ -80,16 +76,8 @@ class StageFailed(RuntimeError):
 def _resolve(spec: StageSpec) -> Callable[[StageContext], StageResult]:
     if callable(spec.impl):
         return spec.impl
-    if spec.impl is None:
-        raise StageNotBuilt(f"stage {spec.name!r} is not implemented yet (issue #{spec.issue})")
     module, _, fn = spec.impl.partition(":")
-    try:
-        mod = importlib.import_module(module)
-    except ModuleNotFoundError as e:
-        if e.name and (e.name == module or module.startswith(e.name + ".")):
-            raise StageNotBuilt(f"stage {spec.name!r} is not implemented yet (issue #{spec.issue})") from None
-        raise
-    return getattr(mod, fn)
+    return getattr(importlib.import_module(module), fn)
 
 
 def with_upstream(targets: list[str]) -> list[str]:
@@ -122,7 +110,7 @@ def input_hash(manifest: Manifest, spec: StageSpec) -> str:
 
 def _outputs_intact(spec: StageSpec, ctx: StageContext) -> bool:
     """A finished stage is trusted only while its files still hash to what the manifest recorded."""
-    if callable(spec.impl) or spec.impl is None:
+    if callable(spec.impl):
         return True
     mod = importlib.import_module(spec.impl.partition(":")[0])
     check = getattr(mod, "output_hash", None)
@@ -145,23 +133,26 @@ def run_stages(ctx: StageContext, stages: list[str], specs: Optional[dict[str, S
         ihash = input_hash(ctx.manifest, spec)
         if not ctx.force and ctx.manifest.is_current(name, chash, ihash):
             if _outputs_intact(spec, ctx):
-                log.info("stage %s: up to date (config %s, inputs %s), skipped", name, chash, ihash)
+                stage_event("skipped", name, "stage %s: up to date (config %s, inputs %s), skipped", name, chash, ihash)
                 outcome[name] = "skipped"
                 continue
             log.warning("stage %s: its outputs changed or disappeared on disk since it finished; recomputing", name)
-        log.info("stage %s: running (config %s, inputs %s)", name, chash, ihash)
+        stage_event("start", name, "stage %s: running (config %s, inputs %s)", name, chash, ihash)
         ctx.manifest.mark_running(name, chash, ihash)
         t0 = time.perf_counter()
         try:
             result = fn(ctx)
         except BaseException as e:
             ctx.manifest.mark_failed(name, f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=8)}")
-            if isinstance(e, (KeyboardInterrupt, SystemExit, StageNotBuilt)):
+            stage_event("failed", name, "stage %s: failed after %.1f s", name, time.perf_counter() - t0,
+                        seconds=time.perf_counter() - t0, level=logging.ERROR)
+            if isinstance(e, (KeyboardInterrupt, SystemExit)):
                 raise
-            log.debug("stage %s failed", name, exc_info=True)
+            log.info("stage %s failed", name, exc_info=True)  # the traceback goes to the log file
             raise StageFailed(f"stage {name!r} failed: {type(e).__name__}: {e}") from e
-        ctx.manifest.mark_done(name, result.output_hash, result.outputs, time.perf_counter() - t0)
-        log.info("stage %s: done in %.1f s", name, time.perf_counter() - t0)
+        seconds = time.perf_counter() - t0
+        ctx.manifest.mark_done(name, result.output_hash, result.outputs, seconds)
+        stage_event("done", name, "stage %s: done in %.1f s", name, seconds, seconds=seconds)
         ctx.storage.archive()
         outcome[name] = "ran"
     return outcome

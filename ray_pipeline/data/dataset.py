@@ -268,6 +268,16 @@ def soft_target(costs: np.ndarray, mask: np.ndarray, t: float) -> np.ndarray:
     return (e / np.maximum(e.sum(axis=1, keepdims=True), 1e-30)).astype(np.float32)
 
 
+def cost_rows(dataset_dir: Path, splits: tuple[str, ...] | list[str]) -> dict[str, np.ndarray]:
+    """The cost predictor's data for the instances of `splits`: x = instance features, y = log_cost_targets.
+    The one place that joins instances with their timings (training, export calibration and evaluation)."""
+    inst = read_table(dataset_dir, "instances.parquet", columns=["instance_id", "split", "features", "nodes"])
+    inst = inst.filter(pa.compute.is_in(inst["split"], value_set=pa.array(list(splits))))
+    timings = read_table(dataset_dir, "timings.parquet", columns=["instance_id", "trace_s"])
+    x = np.asarray(inst["features"].to_pylist(), dtype=np.float32).reshape(inst.num_rows, len(INSTANCE_FEATURES))
+    return {"x": x, "y": log_cost_targets(inst, timings)}
+
+
 def log_cost_targets(instances: pa.Table, timings: pa.Table | None) -> np.ndarray:
     """Cost-predictor targets per instance: [log1p(nodes), log(seconds)] of the baseline solve."""
     nodes = instances["nodes"].to_numpy().astype(np.float64)

@@ -5,6 +5,7 @@ import logging
 import time
 
 from .. import atomic
+from ..console import progress
 from ..pipeline import StageContext, StageResult
 from . import dataset, ray_data, report, steps
 
@@ -17,7 +18,11 @@ def run(ctx: StageContext) -> StageResult:
     log.info("generate: %d instances in %d blocks", len(specs),
              ray_data.num_blocks(len(specs), cfg.data.instances_per_block))
     t0 = time.perf_counter()
-    rows = list(ray_data.build(specs, cfg.data, cfg.debug))
+    rows = []
+    for row in ray_data.build(specs, cfg.data, cfg.debug):
+        rows.append(row)
+        if len(rows) % cfg.data.instances_per_block == 0 or len(rows) == len(specs):  # once per block
+            progress("generate", len(rows), len(specs), "instances")
     wall = time.perf_counter() - t0
     assembled = dataset.assemble(rows, cfg)
     with atomic.directory(ctx.paths.dataset) as tmp:

@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.compute as pc
 
 from .. import atomic
+from ..console import progress
 from ..data import dataset as ds_lib
 from ..pipeline import StageContext, StageResult
 from . import analysis, speedup
@@ -130,7 +130,11 @@ def run(ctx: StageContext) -> StageResult:
                         e.learned.top_k, e.learned.max_depth, e.repeats, e.learned.min_margin) for it in items]
     log.info("evaluate: %d instances x %d heuristics as Ray tasks (learned = %s)", len(items), len(heuristics),
              model_path.name)
-    rows = [r for ref in refs for r in ray.get(ref)]
+    pending = list(refs)
+    while pending:
+        _, pending = ray.wait(pending, num_returns=1)
+        progress("evaluate", len(refs) - len(pending), len(refs), "instances")
+    rows = [r for ref in refs for r in ray.get(ref)]  # in item order, whatever order they finished in
     summary = speedup.summarize(rows, e.baseline)
     ev["speedup"] = {"baseline": e.baseline, "propagation": e.propagation, "node_limit": e.node_limit,
                      "time_limit_s": e.time_limit_s, "repeats": e.repeats, "learned": {"model": str(model_path), "top_k": e.learned.top_k,
@@ -163,18 +167,14 @@ def output_hash(paths) -> str:
 def _cost_metrics(paths, model) -> dict[str, Any]:
     import torch
 
-    inst = ds_lib.read_table(paths.dataset, "instances.parquet", columns=["instance_id", "split", "features", "nodes"])
-    timings = ds_lib.read_table(paths.dataset, "timings.parquet", columns=["instance_id", "trace_s"])
     out = {}
     for split in ("test", "heldout"):
-        sel = inst.filter(pc.equal(inst["split"], split))
-        if sel.num_rows == 0:
+        rows = ds_lib.cost_rows(paths.dataset, [split])
+        if len(rows["x"]) == 0:
             continue
-        x = np.asarray(sel["features"].to_pylist(), dtype=np.float32).reshape(sel.num_rows, -1)
-        y = ds_lib.log_cost_targets(sel, timings)
         with torch.inference_mode():
-            pred = model(torch.from_numpy(x)).numpy()
-        out[split] = dict(analysis.regression_report(pred, y, ("log_nodes", "log_time")), n=int(sel.num_rows))
+            pred = model(torch.from_numpy(rows["x"])).numpy()
+        out[split] = dict(analysis.regression_report(pred, rows["y"], ("log_nodes", "log_time")), n=len(rows["x"]))
     return out
 
 

@@ -18,28 +18,22 @@ import torch
 from .. import atomic
 from ..features import FEATURE_VERSION
 from ..inference import ort_session
+from ..kinds import Kind
 
 
 class ExportError(RuntimeError):
     pass
 
 
-def export_onnx(model: torch.nn.Module, kind: str, n_features: int, path: Path, meta: dict[str, str]) -> Path:
-    """Export with a dynamic batch (teacher: dynamic batch and candidate count) and embed metadata.
+def export_onnx(model: torch.nn.Module, kind: Kind, path: Path, meta: dict[str, str]) -> Path:
+    """Export with the kind's dynamic axes (a set input: batch and candidate count) and embed metadata.
     Writes `path` directly: callers pass a temporary name and rename it after the parity check."""
     import onnx
 
     model = model.eval()
-    if kind == "teacher":
-        x = torch.zeros(2, 3, n_features)
-        mask = torch.ones(2, 3, dtype=torch.bool)
-        prog = torch.onnx.export(model, (x, mask), dynamo=True, verbose=False,
-                                 dynamic_shapes=({0: "batch", 1: "candidates"}, {0: "batch", 1: "candidates"}),
-                                 input_names=["x", "mask"], output_names=["scores"])
-    else:
-        x = torch.zeros(2, n_features)  # batch >= 2: a size-1 example would be specialised
-        prog = torch.onnx.export(model, (x,), dynamo=True, verbose=False, dynamic_shapes=({0: "batch"},),
-                                 input_names=["x"], output_names=["scores" if kind == "student" else "cost"])
+    inputs, outputs = kind.onnx_names()
+    prog = torch.onnx.export(model, kind.example_inputs(), dynamo=True, verbose=False,
+                             dynamic_shapes=kind.onnx_dynamic_shapes(), input_names=inputs, output_names=outputs)
     prog.save(str(path))
     m = onnx.load(str(path))
     for k, v in dict(meta, feature_version=FEATURE_VERSION).items():

@@ -13,23 +13,17 @@ from typing import Any
 import numpy as np
 
 from .. import atomic
+from ..kinds import KINDS
 from ..pipeline import StageContext, StageResult
 
 log = logging.getLogger(__name__)
-KINDS = ("student", "teacher", "cost")
 
 
 def _rows(dataset_dir: Path, kind: str, k_max: int, split: str = "test") -> dict[str, np.ndarray]:
     from ..data import dataset as ds_lib
 
-    if kind == "cost":
-        inst = ds_lib.read_table(dataset_dir, "instances.parquet", columns=["split", "features", "nodes",
-                                                                            "instance_id"])
-        timings = ds_lib.read_table(dataset_dir, "timings.parquet", columns=["instance_id", "trace_s"])
-        import pyarrow.compute as pc
-        inst = inst.filter(pc.is_in(inst["split"], value_set=__import__("pyarrow").array(["test", "val"])))
-        x = np.asarray(inst["features"].to_pylist(), dtype=np.float32).reshape(inst.num_rows, -1)
-        return {"x": x, "y": ds_lib.log_cost_targets(inst, timings)}
+    if not KINDS[kind].scorer:
+        return ds_lib.cost_rows(dataset_dir, ["test", "val"])
     a = ds_lib.to_arrays(ds_lib.read_states(dataset_dir, split), k_max)
     return a
 
@@ -59,22 +53,21 @@ def _export_in(kind: str, mdir: Path, data: dict[str, np.ndarray], k_max: int, o
                ) -> dict[str, Any]:
     import torch
 
-    from ..features import INPUT_FEATURES, INSTANCE_FEATURES
     from ..models import io as model_io
     from . import onnx_tools as ot
 
     torch.set_num_threads(1)
     model, spec = model_io.load(mdir)
-    n_feat = len(INSTANCE_FEATURES if kind == "cost" else INPUT_FEATURES)
+    kd = KINDS[kind]
     meta = {"kind": kind, "features": json.dumps(spec["features"]), "train_key": spec["train_key"],
             "dataset_hash": spec["dataset_hash"]}
     fp32 = mdir / "model.onnx"
     partial = mdir / ".model.onnx.partial"  # renamed to model.onnx only once it matches PyTorch
-    ot.export_onnx(model, kind, n_feat, partial, meta)
+    ot.export_onnx(model, kd, partial, meta)
     out: dict[str, Any] = {"kind": kind, "params": sum(p.numel() for p in model.parameters())}
 
     # ---- inputs on real rows, and how each variant is scored
-    if kind == "student":
+    if kd.scorer and not kd.set_input:  # candidate rows, scored independently
         flat = data["x"][data["mask"]]
         parity_inputs = [flat[: opts["parity_rows"]]]
 
@@ -82,13 +75,13 @@ def _export_in(kind: str, mdir: Path, data: dict[str, np.ndarray], k_max: int, o
             s = np.full(data["mask"].shape, -np.inf, dtype=np.float32)
             s[data["mask"]] = run(flat)
             return _ranking(s, data)
-    elif kind == "teacher":
+    elif kd.set_input:  # whole candidate sets with their masks
         parity_inputs = [data["x"][: max(2, opts["parity_rows"] // k_max)], data["mask"][: max(2, opts["parity_rows"] // k_max)]]
         flat = None
 
         def score_fn(run):
             return _ranking(run(data["x"], data["mask"]), data)
-    else:
+    else:  # a regressor of instance features
         flat = data["x"]
         parity_inputs = [flat[: opts["parity_rows"]]]
 
@@ -116,14 +109,14 @@ def _export_in(kind: str, mdir: Path, data: dict[str, np.ndarray], k_max: int, o
         return lambda *arrs: s.run(None, dict(zip(names, arrs)))[0]
 
     variants: dict[str, Any] = {"pytorch": (torch_run, None), "onnx-fp32": (ort_runner(fp32), fp32)}
-    if kind != "teacher":
+    if kd.quantize:
         q = ot.quantize(fp32, mdir, flat[: opts["calibration_rows"]], opts["quantize_dynamic"],
                         opts["quantize_static"])
         for name, p in q.items():
             variants[f"onnx-{name}"] = (ort_runner(p), p)
 
     # ---- accuracy, latency, size of every variant (single call = one decision's candidates)
-    if kind == "teacher":
+    if kd.set_input:
         single_in = [data["x"][:1], data["mask"][:1]]
         batch_in = [data["x"][:32], data["mask"][:32]]
     else:
@@ -139,7 +132,7 @@ def _export_in(kind: str, mdir: Path, data: dict[str, np.ndarray], k_max: int, o
     out["variants"] = table
 
     # ---- which INT8 to keep: the fastest one whose top-1 stays within the allowed drop
-    if kind == "student":
+    if kd.scorer and kd.quantize:  # a scorer the solver can deploy: INT8 only if faster at equal top-1
         base = next(r for r in table if r["variant"] == "onnx-fp32")
         int8 = [r for r in table if r["variant"].startswith("onnx-int8")]
         ok = [r for r in int8 if base["top1"] - r["top1"] <= opts["int8_max_top1_drop"]]
@@ -161,7 +154,7 @@ def _export_in(kind: str, mdir: Path, data: dict[str, np.ndarray], k_max: int, o
                 s[data["mask"]] = pm(torch.from_numpy(flat)).numpy()
             prune_rows.append({"amount": amount, **counts, **_ranking(s, data)})
         out["pruning"] = prune_rows
-    elif kind == "cost":
+    elif kd.quantize:
         int8 = [r for r in table if r["variant"].startswith("onnx-int8")]
         if int8:
             best = min(int8, key=lambda r: r["rmse_log_nodes"])

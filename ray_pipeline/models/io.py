@@ -13,32 +13,19 @@ from typing import Any
 import torch
 
 from .. import atomic
-from ..features import FEATURE_VERSION, INPUT_FEATURES, INSTANCE_FEATURES
-from .nets import CostPredictor, StudentScorer, TeacherScorer
-
-
-class ModelFileError(ValueError):
-    """A model or checkpoint that cannot be used; names the file and the reason."""
+from ..features import FEATURE_VERSION
+from ..errors import ModelError
+from ..kinds import Kind, kind_of
 
 
 def build(spec: dict[str, Any]) -> torch.nn.Module:
-    kind, h = spec["kind"], spec["hparams"]
-    norm = spec["norm"]
-    if kind == "teacher":
-        return TeacherScorer(len(INPUT_FEATURES), h["hidden"], h["layers"], h["heads"], h["dropout"],
-                             norm["mean"], norm["std"])
-    if kind == "student":
-        return StudentScorer(len(INPUT_FEATURES), h["hidden"], h["layers"], h["dropout"], norm["mean"], norm["std"])
-    if kind == "cost":
-        return CostPredictor(len(INSTANCE_FEATURES), h["hidden"], h["layers"], h["dropout"], norm["mean"],
-                             norm["std"])
-    raise ModelFileError(f"unknown model kind {kind!r}")
+    return kind_of(spec["kind"]).network(spec["hparams"], spec["norm"])
 
 
 def make_spec(kind: str, hparams: dict[str, Any], norm: dict[str, list[float]], **extra: Any) -> dict[str, Any]:
     return {"format": "ray_pipeline.model", "version": 1, "kind": kind, "hparams": hparams, "norm": norm,
             "feature_version": FEATURE_VERSION,
-            "features": list(INSTANCE_FEATURES if kind == "cost" else INPUT_FEATURES), **extra}
+            "features": list(kind_of(kind).features), **extra}
 
 
 def save(model: torch.nn.Module, spec: dict[str, Any], out_dir: Path) -> Path:
@@ -52,13 +39,13 @@ def save(model: torch.nn.Module, spec: dict[str, Any], out_dir: Path) -> Path:
 
 def check_spec(spec: Any, source: Path, expect: dict[str, Any] | None = None) -> dict[str, Any]:
     if not isinstance(spec, dict) or spec.get("format") != "ray_pipeline.model":
-        raise ModelFileError(f"{source}: not a ray_pipeline model spec")
+        raise ModelError(f"{source}: not a ray_pipeline model spec")
     if spec.get("feature_version") != FEATURE_VERSION:
-        raise ModelFileError(f"{source}: built for features {spec.get('feature_version')!r}, this code has "
+        raise ModelError(f"{source}: built for features {spec.get('feature_version')!r}, this code has "
                              f"{FEATURE_VERSION!r}")
     for key, want in (expect or {}).items():
         if spec.get(key) != want:
-            raise ModelFileError(f"{source}: {key} is {spec.get(key)!r}, expected {want!r} (a model or "
+            raise ModelError(f"{source}: {key} is {spec.get(key)!r}, expected {want!r} (a model or "
                                  f"checkpoint from another config or dataset)")
     return spec
 
@@ -67,9 +54,9 @@ def load_state(path: Path) -> dict[str, torch.Tensor]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
-        raise ModelFileError(f"{path}: no such file") from None
+        raise ModelError(f"{path}: no such file") from None
     except Exception as e:  # pickle errors, truncated zip, unsafe globals refused by weights_only
-        raise ModelFileError(f"{path}: cannot load as a weights-only state dict ({type(e).__name__}: "
+        raise ModelError(f"{path}: cannot load as a weights-only state dict ({type(e).__name__}: "
                              f"{str(e)[:200]})") from None
 
 
@@ -79,16 +66,16 @@ def load(model_dir: Path, expect: dict[str, Any] | None = None) -> tuple[torch.n
     try:
         spec = json.loads(spec_file.read_text())
     except FileNotFoundError:
-        raise ModelFileError(f"{spec_file}: missing model spec") from None
+        raise ModelError(f"{spec_file}: missing model spec") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ModelFileError(f"{spec_file}: not valid JSON ({e})") from None
+        raise ModelError(f"{spec_file}: not valid JSON ({e})") from None
     check_spec(spec, spec_file, expect)
     model = build(spec)
     state = load_state(model_dir / "model.pt")
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
-        raise ModelFileError(f"{model_dir / 'model.pt'}: does not match its spec ({str(e)[:200]})") from None
+        raise ModelError(f"{model_dir / 'model.pt'}: does not match its spec ({str(e)[:200]})") from None
     model.eval()
     return model, spec
 
@@ -96,25 +83,18 @@ def load(model_dir: Path, expect: dict[str, Any] | None = None) -> tuple[torch.n
 class TorchScorer:
     """A scorer callback for the solver from a PyTorch model (development; deployment uses ONNX)."""
 
-    def __init__(self, model: torch.nn.Module):
-        self.model = model.eval()
+    def __init__(self, model: torch.nn.Module, kind: Kind):
+        self.model, self.kind = model.eval(), kind
         torch.set_num_threads(1)
 
     @torch.inference_mode()
     def __call__(self, x):
-        t = torch.from_numpy(x)
-        if isinstance(self.model, TeacherScorer):
-            return self.model(t.unsqueeze(0)).squeeze(0).numpy()
-        return self.model(t).numpy()
+        return self.kind.forward(self.model, torch.from_numpy(x)).numpy()
 
 
 def load_scorer_pt(path: Path) -> TorchScorer:
-    from ..inference import ModelError
-
-    try:
-        model, spec = load(Path(path).parent)
-    except ModelFileError as e:
-        raise ModelError(str(e)) from None
-    if spec["kind"] == "cost":
-        raise ModelError(f"{path}: a cost predictor is not a variable scorer")
-    return TorchScorer(model)
+    model, spec = load(Path(path).parent)
+    kind = kind_of(spec["kind"], str(path))
+    if not kind.scorer:
+        raise ModelError(f"{path}: a {kind.name} model is not a variable scorer")
+    return TorchScorer(model, kind)

@@ -1,16 +1,22 @@
 """Readers for external instance files: DIMACS CNF, DIMACS graph colouring (.col) and the project's JSON.
 
 Tolerant where real files differ (comments anywhere, a SATLIB `%` trailer, clauses across lines, duplicate
-edges, extra fields on the `p` line); strict where the content is wrong, with file and line in the error.
+edges, extra fields on the `p` line, self-loop edges in `.col` files); strict where the content is wrong, with
+file and line in the error.
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Iterator, Optional
 
 from .instance import Instance, InstanceError, read_json
 
+log = logging.getLogger(__name__)
+
 MAX_VARS = 10_000_000
+# Self-loops named one by one in the warning; a file with more gets a count for the rest.
+_SELF_LOOPS_NAMED = 5
 
 
 def _lines(path: Path) -> Iterator[tuple[int, str]]:
@@ -82,13 +88,18 @@ def read_cnf(path: str | Path) -> Instance:
                     meta={"source": str(path), "declared_clauses": n_declared, "format": "cnf"}).check(str(path))
 
 
-def read_col(path: str | Path, colors: int) -> Instance:
-    """DIMACS graph colouring with `colors` colours. Vertex v (1-based) is index v-1; colours are 0..K-1."""
+def read_col(path: str | Path, colors: int, strict: bool = False) -> Instance:
+    """DIMACS graph colouring with `colors` colours. Vertex v (1-based) is index v-1; colours are 0..K-1.
+
+    A self-loop edge (`e v v`) is dropped with a warning naming file and line: standard benchmarks carry them
+    as artifacts (homer.col has one) and colouring benchmarks ignore them. `strict=True` refuses the file.
+    """
     path = Path(path)
     if not isinstance(colors, int) or colors < 1 or colors > 4096:
         raise InstanceError(f"{path}: number of colours must be an integer in 1..4096, got {colors!r}")
     n: Optional[int] = None
     edges: set[tuple[int, int]] = set()
+    self_loops: list[tuple[int, int]] = []  # (line, vertex)
     for line_no, text in _lines(path):
         s = text.strip()
         if not s or s[0] == "c":
@@ -114,7 +125,11 @@ def read_col(path: str | Path, colors: int) -> Instance:
                 if not 1 <= w <= n:
                     raise InstanceError(f"{path}:{line_no}: vertex {w} outside 1..{n}")
             if u == v:
-                raise InstanceError(f"{path}:{line_no}: self-loop on vertex {u} (no colouring exists)")
+                if strict:
+                    raise InstanceError(f"{path}:{line_no}: self-loop on vertex {u} (no colouring exists; "
+                                        f"without strict mode it is dropped with a warning)")
+                self_loops.append((line_no, u))
+                continue
             edges.add((min(u, v) - 1, max(u, v) - 1))
         elif parts[0] in ("n", "x", "d", "v"):  # node weights and other DIMACS extensions: not used here
             continue
@@ -122,8 +137,20 @@ def read_col(path: str | Path, colors: int) -> Instance:
             raise InstanceError(f"{path}:{line_no}: unknown line type {parts[0]!r}")
     if n is None:
         raise InstanceError(f"{path}: no 'p edge' header")
-    return coloring_instance(path.stem, n, sorted(edges), colors, family="col", size="external", seed=0,
-                             meta={"source": str(path), "format": "col"})
+    meta = {"source": str(path), "format": "col"}
+    if self_loops:
+        _warn_self_loops(path, self_loops)
+        meta["dropped_self_loops"] = len(self_loops)
+    return coloring_instance(path.stem, n, sorted(edges), colors, family="col", size="external", seed=0, meta=meta)
+
+
+def _warn_self_loops(path: Path, self_loops: list[tuple[int, int]]) -> None:
+    for line_no, v in self_loops[:_SELF_LOOPS_NAMED]:
+        log.warning("%s:%d: self-loop on vertex %d dropped (a benchmark artifact; strict mode refuses it)",
+                    path, line_no, v)
+    if len(self_loops) > _SELF_LOOPS_NAMED:
+        rest = self_loops[_SELF_LOOPS_NAMED:]
+        log.warning("%s: %d more self-loops dropped, lines %d..%d", path, len(rest), rest[0][0], rest[-1][0])
 
 
 def coloring_instance(name: str, n: int, edges: list[tuple[int, int]], k: int, *, family: str, size: str, seed: int,
@@ -135,8 +162,11 @@ def coloring_instance(name: str, n: int, edges: list[tuple[int, int]], k: int, *
                     meta=dict(meta or {})).check(name)
 
 
-def read_instance(path: str | Path, fmt: Optional[str] = None, colors: Optional[int] = None) -> Instance:
-    """Read by explicit format or by suffix: .cnf, .col (needs `colors`, or `file.col:K`), .json."""
+def read_instance(path: str | Path, fmt: Optional[str] = None, colors: Optional[int] = None,
+                  strict: bool = False) -> Instance:
+    """Read by explicit format or by suffix: .cnf, .col (needs `colors`, or `file.col:K`), .json.
+
+    `strict` refuses what the readers otherwise drop with a warning (today: self-loops in a .col graph)."""
     spec = str(path)
     if colors is None and ":" in Path(spec).name and spec.rsplit(":", 1)[1].isdigit():
         spec, k = spec.rsplit(":", 1)
@@ -150,7 +180,7 @@ def read_instance(path: str | Path, fmt: Optional[str] = None, colors: Optional[
     if fmt == "col":
         if colors is None:
             raise InstanceError(f"{p}: a .col file needs the number of colours (--colors K or {p.name}:K)")
-        return read_col(p, colors)
+        return read_col(p, colors, strict=strict)
     if fmt == "json":
         return read_json(p)
     raise InstanceError(f"{p}: unknown format (use --format cnf|col|json or a .cnf/.col/.json suffix)")

@@ -12,6 +12,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("path", help="instance file: DIMACS .cnf, DIMACS .col (with --colors K, or FILE.col:K), or .json")
     p.add_argument("--format", choices=["cnf", "col", "json"], default=None, help="default: from the suffix")
     p.add_argument("--colors", type=int, default=None, help="number of colours for a .col graph")
+    p.add_argument("--strict", action="store_true",
+                   help="refuse a .col graph with self-loop edges (default: drop them with a warning)")
     p.add_argument("--heuristic", choices=HEURISTICS, default="dom-wdeg")
     p.add_argument("--propagation", choices=PROPAGATIONS, default="mac")
     p.add_argument("--value-order", choices=VALUE_ORDERS, default="lex")
@@ -48,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     if args.time_limit is not None and args.time_limit <= 0:
         return fail(f"--time-limit must be positive, got {args.time_limit}")
     try:
-        inst = read_instance(args.path, fmt=args.format, colors=args.colors)
+        inst = read_instance(args.path, fmt=args.format, colors=args.colors, strict=args.strict)
     except InstanceError as e:
         return fail(str(e))
     scorer = None

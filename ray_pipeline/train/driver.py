@@ -16,8 +16,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute  # noqa: F401  (pa.compute)
 
-from ..config import Config, stable_hash
+from ..config import Config, LoopConfig, stable_hash
 from ..data import dataset as ds_lib
+from ..kinds import kind_of
 from ..models import io as model_io
 from ..paths import RunPaths
 from ..storage import Storage, pack, unpacked
@@ -26,8 +27,8 @@ log = logging.getLogger(__name__)
 
 def score_of(cfg: Config, kind: str) -> tuple[str, str]:
     """The validation metric that selects checkpoints and stops early, and its direction."""
-    if kind == "cost":
-        return "val_loss", "min"
+    if kind_of(kind).select:
+        return kind_of(kind).select
     m = cfg.train.select_metric
     return m, "max" if m == "val_top1" else "min"
 
@@ -69,11 +70,8 @@ def scorer_dataset(dataset_dir: Path, split: str, k_max: int, target: str = "bes
 def cost_dataset(dataset_dir: Path, split: str):
     import ray.data
 
-    inst = ds_lib.read_table(dataset_dir, "instances.parquet", columns=["instance_id", "split", "features", "nodes"])
-    timings = ds_lib.read_table(dataset_dir, "timings.parquet", columns=["instance_id", "trace_s"])
-    inst = inst.filter(pa.compute.equal(inst["split"], split))
-    x = np.asarray(inst["features"].to_pylist(), dtype=np.float32).reshape(inst.num_rows, -1)
-    y = ds_lib.log_cost_targets(inst, timings)
+    rows = ds_lib.cost_rows(dataset_dir, [split])
+    x, y = rows["x"], rows["y"]
     return ray.data.from_items([{"x": x[i], "y": y[i]} for i in range(len(x))],
                                override_num_blocks=max(1, min(4, len(x)))).materialize()
 
@@ -112,7 +110,7 @@ def write_soft_labels(paths: RunPaths, storage: Storage, teachers: dict[str, flo
     for name in teachers:
         mdir = paths.model(name)
         if not (mdir / "model.pt").exists():
-            raise model_io.ModelFileError(f"{mdir}: teacher {name!r} (train.student.distill.teachers) "
+            raise model_io.ModelError(f"{mdir}: teacher {name!r} (train.student.distill.teachers) "
                                           f"has no trained model")
         model_io.load(mdir)  # a damaged teacher fails here, naming its file, not inside an actor
         files[name] = pack(mdir, ("model.pt", "model.json"))
@@ -146,9 +144,9 @@ def training_datasets(cfg: Config, paths: RunPaths, storage: Storage, kind: str,
                       ) -> dict[str, Any]:
     """Train and val datasets of one model kind (the student's are the teacher's soft labels, written first by
     `write_soft_labels`)."""
-    if kind == "cost":
+    if not kind_of(kind).scorer:
         return {sp: cost_dataset(paths.dataset, sp) for sp in ("train", "val")}
-    if kind == "student" and cfg.train.student.distill.teachers:
+    if model_section(cfg, kind).get("distill", {}).get("teachers"):
         return {sp: soft_label_dataset(paths, storage, sp) for sp in ("train", "val")}
     sync_dataset(paths, storage)
     return {sp: scorer_dataset(paths.dataset, sp, manifest["top_k"], cfg.train.target, cfg.train.target_temperature,
@@ -181,34 +179,29 @@ def model_section(cfg: Config, kind: str) -> dict[str, Any]:
 
 
 def hparams_of(kind: str, section: dict[str, Any]) -> dict[str, Any]:
-    keys = {"teacher": ("hidden", "layers", "heads", "dropout"), "student": ("hidden", "layers", "dropout"),
-            "cost": ("hidden", "layers", "dropout")}[kind]
-    return {k: section[k] for k in keys}
+    return {k: section[k] for k in kind_of(kind).hparams}
 
 
 def train_key(cfg: Config, kind: str, section: dict[str, Any], dataset_hash: str) -> str:
     """Identity of one training run: a new key starts fresh, the same key resumes its checkpoints."""
     return stable_hash({"kind": kind, "section": section, "dataset": dataset_hash, "seed": cfg.run.seed,
                         "target": [cfg.train.target, cfg.train.target_temperature, cfg.train.select_metric],
-                        "families": cfg.train.families if kind != "cost" else None,
+                        "families": cfg.train.families if kind_of(kind).scorer else None,
                         "nan_at": cfg.debug.nan_loss_at_step})
 
 
 def loop_config(cfg: Config, paths: RunPaths, kind: str, section: dict[str, Any], spec: dict[str, Any],
-                marker_dir: Path) -> dict[str, Any]:
+                marker_dir: Path) -> LoopConfig:
+    """`section` is train.<kind> as a dict (Tune overrides some of its values per trial)."""
     score, mode = score_of(cfg, kind)
-    c = {"kind": kind, "optim": section["optim"], "spec": spec, "seed": cfg.run.seed, "score": score,
-         "score_mode": mode, "nan_retries": cfg.train.nan_retries, "nan_lr_factor": cfg.train.nan_lr_factor,
-         "mixed_precision": cfg.train.mixed_precision and cfg.train.use_gpu,
-         "debug": cfg.debug.model_dump(mode="json"), "marker_dir": str(marker_dir), "run_name": cfg.run.name,
-         "wandb_dir": str(paths.wandb), "wandb_project": cfg.tracking.wandb_project}
-    if kind == "student":
-        c["distill"] = {"alpha": section["distill"]["alpha"], "temperature": section["distill"]["temperature"]}
-        c["teachers"] = dict(section["distill"]["teachers"])
-    return c
+    return LoopConfig(kind=kind, optim=section["optim"], spec=spec, seed=cfg.run.seed, score=score, score_mode=mode,
+                      nan_retries=cfg.train.nan_retries, nan_lr_factor=cfg.train.nan_lr_factor,
+                      mixed_precision=cfg.train.mixed_precision and cfg.train.use_gpu, debug=cfg.debug,
+                      marker_dir=str(marker_dir), run_name=cfg.run.name, wandb_dir=str(paths.wandb),
+                      wandb_project=cfg.tracking.wandb_project, distill=section.get("distill"))
 
 
-def make_trainer(cfg: Config, loop_cfg: dict[str, Any], datasets: dict[str, Any], storage: Storage, parent: Path,
+def make_trainer(cfg: Config, loop_cfg: LoopConfig, datasets: dict[str, Any], storage: Storage, parent: Path,
                  name: str, num_workers: Optional[int] = None, callbacks: Optional[list] = None):
     """A TorchTrainer whose run `name` (checkpoints, controller snapshot) lives in storage at `parent`, a
     run-directory path (`Storage` maps it to the run's storage)."""
@@ -219,10 +212,10 @@ def make_trainer(cfg: Config, loop_cfg: dict[str, Any], datasets: dict[str, Any]
     resources = {"CPU": cfg.train.cpus_per_worker}
     if cfg.train.use_gpu:
         resources["GPU"] = 1
-    score, mode = loop_cfg["score"], loop_cfg["score_mode"]
+    score, mode = loop_cfg.score, loop_cfg.score_mode
     return TorchTrainer(
         _train_fn_entry,
-        train_loop_config=loop_cfg,
+        train_loop_config=loop_cfg.model_dump(mode="json"),
         scaling_config=ray.train.ScalingConfig(num_workers=n, use_gpu=cfg.train.use_gpu,
                                                resources_per_worker=resources if n else None),
         run_config=ray.train.RunConfig(
@@ -239,7 +232,7 @@ def make_trainer(cfg: Config, loop_cfg: dict[str, Any], datasets: dict[str, Any]
 def _train_fn_entry(c: dict[str, Any]) -> None:
     from .loop import train_fn
 
-    train_fn(c)
+    train_fn(LoopConfig.model_validate(c))
 
 
 def best_checkpoint(result, score: str, mode: str):

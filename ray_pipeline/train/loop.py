@@ -1,6 +1,7 @@
 """The per-worker training loop (runs inside every Ray Train worker; plain PyTorch + DDP).
 
-One loop for the three models; `kind` picks the loss and the metrics. Features of the loop:
+One loop for the three models; the kind's declaration (`ray_pipeline.kinds`) gives the loss and the metrics.
+Features of the loop:
 AdamW, warmup + cosine LR, gradient clipping, label smoothing, optional EMA of weights, early stopping,
 checkpoints from rank 0 every epoch (resume = Ray Train hands back the latest one), NaN/Inf recovery
 (restore the last good state, lower the LR, retry the epoch; give up after `nan_retries`), mixed precision
@@ -20,10 +21,9 @@ from typing import Any, Optional
 import torch
 import torch.distributed as dist
 
+from ..config import LoopConfig
+from ..kinds import kind_of
 from ..models import io as model_io
-from . import losses, metrics
-
-COST_TARGETS = ("log_nodes", "log_time")
 
 
 class NonFiniteLoss(RuntimeError):
@@ -67,28 +67,6 @@ def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return model.module if hasattr(model, "module") else model
 
 
-# ------------------------------------------------------------------------------------------ loss per kind
-def _loss_and_sums(kind: str, model: torch.nn.Module, batch: dict[str, torch.Tensor], c: dict[str, Any],
-                   train: bool) -> tuple[torch.Tensor, dict[str, float]]:
-    if kind == "cost":
-        pred = model(batch["x"])
-        loss = losses.regression(pred, batch["y"])
-        sums = metrics.regression_sums(pred, batch["y"]) if not train else {}
-        return loss, sums
-    x, mask, target, label = batch["x"], batch["mask"].bool(), batch["target"], batch["label"]
-    scores = model(x, mask)
-    eps = c["optim"]["label_smoothing"] if train else 0.0
-    if kind == "student" and c.get("teachers"):
-        d = c["distill"]
-        p_t = losses.teacher_probs([batch[f"t_{n}"] for n in c["teachers"]], list(c["teachers"].values()), mask,
-                                   d["temperature"])
-        loss = losses.distill(scores, mask, label, p_t, d["alpha"], d["temperature"], eps)
-    else:
-        loss = losses.listwise_ce(scores, mask, label, eps)
-    sums = metrics.ranking_sums(scores, mask, target, batch.get("costs")) if not train else {}
-    return loss, sums
-
-
 # ------------------------------------------------------------------------------------------ checkpoints
 def _save_checkpoint(d: Path, model: torch.nn.Module, ema: Optional[torch.nn.Module], opt: torch.optim.Optimizer,
                      state: dict[str, Any], spec: dict[str, Any]) -> None:
@@ -107,7 +85,7 @@ def _load_checkpoint(d: Path, spec: dict[str, Any], model: torch.nn.Module, ema:
         ck_spec = json.loads((d / "model.json").read_text())
         state = json.loads((d / "loop_state.json").read_text())
     except (OSError, json.JSONDecodeError) as e:
-        raise model_io.ModelFileError(f"{d}: incomplete checkpoint ({e})") from None
+        raise model_io.ModelError(f"{d}: incomplete checkpoint ({e})") from None
     model_io.check_spec(ck_spec, d / "model.json", {k: spec[k] for k in ("kind", "train_key", "dataset_hash")})
     ts = model_io.load_state(d / "train_state.pt")
     _unwrap(model).load_state_dict(ts["model"])
@@ -118,24 +96,24 @@ def _load_checkpoint(d: Path, spec: dict[str, Any], model: torch.nn.Module, ema:
 
 
 # ------------------------------------------------------------------------------------------ the loop
-def train_fn(c: dict[str, Any]) -> None:
+def train_fn(c: LoopConfig) -> None:
     import ray.train
     import ray.train.torch
 
     rank, world = ray.train.get_context().get_world_rank(), ray.train.get_context().get_world_size()
-    kind, optim, spec = c["kind"], c["optim"], c["spec"]
-    torch.manual_seed(c["seed"])
+    kind, optim, spec = c.kind, c.optim, c.spec
+    torch.manual_seed(c.seed)
     torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
     device = ray.train.torch.get_device()
-    use_amp = bool(c.get("mixed_precision")) and device.type == "cuda"
+    use_amp = c.mixed_precision and device.type == "cuda"
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
 
     net = model_io.build(spec).to(device)
-    ema = copy.deepcopy(net).eval() if optim.get("ema_decay") else None
+    ema = copy.deepcopy(net).eval() if optim.ema_decay else None
     model = ray.train.torch.prepare_model(net)  # DDP when world > 1 (gloo on CPU, NCCL on GPU)
-    opt = torch.optim.AdamW(model.parameters(), lr=optim["lr"], weight_decay=optim["weight_decay"])
-    higher = c["score_mode"] == "max"
+    opt = torch.optim.AdamW(model.parameters(), lr=optim.lr, weight_decay=optim.weight_decay)
+    higher = c.score_mode == "max"
     state: dict[str, Any] = {"epoch": 0, "step": 0, "best": None, "bad_epochs": 0, "lr_scale": 1.0,
                              "nan_retries": 0, "nan_injected": False, "stopped": False, "history": []}
     ckpt = ray.train.get_checkpoint()
@@ -150,49 +128,49 @@ def train_fn(c: dict[str, Any]) -> None:
     val_shard = ray.train.get_dataset_shard("val")
     good = {"model": copy.deepcopy(_unwrap(model).state_dict()), "opt": copy.deepcopy(opt.state_dict())}
     epoch = state["epoch"]
-    while epoch < optim["epochs"] and not state["stopped"]:
+    while epoch < optim.epochs and not state["stopped"]:
         _maybe_crash(c, epoch, rank, world)
-        lr = optim["lr"] * state["lr_scale"] * lr_factor(epoch, optim["epochs"], optim["warmup_epochs"],
-                                                         optim["schedule"])
+        lr = optim.lr * state["lr_scale"] * lr_factor(epoch, optim.epochs, optim.warmup_epochs,
+                                                         optim.schedule)
         for g in opt.param_groups:
             g["lr"] = lr
         t0 = time.perf_counter()
         model.train()
         tr = {"loss": 0.0, "n": 0.0, "grad_norm": 0.0, "steps": 0.0}
         restart_epoch = False
-        for batch in train_shard.iter_torch_batches(batch_size=optim["batch_size"], device=device,
-                                                    local_shuffle_buffer_size=4 * optim["batch_size"],
-                                                    local_shuffle_seed=c["seed"] + epoch):
+        for batch in train_shard.iter_torch_batches(batch_size=optim.batch_size, device=device,
+                                                    local_shuffle_buffer_size=4 * optim.batch_size,
+                                                    local_shuffle_seed=c.seed + epoch):
             with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=use_amp):
-                loss, _ = _loss_and_sums(kind, model, batch, c, train=True)
-            inject = c["debug"].get("nan_loss_at_step")
+                loss, _ = kind_of(kind).loss_and_sums(model, batch, c, train=True)
+            inject = c.debug.nan_loss_at_step
             if inject is not None and state["step"] == inject and not state["nan_injected"]:
                 state["nan_injected"] = True
                 loss = loss * float("nan")
             if not _all_finite(loss, device):
                 state["nan_retries"] += 1
-                if state["nan_retries"] > c["nan_retries"]:
+                if state["nan_retries"] > c.nan_retries:
                     raise NonFiniteLoss(f"[{kind}] loss is NaN/Inf at epoch {epoch} step {state['step']} after "
-                                        f"{c['nan_retries']} recoveries (train.nan_retries); lower optim.lr or "
+                                        f"{c.nan_retries} recoveries (train.nan_retries); lower optim.lr or "
                                         f"check the dataset")
                 _unwrap(model).load_state_dict(good["model"])
                 opt.load_state_dict(good["opt"])
-                state["lr_scale"] *= c["nan_lr_factor"]
+                state["lr_scale"] *= c.nan_lr_factor
                 if rank == 0:
                     print(f"[{kind}] non-finite loss at epoch {epoch}: restored the last good state, LR x "
-                          f"{c['nan_lr_factor']} (recovery {state['nan_retries']}/{c['nan_retries']})", flush=True)
+                          f"{c.nan_lr_factor} (recovery {state['nan_retries']}/{c.nan_retries})", flush=True)
                 restart_epoch = True
                 break
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.unscale_(opt)
-            gn = torch.nn.utils.clip_grad_norm_(model.parameters(), optim["grad_clip"])
+            gn = torch.nn.utils.clip_grad_norm_(model.parameters(), optim.grad_clip)
             scaler.step(opt)
             scaler.update()
             if ema is not None:
                 with torch.no_grad():
                     for pe, pm in zip(ema.parameters(), _unwrap(model).parameters()):
-                        pe.mul_(optim["ema_decay"]).add_(pm.detach(), alpha=1 - optim["ema_decay"])
+                        pe.mul_(optim.ema_decay).add_(pm.detach(), alpha=1 - optim.ema_decay)
             bs = float(batch["x"].shape[0])
             tr["loss"] += float(loss.detach()) * bs
             tr["n"] += bs
@@ -208,18 +186,18 @@ def train_fn(c: dict[str, Any]) -> None:
         m = {"epoch": epoch + 1, "lr": lr, "train_loss": tr["loss"] / max(tr["n"], 1),
              "grad_norm": tr["grad_norm"] / max(tr["steps"], 1), "epoch_time_s": elapsed,
              "samples_per_s": tr["n"] / elapsed if elapsed > 0 else 0.0, "world_size": world, **val}
-        score = m[c["score"]]
+        score = m[c.score]
         improved = state["best"] is None or (score > state["best"] if higher else score < state["best"])
         state["best"] = score if improved else state["best"]
         state["bad_epochs"] = 0 if improved else state["bad_epochs"] + 1
         state["epoch"] = epoch + 1
-        state["stopped"] = state["bad_epochs"] >= optim["early_stopping_patience"]
-        m["stopped_early"] = float(state["stopped"] and state["epoch"] < optim["epochs"])
+        state["stopped"] = state["bad_epochs"] >= optim.early_stopping_patience
+        m["stopped_early"] = float(state["stopped"] and state["epoch"] < optim.epochs)
         state["history"].append(m)  # the full curve travels with every checkpoint
         if run is not None:
             run.log(m, step=epoch + 1)
-        if c["debug"].get("sleep_per_epoch_s"):
-            time.sleep(c["debug"]["sleep_per_epoch_s"])
+        if c.debug.sleep_per_epoch_s:
+            time.sleep(c.debug.sleep_per_epoch_s)
         with tempfile.TemporaryDirectory() as tmp:
             checkpoint = None
             if rank == 0:
@@ -232,53 +210,48 @@ def train_fn(c: dict[str, Any]) -> None:
 
 
 @torch.no_grad()
-def _validate(kind: str, model: torch.nn.Module, shard, c: dict[str, Any], device: torch.device) -> dict[str, float]:
+def _validate(kind: str, model: torch.nn.Module, shard, c: LoopConfig, device: torch.device) -> dict[str, float]:
     model.eval()
     sums: dict[str, float] = {"loss": 0.0, "count": 0.0}
     for batch in shard.iter_torch_batches(batch_size=512, device=device):
-        loss, s = _loss_and_sums(kind, model, batch, c, train=False)
+        loss, s = kind_of(kind).loss_and_sums(model, batch, c, train=False)
         bs = float(batch["x"].shape[0])
         sums["loss"] += float(loss) * bs
         sums["count"] += bs
         for k, v in s.items():
             sums[k] = sums.get(k, 0.0) + v
-    keys = ["loss", "count"] + (sorted(f"{p}{j}" for p in ("n", "ae", "se", "y", "yy", "ape") for j in range(2))
-                                if kind == "cost" else ["n", "top1", "top3", "top5", "mrr", "baseline_top1",
-                                                        "log_regret", "baseline_log_regret"])
+    keys = ["loss", "count"] + kind_of(kind).metric_sum_keys()
     sums = _allreduce({k: sums.get(k, 0.0) for k in keys}, device)
     out = {"val_loss": sums["loss"] / max(sums["count"], 1.0)}
-    if kind == "cost":
-        out.update(metrics.finish_regression(sums, COST_TARGETS, prefix="val_"))
-    else:
-        out.update(metrics.finish_ranking(sums, prefix="val_"))
+    out.update(kind_of(kind).finish_metrics(sums, prefix="val_"))
     return out
 
 
-def _maybe_crash(c: dict[str, Any], epoch: int, rank: int, world: int) -> None:
+def _maybe_crash(c: LoopConfig, epoch: int, rank: int, world: int) -> None:
     """debug.crash_worker_at_epoch: the last rank dies once (a marker file makes it once per run)."""
-    at = c["debug"].get("crash_worker_at_epoch")
+    at = c.debug.crash_worker_at_epoch
     if at is None or epoch != at or rank != world - 1:
         return
-    marker = Path(c["marker_dir"]) / f".crashed-{c['kind']}-{epoch}"
+    marker = Path(c.marker_dir) / f".crashed-{c.kind}-{epoch}"
     if marker.exists():
         return
     marker.parent.mkdir(parents=True, exist_ok=True)
     marker.write_text(str(os.getpid()))
-    print(f"[{c['kind']}] debug: killing worker rank {rank} (pid {os.getpid()}) at epoch {epoch}", flush=True)
+    print(f"[{c.kind}] debug: killing worker rank {rank} (pid {os.getpid()}) at epoch {epoch}", flush=True)
     os._exit(1)
 
 
-def _wandb_init(c: dict[str, Any], rank: int):
+def _wandb_init(c: LoopConfig, rank: int):
     """W&B from rank 0 only; offline by default (WANDB_MODE), disabled in tests."""
     if rank != 0 or os.environ.get("WANDB_MODE", "offline") == "disabled":
         return None
     try:
         import wandb
 
-        Path(c["wandb_dir"]).mkdir(parents=True, exist_ok=True)
-        return wandb.init(project=c["wandb_project"], name=f"{c['run_name']}-{c['kind']}", dir=c["wandb_dir"],
-                          config={"kind": c["kind"], "hparams": c["spec"]["hparams"], "optim": c["optim"]},
+        Path(c.wandb_dir).mkdir(parents=True, exist_ok=True)
+        return wandb.init(project=c.wandb_project, name=f"{c.run_name}-{c.kind}", dir=c.wandb_dir,
+                          config={"kind": c.kind, "hparams": c.spec["hparams"], "optim": c.optim.model_dump()},
                           reinit="finish_previous", mode=os.environ.get("WANDB_MODE", "offline"))
     except Exception as e:  # tracking must never take training down
-        print(f"[{c['kind']}] W&B disabled: {type(e).__name__}: {e}", flush=True)
+        print(f"[{c.kind}] W&B disabled: {type(e).__name__}: {e}", flush=True)
         return None

@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from .. import atomic
+from ..console import progress
 from ..config import Config
 from ..data import dataset as ds_lib
+from ..kinds import KINDS
 from ..models import io as model_io
 from ..models.nets import n_params
 from ..paths import RunPaths
@@ -22,7 +24,6 @@ from ..pipeline import StageContext, StageResult
 from . import driver, tracking
 
 log = logging.getLogger(__name__)
-KINDS = ("teacher", "student", "cost")
 
 
 def run(ctx: StageContext) -> StageResult:
@@ -32,9 +33,11 @@ def run(ctx: StageContext) -> StageResult:
         raise ds_lib.DatasetError(f"{paths.dataset}: no training states; generate more data (data.generate)")
     data_hash = ctx.manifest.output_hash("generate")
     outputs: dict[str, Any] = {}
-    for kind in cfg.train.models:
+    for i, kind in enumerate(cfg.train.models):
+        progress("train", i, len(cfg.train.models), f"models ({kind} training)")
         outputs[kind] = train_model(cfg, paths, ctx.storage, kind, manifest, data_hash, force=ctx.force)
-    scorers = [k for k in ("teacher", "student") if k in cfg.train.models]
+    progress("train", len(cfg.train.models), len(cfg.train.models), "models")
+    scorers = [k for k in cfg.train.models if KINDS[k].scorer]
     test = evaluate_on_test(paths, manifest, cfg.train.families, scorers) if scorers else {}
     outputs["test"] = test
     for kind, m in test.items():
@@ -65,13 +68,13 @@ def train_model(cfg: Config, paths: RunPaths, storage: Storage, kind: str, manif
                 return spec["summary"]
         except (OSError, json.JSONDecodeError):
             pass
-    norm = manifest["norm"]["instance" if kind == "cost" else "input"]
+    norm = manifest["norm"][KINDS[kind].norm_key]
     spec = model_io.make_spec(kind, driver.hparams_of(kind, section), norm, train_key=key, dataset_hash=data_hash,
                               seed=cfg.run.seed)
     name = f"{kind}-{key}"
     if force:
         driver.clear_checkpoints(storage, paths.checkpoints, name)
-    if kind == "student" and section["distill"]["teachers"]:
+    if section.get("distill", {}).get("teachers"):
         driver.write_soft_labels(paths, storage, section["distill"]["teachers"], manifest["top_k"], _cluster_cpus(),
                                  cfg.train.target, cfg.train.target_temperature, cfg.train.families)
     datasets = driver.training_datasets(cfg, paths, storage, kind, manifest)

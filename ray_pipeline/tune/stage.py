@@ -80,7 +80,7 @@ def _trial(params: dict[str, Any], cfg_json: str, data_hash: str, datasets: dict
                               seed=cfg.run.seed)
     trial_id = ray.tune.get_context().get_trial_id()
     loop_cfg = driver.loop_config(cfg, paths, kind, section, spec, paths.tune / "train" / f"trial-{trial_id}")
-    loop_cfg["run_name"] = f"{cfg.run.name}-tune-{trial_id}"
+    loop_cfg = loop_cfg.model_copy(update={"run_name": f"{cfg.run.name}-tune-{trial_id}"})
     trainer = driver.make_trainer(cfg, loop_cfg, datasets, storage, paths.tune / "train", name=f"trial-{trial_id}",
                                   num_workers=cfg.tune.num_workers, callbacks=[TuneReportCallback()])
     trainer.fit()

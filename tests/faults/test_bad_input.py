@@ -4,8 +4,8 @@ import os
 import pickle
 import signal
 import subprocess
+import re
 import sys
-import time
 
 import pytest
 import torch
@@ -21,7 +21,7 @@ from ray_pipeline.paths import RunPaths
 from ray_pipeline.problems import InstanceError, read_cnf, read_col, read_instance
 
 from ..conftest import CONFIGS, REPO
-from .conftest import TINY, _copy_dataset
+from .conftest import TINY, _copy_dataset, wait_for
 
 pytestmark = pytest.mark.faults
 
@@ -81,10 +81,10 @@ def test_loading_never_executes_a_pickle(tmp_path):
     bad = tmp_path / "model.pt"
     with open(bad, "wb") as f:
         pickle.dump({"weight": Evil()}, f)
-    with pytest.raises(model_io.ModelFileError, match="model.pt: cannot load as a weights-only state dict"):
+    with pytest.raises(model_io.ModelError, match="model.pt: cannot load as a weights-only state dict"):
         model_io.load_state(bad)
     torch.save({"weight": Evil()}, bad)
-    with pytest.raises(model_io.ModelFileError, match="weights-only"):
+    with pytest.raises(model_io.ModelError, match="weights-only"):
         model_io.load_state(bad)
     assert not marker.exists()
 
@@ -100,9 +100,16 @@ def test_onnx_files_that_are_not_scorers_are_refused(tmp_path):
     g = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
                           [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 3])],
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 3])])
-    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), tmp_path / "wrong.onnx")
-    with pytest.raises(ModelError, match="wrong.onnx: expected input"):
-        OnnxScorer(tmp_path / "wrong.onnx")
+    for kind, error in ((None, "wrong.onnx: no model kind in its metadata"),
+                        ("student", r"wrong.onnx: a student model takes \[batch, 34\], this file has inputs"),
+                        ("cost", "wrong.onnx: a cost model is not a variable scorer"),
+                        ("critic", "wrong.onnx: unknown model kind 'critic'")):
+        m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+        if kind:
+            helper.set_model_props(m, {"kind": kind})
+        onnx.save(m, tmp_path / "wrong.onnx")
+        with pytest.raises(ModelError, match=error):
+            OnnxScorer(tmp_path / "wrong.onnx")
 
 
 def test_checkpoint_from_another_config_is_refused(tmp_path):
@@ -113,9 +120,9 @@ def test_checkpoint_from_another_config_is_refused(tmp_path):
     spec = {"format": "ray_pipeline.model", "kind": "teacher", "train_key": "aaaa", "dataset_hash": "d",
             "feature_version": model_io.FEATURE_VERSION}
     loop._save_checkpoint(tmp_path, net, None, opt, {"epoch": 1}, spec)
-    with pytest.raises(model_io.ModelFileError, match="model.json: train_key is 'aaaa', expected 'bbbb'"):
+    with pytest.raises(model_io.ModelError, match="model.json: train_key is 'aaaa', expected 'bbbb'"):
         loop._load_checkpoint(tmp_path, dict(spec, train_key="bbbb"), net, None, opt)
-    with pytest.raises(model_io.ModelFileError, match="built for features"):
+    with pytest.raises(model_io.ModelError, match="built for features"):
         (tmp_path / "model.json").write_text(json.dumps(dict(spec, feature_version="v0")))
         loop._load_checkpoint(tmp_path, spec, net, None, opt)
 
@@ -171,19 +178,23 @@ def test_impossible_resources_fail_before_any_work(tmp_path, ray_session, capsys
 def test_driver_killed_during_the_dataset_stage_then_rerun_gives_the_clean_files(root, ray_session):
     cmd = [sys.executable, "-m", "ray_pipeline.cli", "generate", str(CONFIGS / "quick.yaml"), f"run.root={root}",
            "run.name=killgen", *TINY, "--address", ray_session.address]
-    p = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                         start_new_session=True)
-    for line in p.stdout:  # wait until Ray Data is running the blocks, then kill everything of the driver
-        if "instances in" in line:
-            break
-    time.sleep(4)
+    p = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    paths = RunPaths.of(root, "killgen")
+
+    def some_but_not_all_instances_built():
+        assert p.poll() is None, "the driver ended before it was killed"
+        text = paths.log.read_text() if paths.log.exists() else ""
+        done = [tuple(map(int, m)) for m in re.findall(r"generate: (\d+)/(\d+) instances", text)]
+        return any(d < n for d, n in done)
+
+    # Ray Data has handed the driver its first block and is still building the others: kill the driver there
+    wait_for("the first built block in the run's log", some_but_not_all_instances_built, timeout=600)
     os.killpg(p.pid, signal.SIGKILL)
     p.wait(timeout=30)
-    paths = RunPaths.of(root, "killgen")
     assert json.loads(paths.manifest.read_text())["stages"]["generate"]["status"] == "running"
     assert not (paths.dataset / "manifest.json").exists()  # no half dataset under the final name
     q = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
-    assert q.returncode == 0, q.stdout[-2000:] + q.stderr[-2000:]
+    assert q.returncode == 0, q.stdout[-2000:] + q.stderr[-2000:] + paths.log.read_text()[-3000:]
     base = RunPaths.of(root, "base").dataset
     for name in DETERMINISTIC_FILES:
         assert atomic.sha256_file(base / name) == atomic.sha256_file(paths.dataset / name), name

@@ -24,8 +24,8 @@ def _specs(calls, fail=()):
         return run
 
     return {
-        "generate": StageSpec("generate", ("data",), (), make("generate", lambda c: c.cfg.data.augment.factor), 0),
-        "train": StageSpec("train", ("train",), ("generate",), make("train", lambda c: c.cfg.train.num_workers), 0),
+        "generate": StageSpec("generate", ("data",), (), make("generate", lambda c: c.cfg.data.augment.factor)),
+        "train": StageSpec("train", ("train",), ("generate",), make("train", lambda c: c.cfg.train.num_workers)),
     }
 
 

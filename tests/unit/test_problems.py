@@ -1,5 +1,10 @@
 """Generators (contract tests over every family), readers and the JSON format."""
+import json
+import logging
 import math
+import re
+import subprocess
+import sys
 
 import pytest
 
@@ -7,7 +12,7 @@ from ray_pipeline.problems import (FAMILY_DEFAULTS, SIZE_DEFAULTS, InstanceError
                                    read_col, read_instance)
 from ray_pipeline.solver import count_solutions, solve
 
-from ..conftest import BENCHMARKS
+from ..conftest import BENCHMARKS, REPO
 
 FAMILIES = sorted(SIZE_DEFAULTS)
 
@@ -119,7 +124,6 @@ def test_col_reader_tolerates_duplicates_and_extra_header_fields(tmp_path):
 @pytest.mark.parametrize("text,where", [
     ("e 1 2\n", ":1: edge before"),
     ("p edge 2 1\ne 1 3\n", ":2: vertex 3 outside"),
-    ("p edge 2 1\ne 1 1\n", ":2: self-loop"),
     ("p edge 2 1\nq 1 2\n", ":2: unknown line type"),
     ("p edge 2 1\ne 1\n", ":2: expected 'e <u> <v>'"),
 ])
@@ -129,6 +133,57 @@ def test_col_reader_errors_name_file_and_line(tmp_path, text, where):
     with pytest.raises(InstanceError) as ei:
         read_col(p, 3)
     assert str(p) in str(ei.value) and where in str(ei.value)
+
+
+# homer.col (DIMACS) has a self-loop: drop it with a warning naming file and line; strict mode refuses it.
+SELF_LOOP_COL = "c like homer.col\np edge 3 3\ne 1 2\ne 2 2\ne 2 3\n"
+
+
+def test_col_reader_drops_a_self_loop_with_a_warning_naming_file_and_line(tmp_path, caplog):
+    p = tmp_path / "loop.col"
+    p.write_text(SELF_LOOP_COL)
+    with caplog.at_level(logging.WARNING, logger="ray_pipeline.problems.readers"):
+        inst = read_col(p, 2)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{p}:4: self-loop on vertex 2 dropped (a benchmark artifact; strict mode refuses it)"]
+    assert sorted(e[:2] for e in inst.binary) == [(0, 1), (1, 2)]
+    assert inst.meta["dropped_self_loops"] == 1
+    assert solve(inst).status == "SAT"  # a path colours with 2 colours once the loop is gone
+    with pytest.raises(InstanceError, match=re.escape(f"{p}:4: self-loop on vertex 2")):
+        read_col(p, 2, strict=True)
+    with pytest.raises(InstanceError, match=":4: self-loop"):
+        read_instance(f"{p}:2", strict=True)
+
+
+def test_col_reader_names_the_first_self_loops_and_counts_the_rest(tmp_path, caplog):
+    p = tmp_path / "loops.col"
+    p.write_text("p edge 9 9\n" + "".join(f"e {v} {v}\n" for v in range(1, 9)) + "e 1 9\n")
+    with caplog.at_level(logging.WARNING, logger="ray_pipeline.problems.readers"):
+        inst = read_col(p, 2)
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages[:5] == [f"{p}:{v + 1}: self-loop on vertex {v} dropped (a benchmark artifact; strict mode "
+                            f"refuses it)" for v in range(1, 6)]
+    assert messages[5:] == [f"{p}: 3 more self-loops dropped, lines 7..9"]
+    assert len(inst.binary) == 1 and inst.meta["dropped_self_loops"] == 8
+
+
+def _solve_cli(*args: str) -> subprocess.CompletedProcess:
+    # a subprocess: what a user sees on stderr, with the CLI's own logging set-up (pytest's would hide it)
+    return subprocess.run([sys.executable, "-m", "ray_pipeline.cli", "solve", *args], capture_output=True,
+                          text=True, timeout=120, cwd=REPO)
+
+
+def test_solve_command_warns_on_a_self_loop_and_refuses_it_with_strict(tmp_path):
+    p = tmp_path / "loop.col"
+    p.write_text(SELF_LOOP_COL)
+    ok = _solve_cli(str(p), "--colors", "2", "--json")
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout.splitlines()[-1])["status"] == "SAT"
+    assert f"WARNING ray_pipeline.problems.readers: {p}:4: self-loop on vertex 2 dropped" in ok.stderr
+    refused = _solve_cli(str(p), "--colors", "2", "--strict")
+    assert refused.returncode == 2
+    assert f"error: {p}:4: self-loop on vertex 2" in refused.stderr
+    assert "WARNING" not in refused.stderr
 
 
 def test_read_instance_dispatch_and_colour_suffix(tmp_path):

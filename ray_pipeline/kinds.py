@@ -1,0 +1,124 @@
+"""The model kinds, declared once: every stage (build, train, select, export, score) reads the declaration
+instead of testing the kind's name (torchtitan's TrainSpec is the model).
+
+Torch-free at import time (the solver's ONNX scorer reads it): networks, losses and metrics are imported inside
+the functions that use them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+from .errors import ModelError
+from .features import INPUT_FEATURES, INSTANCE_FEATURES
+
+
+@dataclass(frozen=True)
+class Kind:
+    name: str
+    features: tuple[str, ...]  # input feature names, in order (stored in model.json and the ONNX metadata)
+    norm_key: str  # which normalisation of the dataset manifest (`norm`) the network embeds
+    hparams: tuple[str, ...]  # config keys of train.<kind> the network is built from
+    network: Callable[[dict[str, Any], dict[str, list[float]]], Any]  # (hparams, norm) -> torch.nn.Module
+    # a variable scorer (scores a state's candidates, ranking metrics) or a regressor (cost targets)
+    scorer: bool
+    # scorers only: True = takes one state's whole candidate set [batch, candidates, F] + mask (attention over
+    # the candidates), False = scores candidate rows [rows, F] independently
+    set_input: bool = False
+    # the checkpoint-selection metric and its direction; None = train.select_metric
+    select: Optional[tuple[str, str]] = None
+    quantize: bool = True  # export INT8 variants (the teacher is never deployed in the search loop)
+
+    def example_inputs(self, batch: int = 2, candidates: int = 3):
+        """Inputs for ONNX export (torch tensors): batch >= 2, or the exporter specialises the batch size."""
+        import torch
+
+        x = torch.zeros(batch, candidates, len(self.features)) if self.set_input else \
+            torch.zeros(batch, len(self.features))
+        return (x, torch.ones(batch, candidates, dtype=torch.bool)) if self.set_input else (x,)
+
+    def onnx_dynamic_shapes(self):
+        return ({0: "batch", 1: "candidates"}, {0: "batch", 1: "candidates"}) if self.set_input else ({0: "batch"},)
+
+    def onnx_names(self) -> tuple[list[str], list[str]]:
+        return (["x", "mask"] if self.set_input else ["x"]), (["scores"] if self.scorer else ["cost"])
+
+    def forward(self, model, x, mask=None):
+        """Scores of candidate rows (scorers) or [log nodes, log time] per instance (regressor), whatever the
+        network's input layout: [rows, F] rows of one or more states, with `mask` for padded sets."""
+        if not self.scorer:
+            return model(x)
+        if mask is None:  # rows of one state
+            return model(x.unsqueeze(0)).squeeze(0) if self.set_input else model(x)
+        return model(x, mask)
+
+    def loss_and_sums(self, model, batch: dict[str, Any], c, train: bool):
+        """(loss, validation sums) of one batch; `c` is the worker's LoopConfig."""
+        from .train import losses, metrics
+
+        if not self.scorer:
+            pred = model(batch["x"])
+            return losses.regression(pred, batch["y"]), (metrics.regression_sums(pred, batch["y"]) if not train else {})
+        x, mask, target, label = batch["x"], batch["mask"].bool(), batch["target"], batch["label"]
+        scores = model(x, mask)
+        eps = c.optim.label_smoothing if train else 0.0
+        d = c.distill
+        if d is not None and d.teachers:  # the kinds that learn from teachers (the student)
+            p_t = losses.teacher_probs([batch[f"t_{n}"] for n in d.teachers], list(d.teachers.values()), mask,
+                                       d.temperature)
+            loss = losses.distill(scores, mask, label, p_t, d.alpha, d.temperature, eps)
+        else:
+            loss = losses.listwise_ce(scores, mask, label, eps)
+        return loss, (metrics.ranking_sums(scores, mask, target, batch.get("costs")) if not train else {})
+
+    def metric_sum_keys(self) -> list[str]:
+        """The validation sums every worker all-reduces (identical keys on every rank)."""
+        if not self.scorer:
+            return sorted(f"{p}{j}" for p in ("n", "ae", "se", "y", "yy", "ape") for j in range(len(COST_TARGETS)))
+        return ["n", "top1", "top3", "top5", "mrr", "baseline_top1", "log_regret", "baseline_log_regret"]
+
+    def finish_metrics(self, sums: dict[str, float], prefix: str) -> dict[str, float]:
+        from .train import metrics
+
+        if not self.scorer:
+            return metrics.finish_regression(sums, COST_TARGETS, prefix=prefix)
+        return metrics.finish_ranking(sums, prefix=prefix)
+
+
+COST_TARGETS = ("log_nodes", "log_time")
+
+
+def _teacher(h, norm):
+    from .models.nets import TeacherScorer
+
+    return TeacherScorer(len(INPUT_FEATURES), h["hidden"], h["layers"], h["heads"], h["dropout"], norm["mean"],
+                         norm["std"])
+
+
+def _student(h, norm):
+    from .models.nets import StudentScorer
+
+    return StudentScorer(len(INPUT_FEATURES), h["hidden"], h["layers"], h["dropout"], norm["mean"], norm["std"])
+
+
+def _cost(h, norm):
+    from .models.nets import CostPredictor
+
+    return CostPredictor(len(INSTANCE_FEATURES), h["hidden"], h["layers"], h["dropout"], norm["mean"], norm["std"])
+
+
+# In training order: the student distils the teacher, so the teacher comes first.
+KINDS: dict[str, Kind] = {k.name: k for k in (
+    Kind("teacher", INPUT_FEATURES, "input", ("hidden", "layers", "heads", "dropout"), _teacher, scorer=True,
+         set_input=True, quantize=False),
+    Kind("student", INPUT_FEATURES, "input", ("hidden", "layers", "dropout"), _student, scorer=True),
+    Kind("cost", INSTANCE_FEATURES, "instance", ("hidden", "layers", "dropout"), _cost, scorer=False,
+         select=("val_loss", "min")),
+)}
+
+
+def kind_of(name: Any, source: str = "model") -> Kind:
+    try:
+        return KINDS[name]
+    except (KeyError, TypeError):
+        raise ModelError(f"{source}: unknown model kind {name!r} (known: {', '.join(KINDS)})") from None
