@@ -41,10 +41,10 @@ NATIVE_ENV = "RAY_PIPELINE_NATIVE_CORE"
 def _load_native():
     path = os.environ.get(NATIVE_ENV)
     if not path:
-        from . import _native
+        import ray_pipeline_native  # top-level (CMakeLists.txt says why)
 
-        return _native
-    spec = importlib.util.spec_from_file_location("_native", path)
+        return ray_pipeline_native
+    spec = importlib.util.spec_from_file_location("ray_pipeline_native", path)
     if spec is None or spec.loader is None:
         raise ImportError(f"{NATIVE_ENV}={path!r}: not a loadable extension module")
     mod = importlib.util.module_from_spec(spec)

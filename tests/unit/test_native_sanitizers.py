@@ -35,7 +35,7 @@ def test_solver_tests_run_clean_under_asan_and_ubsan(tmp_path):
                     f"-Dnanobind_DIR={nanobind.cmake_dir()}", f"-DPython_EXECUTABLE={sys.executable}"],
                    check=True, capture_output=True)
     subprocess.run(["cmake", "--build", str(build), "-j", "2"], check=True, capture_output=True)
-    (module,) = build.glob("_native*.so")
+    (module,) = build.glob("ray_pipeline_native*.so")
     symbols = subprocess.run(["nm", "-D", str(module)], capture_output=True, text=True, check=True).stdout
     assert "__asan_" in symbols and "__ubsan_" in symbols, "the build is not instrumented"
 

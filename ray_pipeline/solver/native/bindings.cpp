@@ -126,7 +126,7 @@ private:
 
 }  // namespace
 
-NB_MODULE(_native, m) {
+NB_MODULE(ray_pipeline_native, m) {
     m.doc() = "The native search core of ray_pipeline.solver (see ray_pipeline/solver/native/core.hpp).";
 
     nb::class_<rp::Compiled>(m, "Compiled")
