@@ -44,12 +44,12 @@ def solve_rounds(inst, name: str, meta: dict[str, Any],
     minimum is the least disturbed run. A run that hit a limit is not repeated (its time is the limit)."""
     from ..solver import Solver, compile_instance
 
+    compiled = compile_instance(inst)  # immutable: every run and round shares it
     rows: dict[str, dict[str, Any]] = {}
     for rnd in range(max(1, repeats)):
         for label, h, top_k, max_depth, min_margin in runs:
             if rnd and rows[label]["status"] == "UNKNOWN":
                 continue
-            compiled = compile_instance(inst)  # fresh per run: arc caches must not carry over between runs
             r = Solver(inst, heuristic=h, propagation=propagation, node_limit=node_limit, time_limit=time_limit,
                        scorer=scorer if h == "learned" else None, top_k=top_k, max_depth=max_depth,
                        min_margin=min_margin, compiled=compiled, seed=0).solve()

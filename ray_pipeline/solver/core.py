@@ -162,9 +162,7 @@ class Solver:
         if c.n != n:
             raise ValueError(f"compiled instance has {c.n} variables, instance {n}")
         self.compiled = c
-        self.arcs, self.var_bin, self.tightness = c.arcs, c.var_bin, c.tightness
-        self.n_bin, self.clauses, self.occ, self.n_cons = c.n_bin, c.clauses, c.occ, c.n_cons
-        self.static_deg, self.init_size = c.static_deg, c.init_size
+        self.n_cons = c.n_cons
         if domains is not None and len(domains) != n:
             raise ValueError(f"{len(domains)} domains for {n} variables")
         if weights is not None and len(weights) != self.n_cons:
@@ -280,7 +278,7 @@ class Compiled:
 
     n: int
     cvars: list[tuple[int, ...]]
-    arcs: list[list[tuple]]  # x -> (y, sup_xy, cid, cache of dom(x) -> union of supports)
+    arcs: list[list[tuple]]  # x -> (y, sup_xy, cid)
     var_bin: list[list[tuple[int, int]]]  # x -> (y, cid)
     tightness: list[float]
     n_bin: int
@@ -294,8 +292,8 @@ class Compiled:
 
 
 def compile_instance(inst: Instance) -> "Compiled":
-    """The immutable, shareable part of a solver: merged constraints, arcs, occurrence lists, statistics.
-    Compile once per instance when many solvers run on it (probing); the arc caches are shared too."""
+    """The immutable, shareable part of a solver: merged constraints, arcs, occurrence lists, statistics, and
+    the same as the core's flat arrays. Compile once per instance when many solvers run on it (probing)."""
     c = Compiled()
     n = inst.n
     size = [d.bit_length() for d in inst.domains]
@@ -308,7 +306,7 @@ def compile_instance(inst: Instance) -> "Compiled":
         cur = merged.get((x, y))
         merged[(x, y)] = sup if cur is None else [a & b for a, b in zip(cur, sup)]
     c.cvars = []
-    c.arcs = [[] for _ in range(n)]  # x -> (y, sup_xy, cid, cache)
+    c.arcs = [[] for _ in range(n)]  # x -> (y, sup_xy, cid)
     c.var_bin = [[] for _ in range(n)]  # x -> (y, cid)
     c.tightness = []
     for (x, y), sup in merged.items():
@@ -316,8 +314,8 @@ def compile_instance(inst: Instance) -> "Compiled":
         c.cvars.append((x, y))
         sup_xy = tuple(sup)
         sup_yx = tuple(_transpose(sup_xy, size[x], size[y]))
-        c.arcs[x].append((y, sup_xy, cid, {}))
-        c.arcs[y].append((x, sup_yx, cid, {}))
+        c.arcs[x].append((y, sup_xy, cid))
+        c.arcs[y].append((x, sup_yx, cid))
         c.var_bin[x].append((y, cid))
         c.var_bin[y].append((x, cid))
         dx, dy = inst.domains[x], inst.domains[y]
@@ -350,7 +348,7 @@ def _native_arrays(c: "Compiled", inst: Instance, size: list[int]) -> "_native.C
     arc_start, arc_y, arc_cid, arc_sup, sup_words = [0], [], [], [], []
     bin_arc = [-1] * c.n_bin
     for x in range(c.n):
-        for y, sup, cid, _cache in c.arcs[x]:
+        for y, sup, cid in c.arcs[x]:
             if bin_arc[cid] < 0:
                 bin_arc[cid] = len(arc_y)
             arc_y.append(y)
