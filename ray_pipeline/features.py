@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .solver.schema import CANDIDATE_FEATURES, FEATURE_VERSION, STATE_FEATURES
+from .solver.schema import CANDIDATE_FEATURES, FEATURE_VERSION, STATE_FEATURES  # noqa: F401  (re-exported)
 
 if TYPE_CHECKING:
     from .problems.instance import Instance

@@ -165,14 +165,14 @@ def _reference_core():
     """The pure-Python core the native one replaced; it lives with the tests (a source checkout)."""
     import importlib.util
 
-    tests = Path(__file__).resolve().parents[2] / "tests"
-    if not (tests / "reference" / "py_solver.py").exists():
+    repo = Path(__file__).resolve().parents[2]
+    if not (repo / "tests" / "reference" / "py_solver.py").exists():
         return None
-    sys.path.insert(0, str(tests))
+    sys.path.insert(0, str(repo))  # `tests` is a package there
     try:
-        return importlib.import_module("reference.py_solver")
+        return importlib.import_module("tests.reference.py_solver")
     finally:
-        sys.path.remove(str(tests))
+        sys.path.remove(str(repo))
 
 
 def _cpsat_worker(inst: Instance, time_limit: float, q: "mp.Queue") -> None:

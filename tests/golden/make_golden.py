@@ -22,11 +22,12 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "tests"))  # as pytest sees it; the installed ray_pipeline, never the source tree
+sys.path.insert(0, str(REPO))  # `tests` is a package, as pytest sees it (never put tests/ itself on the path:
+#                                  tests/ray would shadow the ray package)
 
 import ray_pipeline.solver  # noqa: E402,F401  (imported now: the sudoku generator imports it lazily)
 from ray_pipeline.problems import SIZE_DEFAULTS, generate, read_cnf, read_col  # noqa: E402
-from reference import py_solver  # noqa: E402
+from tests.reference import py_solver  # noqa: E402
 
 OUT = Path(__file__).with_name("solver_golden.json")
 SEED = 7

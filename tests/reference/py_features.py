@@ -12,6 +12,8 @@ import numpy as np
 
 from ray_pipeline.features import N_INPUT
 
+from .py_solver import Solver  # noqa: F401  (annotations: the reference solver's state is what this reads)
+
 
 def _raw_candidate(s: "Solver", x: int, active: list[bool] | None) -> tuple:
     dom, w, tight = s.dom, s.weights, s.tightness

@@ -6,8 +6,6 @@ and the learned heuristic built on them searches the reference's trees (test_nat
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,11 +15,10 @@ from ray_pipeline.problems import generate
 from ray_pipeline.solver import Solver, compile_instance
 from ray_pipeline.solver.schema import CANDIDATE_FEATURES, FEATURE_VERSION, STATE_FEATURES
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from golden.make_golden import INDICES, SEED  # noqa: E402
-from reference import py_features, py_solver  # noqa: E402
+from ray_pipeline.problems import SIZE_DEFAULTS
 
-from ray_pipeline.problems import SIZE_DEFAULTS  # noqa: E402
+from ..golden.make_golden import INDICES, SEED
+from ..reference import py_features, py_solver
 
 SOURCES = [(f, s, i, SEED) for f in sorted(SIZE_DEFAULTS) for s in SIZE_DEFAULTS[f] for i in INDICES]
 

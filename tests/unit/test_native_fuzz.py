@@ -8,8 +8,6 @@ enumeration, and every counter with the pure-Python reference core.
 from __future__ import annotations
 
 import random
-import sys
-from pathlib import Path
 
 import pytest
 from ortools.sat.python import cp_model
@@ -20,8 +18,7 @@ from ray_pipeline.solver import Solver, count_solutions
 
 from .test_solver import to_cnf
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from reference import py_solver  # noqa: E402
+from ..reference import py_solver
 
 COUNTERS = ("nodes", "backtracks", "propagations", "checks", "max_depth", "restarts")
 
@@ -58,7 +55,6 @@ def pysat_answer(inst: Instance, count_to: int = 0) -> tuple[bool, int]:
         if not count_to:
             return s.solve(), 0
         found = 0
-        ids = sorted({abs(l) for c in cnf for l in c})
         for model in s.enum_models():
             found += 1
             if found >= count_to:

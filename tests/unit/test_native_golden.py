@@ -10,7 +10,6 @@ count. Every counter that pins a tree (nodes, backtracks, propagations, checks, 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,8 +18,7 @@ from ray_pipeline.problems import generate, read_cnf, read_col
 from ray_pipeline.solver import Solver, count_solutions
 
 GOLDEN_DIR = Path(__file__).resolve().parents[1] / "golden"
-sys.path.insert(0, str(GOLDEN_DIR.parent))
-from golden.make_golden import NODE_LIMIT, counters, solver_kwargs, trace_digest  # noqa: E402
+from ..golden.make_golden import NODE_LIMIT, counters, solver_kwargs, trace_digest
 
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "public"
 GOLDEN = json.loads((GOLDEN_DIR / "solver_golden.json").read_text())
