@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from ray_pipeline.problems import generate, read_cnf, read_col
-from ray_pipeline.solver import Solver, count_solutions
+from ray_pipeline.solver import Solver, compile_instance, count_solutions
 
 GOLDEN_DIR = Path(__file__).resolve().parents[1] / "golden"
 from ..golden.make_golden import NODE_LIMIT, counters, solver_kwargs, trace_digest
@@ -58,9 +58,10 @@ def test_native_core_reproduces_the_reference_trees(group):
     for case in group:
         inst = _instance(case["source"])
         assert inst.stable_id() == case["stable_id"], f"{_case_id(case)}: the generator or reader changed"
+        c = compile_instance(inst)  # immutable and shareable: one per instance, as the label step does
         for run in case["runs"]:
             kw = {k: v for k, v in run["kw"].items()}
-            r = Solver(inst, node_limit=NODE_LIMIT, **solver_kwargs(inst, kw)).solve()
+            r = Solver(inst, node_limit=NODE_LIMIT, compiled=c, **solver_kwargs(inst, kw)).solve()
             want = {k: run[k] for k in counters(r)}
             assert counters(r) == want, f"{_case_id(case)} {run['kw']}"
             if r.status == "SAT":
@@ -79,12 +80,12 @@ def test_native_core_reproduces_the_reference_trees(group):
             def on_outcome(self, token, subtree, solved):
                 rec_rows[token][3], rec_rows[token][4] = subtree, solved
 
-        Solver(inst, heuristic="dom-wdeg", propagation="mac", node_limit=NODE_LIMIT, tracer=Recorder()).solve()
+        Solver(inst, heuristic="dom-wdeg", propagation="mac", node_limit=NODE_LIMIT, tracer=Recorder(), compiled=c).solve()
         assert rec_rows[:20] == case["trace"]["head"], _case_id(case)
         assert (len(rec_rows), trace_digest(rec_rows)) == (case["trace"]["n"], case["trace"]["sha1"]), _case_id(case)
 
         # The native trace (columns, no Python call per decision) records the same decisions and states.
-        s = Solver(inst, heuristic="dom-wdeg", propagation="mac", node_limit=NODE_LIMIT)
+        s = Solver(inst, heuristic="dom-wdeg", propagation="mac", node_limit=NODE_LIMIT, compiled=c)
         s.record_trace(capture=[0, 3, 10])
         s.solve()
         t = s.trace()
@@ -95,10 +96,10 @@ def test_native_core_reproduces_the_reference_trees(group):
 
         probes = []
         for idx, (dom, weights, depth) in sorted(snaps.items()):
-            st = Solver(inst, domains=dom, weights=weights)
-            for c in st.dom_wdeg_order(st.unassigned())[:3]:
-                p = Solver(inst, domains=dom, weights=weights, first_var=c, node_limit=300).solve()
-                probes.append({"decision": idx, "first_var": c, **counters(p)})
+            st = Solver(inst, domains=dom, weights=weights, compiled=c)
+            for v in st.dom_wdeg_order(st.unassigned())[:3]:
+                p = Solver(inst, domains=dom, weights=weights, first_var=v, node_limit=300, compiled=c).solve()
+                probes.append({"decision": idx, "first_var": v, **counters(p)})
         assert probes == case["probes"], _case_id(case)
         if "count3" in case:
             assert count_solutions(inst, limit=3, node_limit=20 * NODE_LIMIT) == case["count3"], _case_id(case)
