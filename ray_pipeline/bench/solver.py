@@ -236,12 +236,12 @@ def head_to_head(n: int, args: argparse.Namespace) -> dict[str, Any]:
         out["python_reference"] = {"skipped": "tests/reference/py_solver.py not found (run from a source checkout)"}
     else:
         rows, same = [], 0
-        for inst in insts:
+        for inst, full in zip(insts, native):
             p = ref.Solver(inst, node_limit=args.py_node_limit).solve()
             cut = p.status == "UNKNOWN"
             # the same search, to the same point: the native core with the reference's node limit
             nat = Solver(inst, node_limit=args.py_node_limit).solve() if cut else None
-            same += (nat or native[insts.index(inst)]).stats.nodes == p.stats.nodes
+            same += (nat or full).stats.nodes == p.stats.nodes
             rows.append((p, nat, cut))
         py_nodes = sum(p.stats.nodes for p, _, _ in rows)
         py_time = sum(p.stats.time_s for p, _, _ in rows)
