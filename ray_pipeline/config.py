@@ -265,8 +265,9 @@ class LearnedSection(_Section):
                                      "deeper decisions use dom/wdeg (pick it with `ray-pipeline bench learned`)")
     min_margin: float = Field(0.0, ge=0, description="keep dom/wdeg's choice unless the model scores another "
                               "candidate higher by more than this (score units; pick it with bench learned)")
-    runtime: Literal["deployed", "onnx", "onnx-int8", "torch"] = Field(
-        "deployed", description="deployed = the file the export stage chose (FP32 or INT8, whichever is faster)")
+    runtime: Literal["deployed", "native", "onnx", "onnx-int8", "torch"] = Field(
+        "deployed", description="deployed = the file the export stage chose: the native MLP (scored inside the "
+        "solver core) when it matches ONNX Runtime, else FP32 or INT8 ONNX, whichever is faster")
 
 
 class EvaluateSection(_Section):
@@ -285,6 +286,8 @@ class EvaluateSection(_Section):
 
 class ExportSection(_Section):
     parity_atol: float = Field(1e-4, gt=0)
+    native_atol: float = Field(1e-5, gt=0, description="the native MLP (model.native.npz) against ONNX Runtime FP32, "
+                               "on every test row: over it, no native file is written or deployed")
     parity_rows: int = Field(512, ge=2)
     quantize_dynamic: bool = True
     quantize_static: bool = True
@@ -306,6 +309,8 @@ class DebugSection(_Section):
     """Fault injection for the reliability suite. Off by default; never set in shipped configs."""
 
     fail_instance_every: Optional[int] = Field(None, ge=1, description="raise in generation of every Nth instance")
+    segfault_instance: Optional[int] = Field(None, ge=0, description="kill the worker with SIGSEGV when it traces "
+                                             "the instance of this ordinal (as a crash of the native core would)")
     nan_loss_at_step: Optional[int] = Field(None, ge=0)
     crash_worker_at_epoch: Optional[int] = Field(None, ge=0, description="kill rank 1 once at this epoch")
     sleep_per_epoch_s: float = Field(0.0, ge=0)

@@ -130,7 +130,7 @@ def resolve_model(path: str | Path) -> ModelRef:
 
 
 def deployed_file(model_dir: Path) -> Optional[Path]:
-    """The ONNX file the export stage deployed (INT8 or FP32), else model.onnx, else None (not exported)."""
+    """The file the export stage deployed (native MLP, INT8 or FP32 ONNX), else model.onnx, else None."""
     summary = model_dir.parent / "export_summary.json"
     deploy = None
     if summary.is_file():

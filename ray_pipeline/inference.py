@@ -1,5 +1,5 @@
-"""Load a trained scorer for the solver's learned heuristic: an exported ONNX file (deployment) or a
-`model.pt` state dict (development), of the student or the teacher. Every scorer takes the raw features of one
+"""Load a trained scorer for the solver's learned heuristic: an exported native MLP (`model.native.npz`, scored
+inside the solver core) or ONNX file (deployment), or a `model.pt` state dict (development), of the student or the teacher. Every scorer takes the raw features of one
 state's k candidates [k, N_INPUT] and returns k scores.
 """
 from __future__ import annotations
@@ -77,6 +77,13 @@ class OnnxScorer:
 
 def load_scorer(path: str | Path):
     path = Path(path)
+    if path.suffix == ".npz":  # the student MLP, scored inside the solver core
+        from .solver.policy import NativeMlp, PolicyFileError
+
+        try:
+            return NativeMlp(path)
+        except PolicyFileError as e:
+            raise ModelError(str(e)) from None
     if path.suffix == ".pt":
         from .models.io import load_scorer_pt
 

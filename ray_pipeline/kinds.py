@@ -28,6 +28,8 @@ class Kind:
     # the checkpoint-selection metric and its direction; None = train.select_metric
     select: Optional[tuple[str, str]] = None
     quantize: bool = True  # export INT8 variants (the teacher is never deployed in the search loop)
+    # a plain MLP the solver core evaluates itself: the export writes model.native.npz (solver.policy)
+    native: bool = False
 
     def example_inputs(self, batch: int = 2, candidates: int = 3):
         """Inputs for ONNX export (torch tensors): batch >= 2, or the exporter specialises the batch size."""
@@ -111,7 +113,7 @@ def _cost(h, norm):
 KINDS: dict[str, Kind] = {k.name: k for k in (
     Kind("teacher", INPUT_FEATURES, "input", ("hidden", "layers", "heads", "dropout"), _teacher, scorer=True,
          set_input=True, quantize=False),
-    Kind("student", INPUT_FEATURES, "input", ("hidden", "layers", "dropout"), _student, scorer=True),
+    Kind("student", INPUT_FEATURES, "input", ("hidden", "layers", "dropout"), _student, scorer=True, native=True),
     Kind("cost", INSTANCE_FEATURES, "instance", ("hidden", "layers", "dropout"), _cost, scorer=False,
          select=("val_loss", "min")),
 )}

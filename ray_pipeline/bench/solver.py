@@ -282,6 +282,42 @@ def _geomean(xs: list[float]) -> float:
 
 
 # ------------------------------------------------------------------------------------------ learned heuristic
+def _native_decision_cost(scorer, insts) -> dict[str, Any]:
+    """The native MLP's whole cost per decision, end to end: the model with its score layer zeroed does all the
+    same arithmetic but scores every candidate 0, so the search keeps dom/wdeg's tree; (its time - dom/wdeg's
+    time) / decisions is everything a learned decision adds. The real model's in-core timers are reported too."""
+    import tempfile
+
+    import numpy as np
+
+    from ..solver.policy import NativeMlp, save_mlp
+
+    a = scorer.arrays
+    n = int(a["n_layers"])
+    layers = [(a[f"w{i}"], a[f"b{i}"], bool(a["relu"][i])) for i in range(n)]
+    layers[-1] = (np.zeros_like(layers[-1][0]), np.zeros_like(layers[-1][1]), False)
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "zeroed.npz"
+        save_mlp(path, kind=str(a["kind"]), mean=a["mean"], std=a["std"], clip=float(a["clip"]), layers=layers)
+        zeroed = NativeMlp(path)
+    base_t = run_t = feat_t = model_t = 0.0
+    same = calls = 0
+    for inst in insts:
+        b = min((Solver(inst, node_limit=20_000).solve() for _ in range(3)), key=lambda r: r.stats.time_s)
+        z = min((Solver(inst, heuristic="learned", scorer=zeroed, top_k=8, node_limit=20_000).solve()
+                 for _ in range(3)), key=lambda r: r.stats.time_s)
+        same += b.stats.nodes == z.stats.nodes
+        base_t += b.stats.time_s
+        run_t += z.stats.time_s
+        feat_t += z.stats.feature_time_s
+        model_t += z.stats.model_time_s
+        calls += z.stats.model_calls
+    per = (lambda t: round(1e6 * t / calls, 2)) if calls else (lambda t: None)
+    return {"runtime": "native", "native_same_tree_as_dom_wdeg": f"{same}/{len(insts)}", "native_calls": calls,
+            "native_features_us_per_decision": per(feat_t), "model_us_per_decision": per(model_t),
+            "total_us_per_decision": per(run_t - base_t)}
+
+
 def learned_decision_cost(args: argparse.Namespace) -> dict[str, Any]:
     """What one learned decision costs at 8 candidates, model called at every decision (the worst case).
 
@@ -315,9 +351,12 @@ def learned_decision_cost(args: argparse.Namespace) -> dict[str, Any]:
             scorer = load_scorer(args.model)
         except ModelError as e:
             return {**out, "model_error": str(e)}
+        out["model"] = str(args.model)
+        if getattr(scorer, "native", None) is not None:  # scored inside the core: no plumbing to add
+            out.update(_native_decision_cost(scorer, insts))
+            return out
         r = Solver(insts[0], heuristic="learned", scorer=scorer, top_k=8, node_limit=20_000).solve()
         model_us = 1e6 * r.stats.model_time_s / max(1, r.stats.model_calls)
-        out["model"] = str(args.model)
         out["model_us_per_decision"] = round(model_us, 2)
         if out["plumbing_us_per_decision"] is not None:
             out["total_us_per_decision"] = round(out["plumbing_us_per_decision"] + model_us, 2)

@@ -4,11 +4,23 @@ Rows are instances; intermediate results travel as JSON strings in fixed-schema 
 the same Arrow schema whatever happened in it (an error in one instance never changes a column type).
 generate -> trace -> label -> drop-uninformative fuse into one task per block; blocks are sized from
 `data.instances_per_block`, not Ray's 200-block default for `from_items`.
+
+A crash of the native core (a segfault kills the worker process, so no exception reaches Python) is
+quarantined like any error: before each instance's step a task leaves a marker in the build's journal
+directory and removes it after; Ray Data retries a task whose worker died, and the retry finds the marker,
+records the instance (with its seed) as failed and goes on with the rest of its block. Ray Data would otherwise
+retry a deterministic crash forever; `max_retries` bounds what the journal cannot see.
 """
 from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
+import socket
+import tempfile
+import uuid
+from pathlib import Path
 from typing import Any, Iterator, Optional
 
 import pyarrow as pa
@@ -48,6 +60,10 @@ def _fail(r: dict[str, Any], step: str, e: Exception) -> None:
                                   "step": step, "message": f"{type(e).__name__}: {e}"[:1000]})
 
 
+class WorkerDied(RuntimeError):
+    """The worker process died inside this instance's step (seen by the retry of its task)."""
+
+
 def _timing(r: dict[str, Any], **kw: float) -> None:
     t = json.loads(r["timing_json"])
     t.update(kw)
@@ -55,14 +71,23 @@ def _timing(r: dict[str, Any], **kw: float) -> None:
 
 
 # ------------------------------------------------------------------------------------------ steps
-def _each(batch: pa.Table, step: str, fn) -> pa.Table:
-    """Apply `fn(row)` to every row not already failed; time it; quarantine what it raises."""
+def _each(batch: pa.Table, step: str, fn, journal: Optional[str]) -> pa.Table:
+    """Apply `fn(row)` to every row not already failed; time it; quarantine what it raises, and what killed
+    the worker process of an earlier attempt (see the module docstring)."""
     import time
 
     rows = _rows(batch)
     for r in rows:
         if r["error_json"]:
             continue
+        mark = Path(journal) / f"{r['ordinal']}.{step}" if journal else None
+        if mark is not None and mark.exists():
+            _fail(r, step, WorkerDied(
+                f"the worker process died during this step ({mark.read_text()}): a crash of the native solver "
+                f"core is the likely cause; reproduce it with the instance's seed below"))
+            continue
+        if mark is not None:
+            mark.write_text(f"pid {os.getpid()} on {socket.gethostname()}")
         t0 = time.perf_counter()
         try:
             extra = fn(r) or {}
@@ -70,10 +95,12 @@ def _each(batch: pa.Table, step: str, fn) -> pa.Table:
             _fail(r, step, e)
             extra = {}
         _timing(r, **{f"{step}_s": time.perf_counter() - t0}, **extra)
+        if mark is not None:
+            mark.unlink()
     return _table(rows)
 
 
-def generate_batch(batch: pa.Table, debug: Optional[DebugSection] = None) -> pa.Table:
+def generate_batch(batch: pa.Table, debug: Optional[DebugSection] = None, journal: Optional[str] = None) -> pa.Table:
     import ray
 
     node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
@@ -82,25 +109,30 @@ def generate_batch(batch: pa.Table, debug: Optional[DebugSection] = None) -> pa.
         r["node_id"] = node
         r["instance_json"] = steps.dumps(steps.build_instance(_spec(r), debug))
 
-    return _each(batch, "generate", one)
+    return _each(batch, "generate", one, journal)
 
 
-def trace_batch(batch: pa.Table, data: DataSection) -> pa.Table:
+def trace_batch(batch: pa.Table, data: DataSection, debug: Optional[DebugSection] = None,
+                journal: Optional[str] = None) -> pa.Table:
     def one(r: dict[str, Any]) -> None:
+        if debug is not None and debug.segfault_instance == r["ordinal"]:
+            import ctypes
+
+            ctypes.string_at(0)  # a real SIGSEGV of this worker process, as a crash of the core would be
         inst = steps.loads(r["instance_json"], r["instance_id"])
         r["trace_json"] = json.dumps(steps.trace_instance(inst, data))
 
-    return _each(batch, "trace", one)
+    return _each(batch, "trace", one, journal)
 
 
-def label_batch(batch: pa.Table, data: DataSection) -> pa.Table:
+def label_batch(batch: pa.Table, data: DataSection, journal: Optional[str] = None) -> pa.Table:
     def one(r: dict[str, Any]) -> dict[str, int]:
         inst = steps.loads(r["instance_json"], r["instance_id"])
         states, probe_stats = steps.label_instance(inst, json.loads(r["trace_json"]), data, r["base_seed"])
         r["states_json"] = json.dumps(states)
         return probe_stats
 
-    return _each(batch, "label", one)
+    return _each(batch, "label", one, journal)
 
 
 def drop_uninformative_batch(batch: pa.Table, data: DataSection) -> pa.Table:
@@ -119,20 +151,32 @@ def num_blocks(n_specs: int, instances_per_block: int) -> int:
     return max(1, math.ceil(n_specs / instances_per_block))
 
 
+MAX_TASK_RETRIES = 3  # worker deaths per block; the journal quarantines a crash on the first retry
+
+
 def build(specs: list[dict[str, Any]], data: DataSection, debug: Optional[DebugSection] = None,
-          workers: Optional[int] = None) -> Iterator[dict[str, Any]]:
+          workers: Optional[int] = None, journal_root: Optional[Path] = None) -> Iterator[dict[str, Any]]:
     """Run generate -> trace -> label -> drop-uninformative on Ray Data; yield rows in spec order.
 
     `workers` caps concurrent tasks (the data benchmark compares 1 and 2); None = the whole cluster.
+    `journal_root`: where this build's crash journal lives (a directory every node sees: the run root on a
+    cluster); default the system temp directory (enough on one machine). Removed when the build ends.
     """
     import ray.data
 
-    ds = ray.data.from_items(specs, override_num_blocks=num_blocks(len(specs), data.instances_per_block))
-    compute = ray.data.TaskPoolStrategy(size=workers) if workers else None
-    kw = dict(batch_format="pyarrow", batch_size=None, compute=compute, zero_copy_batch=False)
-    ds = (ds.map_batches(generate_batch, fn_kwargs={"debug": debug}, **kw)
-            .map_batches(trace_batch, fn_kwargs={"data": data}, **kw)
-            .map_batches(label_batch, fn_kwargs={"data": data}, **kw)
-            .map_batches(drop_uninformative_batch, fn_kwargs={"data": data}, **kw))
-    for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None, prefetch_batches=0):
-        yield from batch.to_pylist()
+    journal = Path(journal_root or tempfile.gettempdir()) / f".inflight-{uuid.uuid4().hex}"
+    journal.mkdir(parents=True)
+    try:
+        ds = ray.data.from_items(specs, override_num_blocks=num_blocks(len(specs), data.instances_per_block))
+        compute = ray.data.TaskPoolStrategy(size=workers) if workers else None
+        kw = dict(batch_format="pyarrow", batch_size=None, compute=compute, zero_copy_batch=False,
+                  max_retries=MAX_TASK_RETRIES)
+        j = str(journal)
+        ds = (ds.map_batches(generate_batch, fn_kwargs={"debug": debug, "journal": j}, **kw)
+                .map_batches(trace_batch, fn_kwargs={"data": data, "debug": debug, "journal": j}, **kw)
+                .map_batches(label_batch, fn_kwargs={"data": data, "journal": j}, **kw)
+                .map_batches(drop_uninformative_batch, fn_kwargs={"data": data}, **kw))
+        for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None, prefetch_batches=0):
+            yield from batch.to_pylist()
+    finally:
+        shutil.rmtree(journal, ignore_errors=True)

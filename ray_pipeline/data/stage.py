@@ -19,7 +19,7 @@ def run(ctx: StageContext) -> StageResult:
              ray_data.num_blocks(len(specs), cfg.data.instances_per_block))
     t0 = time.perf_counter()
     rows = []
-    for row in ray_data.build(specs, cfg.data, cfg.debug):
+    for row in ray_data.build(specs, cfg.data, cfg.debug, journal_root=ctx.paths.dataset.parent):
         rows.append(row)
         if len(rows) % cfg.data.instances_per_block == 0 or len(rows) == len(specs):  # once per block
             progress("generate", len(rows), len(specs), "instances")

@@ -65,10 +65,11 @@ def file_items(files: list[str]) -> list[dict[str, Any]]:
 
 def learned_model_path(learned, paths, export: dict[str, Any]) -> Path:
     """The file the learned heuristic runs (evaluate.learned.model / runtime; `deployed` = the export stage's
-    choice, FP32 or INT8): one place, for this stage and `bench learned` / `bench heldout`."""
+    choice, native MLP, FP32 or INT8): one place, for this stage and `bench learned` / `bench heldout`."""
     model_file = export[learned.model]["deploy"] if learned.runtime == "deployed" and \
         export.get(learned.model, {}).get("deploy") else \
-        {"deployed": "model.onnx", "onnx": "model.onnx", "onnx-int8": "model.int8.onnx", "torch": "model.pt"}[
+        {"deployed": "model.onnx", "native": "model.native.npz", "onnx": "model.onnx", "onnx-int8": "model.int8.onnx",
+         "torch": "model.pt"}[
             learned.runtime]
     return paths.model(learned.model) / model_file
 
@@ -117,7 +118,8 @@ def run(ctx: StageContext) -> StageResult:
     # ---- speedup: Ray tasks over instances
     model_path = learned_model_path(e.learned, paths, export)
     items = [it for sp in e.splits for it in pick_instances(paths, sp, e.max_instances)] + files
-    task = ray.remote(num_cpus=1)(speedup.solve_all)
+    # one retry: a worker that dies twice on one instance is a crash of the solver, named below, not a hang
+    task = ray.remote(num_cpus=1, max_retries=1)(speedup.solve_all)
     heuristics = list(dict.fromkeys([*e.heuristics, e.baseline]))
     model = None
     if "learned" in heuristics:
@@ -134,7 +136,7 @@ def run(ctx: StageContext) -> StageResult:
     while pending:
         _, pending = ray.wait(pending, num_returns=1)
         progress("evaluate", len(refs) - len(pending), len(refs), "instances")
-    rows = [r for ref in refs for r in ray.get(ref)]  # in item order, whatever order they finished in
+    rows = [r for it, ref in zip(items, refs) for r in _get(ref, it)]  # in item order, whatever finished first
     summary = speedup.summarize(rows, e.baseline)
     ev["speedup"] = {"baseline": e.baseline, "propagation": e.propagation, "node_limit": e.node_limit,
                      "time_limit_s": e.time_limit_s, "repeats": e.repeats, "learned": {"model": str(model_path), "top_k": e.learned.top_k,
@@ -162,6 +164,19 @@ def run(ctx: StageContext) -> StageResult:
 
 def output_hash(paths) -> str:
     return atomic.hash_tree(paths.evaluation / "evaluation.json")
+
+
+def _get(ref, item: dict[str, Any]) -> list[dict[str, Any]]:
+    """A task's rows; a worker that died (a crash of the native core kills the process) fails the stage naming
+    the instance: an evaluation never drops an instance quietly (that would bias its ratios)."""
+    import ray
+
+    try:
+        return ray.get(ref)
+    except ray.exceptions.WorkerCrashedError as e:
+        raise RuntimeError(f"evaluate: the worker process died twice solving {item['split']} instance "
+                           f"{item['name']!r} (a crash of the native solver core is the likely cause; the instance: "
+                           f"{item.get('path') or 'its row in the dataset instances.parquet'}): {e}") from None
 
 
 def _cost_metrics(paths, model) -> dict[str, Any]:

@@ -35,6 +35,11 @@ def model_card(kind: str, spec: dict[str, Any], export: dict[str, Any], train: d
     lines += ["", "## Deployment", "", f"- ONNX parity with PyTorch on dataset rows: max |diff| "
               f"{export['parity']['max_abs_diff']:.2e} (atol {export['parity']['atol']}), "
               f"{'passed' if export['parity']['passed'] else 'FAILED'}"]
+    if export.get("native_parity"):
+        n = export["native_parity"]
+        lines.append(f"- native MLP (`model.native.npz`, scored inside the solver core) vs ONNX Runtime FP32 on "
+                     f"{n['rows']} test rows: max |diff| {n['max_abs_diff']:.2e} (atol {n['atol']}), "
+                     f"{'passed' if n['passed'] else 'FAILED: not written, not deployed'}")
     if export.get("deploy"):
         lines.append(f"- deploy: `{export['deploy']}` (INT8 choice `{export.get('int8_choice')}`, within the "
                      f"top-1 tolerance: {export.get('int8_within_tolerance')})")

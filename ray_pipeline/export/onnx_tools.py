@@ -44,6 +44,28 @@ def export_onnx(model: torch.nn.Module, kind: Kind, path: Path, meta: dict[str, 
     return path
 
 
+def save_native_mlp(model: torch.nn.Module, kind: Kind, path: Path) -> Path:
+    """The model as the solver core's native MLP file (solver.policy): Normalize, then Linear/ReLU layers.
+    Refuses any other layer: the core evaluates exactly this and nothing else."""
+    from ..models.nets import Normalize
+    from ..solver.policy import save_mlp
+
+    norm, net = getattr(model, "norm", None), getattr(model, "net", None)
+    if not isinstance(norm, Normalize) or not isinstance(net, torch.nn.Sequential):
+        raise ExportError(f"{kind.name}: not a Normalize + Sequential MLP; the core cannot run it natively")
+    layers: list[list] = []
+    for m in net:
+        if isinstance(m, torch.nn.Linear):
+            layers.append([m.weight.detach().numpy(), m.bias.detach().numpy(), False])
+        elif isinstance(m, torch.nn.ReLU) and layers and not layers[-1][2]:
+            layers[-1][2] = True
+        elif not isinstance(m, torch.nn.Dropout):  # dropout is the identity at inference
+            raise ExportError(f"{kind.name}: layer {m!r} has no native counterpart")
+    save_mlp(path, kind=kind.name, mean=norm.mean.numpy(), std=norm.std.numpy(), clip=Normalize.CLIP,
+             layers=[tuple(x) for x in layers])
+    return path
+
+
 def run_onnx(path: Path, *inputs: np.ndarray, threads: int = 1) -> np.ndarray:
     s = ort_session(path, threads)
     names = [i.name for i in s.get_inputs()]

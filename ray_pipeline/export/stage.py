@@ -46,7 +46,8 @@ def export_one(kind: str, model_files: dict[str, bytes], data: dict[str, np.ndar
 
     with unpacked(model_files, f"export-{kind}") as mdir:
         out = _export_in(kind, mdir, data, k_max, opts)
-        return out, {p.name: p.read_bytes() for p in sorted(mdir.glob("model*.onnx"))}
+        files = sorted(mdir.glob("model*.onnx")) + sorted(mdir.glob("model.native.npz"))
+        return out, {p.name: p.read_bytes() for p in files}
 
 
 def _export_in(kind: str, mdir: Path, data: dict[str, np.ndarray], k_max: int, opts: dict[str, Any]
@@ -109,6 +110,11 @@ def _export_in(kind: str, mdir: Path, data: dict[str, np.ndarray], k_max: int, o
         return lambda *arrs: s.run(None, dict(zip(names, arrs)))[0]
 
     variants: dict[str, Any] = {"pytorch": (torch_run, None), "onnx-fp32": (ort_runner(fp32), fp32)}
+    if kd.native:  # the core's own evaluation of the MLP, held to ONNX Runtime FP32 on every test row
+        native = _export_native(model, kd, mdir, flat, variants["onnx-fp32"][0], opts["native_atol"])
+        out["native_parity"] = native["parity"]
+        if native["runner"] is not None:
+            variants["native"] = (native["runner"], native["path"])
     if kd.quantize:
         q = ot.quantize(fp32, mdir, flat[: opts["calibration_rows"]], opts["quantize_dynamic"],
                         opts["quantize_static"])
@@ -145,6 +151,10 @@ def _export_in(kind: str, mdir: Path, data: dict[str, np.ndarray], k_max: int, o
         # INT8 is deployed only when it is clearly faster (5%, above timing noise) at equal accuracy
         faster = [r for r in ok if r["latency_single_us"] < 0.95 * base["latency_single_us"]]
         out["deploy"] = "model.int8.onnx" if faster else "model.onnx"
+        # the native MLP, when it matches ONNX Runtime: no call into Python per decision (an FP32 evaluation,
+        # deterministic: the same file deploys on every run, unlike a latency race between ONNX files)
+        if "native" in variants:
+            out["deploy"] = "model.native.npz"
         # ---- pruning: the accuracy cost of zeroing small weights (shapes stay: no speedup on dense kernels)
         prune_rows = []
         for amount in opts["prune_amounts"]:
@@ -162,6 +172,28 @@ def _export_in(kind: str, mdir: Path, data: dict[str, np.ndarray], k_max: int, o
                 shutil.copyfile(variants[best["variant"]][1], tmp)
             out["int8_choice"] = best["variant"]
     return out
+
+
+def _export_native(model, kd, mdir: Path, rows: np.ndarray, onnx_fp32, atol: float) -> dict[str, Any]:
+    """Write model.native.npz and compare the core's evaluation with ONNX Runtime FP32 on `rows`; over `atol`
+    the file is removed (it is never deployed) and the parity row says why."""
+    from ..solver.policy import NativeMlp
+    from . import onnx_tools as ot
+
+    path = mdir / "model.native.npz"
+    partial = mdir / ".model.native.npz.partial"
+    ot.save_native_mlp(model, kd, partial)
+    mlp = NativeMlp(partial)
+    diff = np.abs(mlp(rows) - onnx_fp32(rows).astype(np.float64))
+    parity = {"rows": int(len(rows)), "max_abs_diff": float(diff.max(initial=0.0)), "atol": atol,
+              "passed": bool(diff.max(initial=0.0) <= atol)}
+    if not parity["passed"]:
+        partial.unlink(missing_ok=True)
+        log.warning("%s/model.native.npz: the native MLP differs from ONNX Runtime by %.3g (> %g) on %d rows; "
+                    "not written, not deployed", kd.name, parity["max_abs_diff"], atol, parity["rows"])
+        return {"parity": parity, "runner": None, "path": None}
+    os.replace(partial, path)
+    return {"parity": parity, "runner": NativeMlp(path), "path": path}
 
 
 def run(ctx: StageContext) -> StageResult:
@@ -187,6 +219,8 @@ def run(ctx: StageContext) -> StageResult:
     for k, (r, files) in done.items():
         for name, data in files.items():
             atomic.write_bytes(paths.model(k) / name, data)
+        if "model.native.npz" not in files:  # never leave an earlier run's native file beside this run's ONNX
+            (paths.model(k) / "model.native.npz").unlink(missing_ok=True)
         results[k] = dict(r, onnx=str(paths.model(k) / "model.onnx"))
     registry = Registry.open(paths.run.parent)
     train_summary = json.loads((paths.models / "train_summary.json").read_text())
@@ -205,4 +239,5 @@ def run(ctx: StageContext) -> StageResult:
 
 
 def output_hash(paths) -> str:
-    return "".join(atomic.hash_tree(paths.model(k) / "model.onnx") for k in KINDS)[:16]
+    files = [paths.model(k) / name for k in KINDS for name in ("model.onnx", "model.native.npz")]
+    return "".join(atomic.hash_tree(p) for p in files if p.exists())[:16]

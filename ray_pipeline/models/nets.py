@@ -16,6 +16,8 @@ from torch import nn
 
 
 class Normalize(nn.Module):
+    CLIP = 8.0
+
     def __init__(self, mean: Sequence[float], std: Sequence[float]):
         super().__init__()
         self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32))
@@ -24,7 +26,7 @@ class Normalize(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # clipped: a feature far outside the train range (larger held-out sizes) cannot dominate, and INT8
         # activation ranges stay tight
-        return ((x - self.mean) / self.std).clamp(-8.0, 8.0)
+        return ((x - self.mean) / self.std).clamp(-self.CLIP, self.CLIP)
 
 
 def mlp(n_in: int, hidden: int, layers: int, n_out: int, dropout: float = 0.0) -> nn.Sequential:

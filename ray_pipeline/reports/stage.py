@@ -21,7 +21,7 @@ def _load(path: Path) -> Optional[dict[str, Any]]:
 def _model_label(model: str) -> str:
     """models/student/model.onnx -> 'student via ONNX Runtime (model.onnx)'."""
     p = Path(model)
-    runtime = "PyTorch" if p.suffix == ".pt" else "ONNX Runtime"
+    runtime = {".pt": "PyTorch", ".npz": "the solver core's native MLP"}.get(p.suffix, "ONNX Runtime")
     return f"{p.parent.name} via {runtime} ({p.name})"
 
 

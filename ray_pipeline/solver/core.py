@@ -78,7 +78,7 @@ class Stats:
     max_depth: int = 0
     time_s: float = 0.0
     model_calls: int = 0
-    model_time_s: float = 0.0  # inside the scorer
+    model_time_s: float = 0.0  # inside the scorer (a native MLP: timed in the core)
     feature_time_s: float = 0.0  # building the scorer's input
 
     def to_dict(self) -> dict:
@@ -171,6 +171,9 @@ class Solver:
             raise ValueError(f"first_var {first_var} out of range for {n} variables")
         self.stats = Stats()
         self.count_limit = 0
+        # a scorer the core evaluates itself (solver.policy.NativeMlp): no call into Python per decision
+        mlp = getattr(scorer, "native", None)
+        self._native_policy = isinstance(mlp, _native.Mlp)
         self._core = _native.Solver(
             c.native, heuristic, propagation == "mac", value_order == "min-conflicts",
             -1 if node_limit is None else int(node_limit), float(time_limit or 0.0), int(seed) & _WORD_MASK,
@@ -180,7 +183,8 @@ class Solver:
             None if var_rank is None else self.var_rank,
             None if val_rank is None else [list(r) for r in val_rank],
             None if tracer is None else _TracerCall(tracer, self),
-            _PolicyCall(scorer, self.stats) if heuristic == "learned" else None)
+            _PolicyCall(scorer, self.stats) if heuristic == "learned" and not self._native_policy else None,
+            mlp if heuristic == "learned" and self._native_policy else None)
         self._trace_on = False
 
     # ------------------------------------------------------------------------------------ state
@@ -244,8 +248,12 @@ class Solver:
                 raise SolverBug(f"{self.inst.name}: {e}") from None
             raise
         st = self.stats
-        for k, v in self._core.stats().items():
+        core_stats = self._core.stats()
+        policy_s = core_stats.pop("policy_time_s")
+        for k, v in core_stats.items():
             setattr(st, k, v)
+        if self._native_policy:  # else _PolicyCall timed the Python scorer itself
+            st.model_time_s = policy_s
         assignment = None
         if status == "SAT":
             assignment = self._core.first_solution()

@@ -83,3 +83,30 @@ def test_quarantine_below_and_above_the_error_bound(two_runs, capsys):
     errors = pq.read_table(two_runs / "q" / "datasets" / "main" / "errors.parquet").to_pylist()
     assert len(errors) == 22 // 4  # every 4th of the 22 instances
     assert all(e["step"] == "generate" and e["seed"] > 0 and "injected" in e["message"] for e in errors)
+
+
+@pytest.mark.timeout(300)  # without the crash journal Ray Data retries a deterministic crash forever: a hang
+def test_a_crashing_worker_is_quarantined_with_the_instance_seed(two_runs):
+    from ray_pipeline.data import steps
+
+    # ordinal 5 = the 6th instance spec; its worker dies with SIGSEGV while tracing it (as a core crash would)
+    assert _generate(two_runs, "crash", "debug.segfault_instance=5", "data.max_error_rate=0.5") == 0
+    d = two_runs / "crash" / "datasets" / "main"
+    errors = pq.read_table(d / "errors.parquet").to_pylist()
+    assert [(e["ordinal"], e["step"]) for e in errors] == [(5, "trace")]
+    e = errors[0]
+    assert "worker process died" in e["message"] and "native solver core" in e["message"]
+    spec = steps.instance_specs(read_config_data(), 0)[5]
+    assert e["instance_id"] == spec["instance_id"]
+    assert e["seed"] == steps.derive_seed(spec["base_seed"], spec["family"], spec["size"], spec["index"])
+    # everything else is there, identical to the run without the crash
+    a = pq.read_table(two_runs / "a" / "datasets" / "main" / "instances.parquet")
+    c = pq.read_table(d / "instances.parquet")
+    assert c.num_rows == a.num_rows - 1 and spec["instance_id"] not in c["instance_id"].to_pylist()
+    assert not list((two_runs / "crash" / "datasets").glob(".inflight-*"))  # the journal is cleaned up
+
+
+def read_config_data():
+    from ray_pipeline.config import load_config
+
+    return load_config(CONFIGS / "quick.yaml", TINY).data

@@ -174,3 +174,44 @@ def test_native_core_every_option_on_random_instances():
             if tracer is not None and r.status != "UNKNOWN" and not kw["restarts"]:
                 assert tracer.open == 0
         assert count_solutions(inst, limit=3) <= 3
+
+
+def _numpy_mlp(a: dict, x):
+    """The native MLP's arithmetic in numpy (float32): the reference of the fuzz below."""
+    import numpy as np
+
+    h = np.clip((x - a["mean"]) / a["std"], -a["clip"], a["clip"]).astype(np.float32)
+    for i in range(int(a["n_layers"])):
+        h = h @ a[f"w{i}"].T + a[f"b{i}"]
+        if a["relu"][i]:
+            h = np.maximum(h, 0)
+    return h[:, 0].astype(np.float64)
+
+
+def test_native_mlp_policy_on_random_weights_and_instances(tmp_path):
+    """Random MLP shapes (torch-free, so it also runs under the sanitizers): scores equal numpy's to 1e-5, and a
+    search scored inside the core equals the search that calls the same MLP from Python, counter for counter."""
+    import numpy as np
+
+    from ray_pipeline.problems import generate
+    from ray_pipeline.solver.policy import NativeMlp, save_mlp
+    from ray_pipeline.solver.schema import INPUT_FEATURES
+
+    F = len(INPUT_FEATURES)
+    rng = np.random.default_rng(7)
+    for t in range(12):
+        widths = [F] + [int(w) for w in rng.integers(1, 80, size=rng.integers(0, 4))] + [1]
+        layers = [(rng.normal(0, 1 / np.sqrt(i), (o, i)).astype(np.float32), rng.normal(0, 0.1, o).astype(np.float32),
+                   k < len(widths) - 2) for k, (i, o) in enumerate(zip(widths, widths[1:]))]
+        path = tmp_path / f"m{t}.npz"
+        save_mlp(path, kind="student", mean=rng.normal(0, 1, F), std=rng.uniform(0.1, 5, F), clip=8.0, layers=layers)
+        mlp = NativeMlp(path)
+        x = (rng.normal(0, 5, (int(rng.integers(1, 40)), F)) * (rng.random((1, F)) < 0.8)).astype(np.float32)
+        assert np.abs(mlp(x) - _numpy_mlp(mlp.arrays, x)).max() <= 1e-5, widths
+        inst = generate(["rb", "coloring", "ksat", "nqueens"][t % 4], "small", t, 0)
+        kw = dict(heuristic="learned", top_k=int(rng.integers(2, 10)), node_limit=2000,
+                  max_depth=None if t % 3 else 2, min_margin=float(rng.choice([0.0, 0.05])))
+        a = Solver(inst, scorer=mlp, **kw).solve()
+        b = Solver(inst, scorer=lambda rows: mlp(rows), **kw).solve()  # a Python callable: the callback path
+        assert (a.status, a.stats.nodes, a.stats.backtracks, a.stats.model_calls) == \
+            (b.status, b.stats.nodes, b.stats.backtracks, b.stats.model_calls), (t, widths)

@@ -76,8 +76,9 @@ public:
              bool restarts, long long restart_base, int first_var, long long count_limit,
              std::optional<std::vector<rp::Word>> domains, std::optional<std::vector<long long>> weights,
              std::optional<std::vector<int>> var_rank, std::optional<std::vector<std::vector<int>>> val_rank,
-             nb::object tracer, nb::object policy) {
+             nb::object tracer, nb::object policy, std::shared_ptr<rp::Mlp> mlp) {
         rp::Options o;
+        o.mlp = std::move(mlp);
         o.heuristic = heuristic_of(heuristic);
         o.mac = mac;
         o.value_order = min_conflicts ? rp::ValueOrder::MinConflicts : rp::ValueOrder::Lex;
@@ -163,15 +164,56 @@ NB_MODULE(ray_pipeline_native, m) {
         .def_ro("n", &rp::Compiled::n)
         .def_ro("W", &rp::Compiled::W);
 
+    nb::class_<rp::Mlp>(m, "Mlp")
+        .def("__init__",
+             [](rp::Mlp* self, int n_in, float clip, std::vector<float> mean, std::vector<float> stdev,
+                std::vector<std::vector<float>> weights, std::vector<std::vector<float>> biases, std::vector<bool> relu) {
+                 if (weights.size() != biases.size() || weights.size() != relu.size())
+                     throw std::invalid_argument("mlp: weights, biases and relu need one entry per layer");
+                 auto* p = new (self) rp::Mlp();
+                 p->n_in = n_in;
+                 p->clip = clip;
+                 p->mean = std::move(mean);
+                 p->stdev = std::move(stdev);
+                 int d = n_in;
+                 for (std::size_t l = 0; l < weights.size(); ++l) {
+                     rp::Mlp::Layer L;
+                     L.n_in = d;
+                     L.n_out = static_cast<int>(biases[l].size());
+                     L.relu = relu[l];
+                     L.w = std::move(weights[l]);
+                     L.b = std::move(biases[l]);
+                     d = L.n_out;
+                     p->layers.push_back(std::move(L));
+                 }
+                 p->finish();
+             },
+             "n_in"_a, "clip"_a, "mean"_a, "stdev"_a, "weights"_a, "biases"_a, "relu"_a)
+        .def_ro("n_in", &rp::Mlp::n_in)
+        .def("__call__",
+             [](const rp::Mlp& mlp, nb::ndarray<const float, nb::ndim<2>, nb::c_contig, nb::device::cpu> x) {
+                 if (x.shape(1) != static_cast<std::size_t>(mlp.n_in))
+                     throw std::invalid_argument("mlp: rows have " + std::to_string(x.shape(1)) + " features, the model takes " +
+                                                 std::to_string(mlp.n_in));
+                 const int k = static_cast<int>(x.shape(0));
+                 std::vector<double> out(static_cast<std::size_t>(k));
+                 {
+                     nb::gil_scoped_release release;
+                     mlp.score(x.data(), k, out.data());
+                 }
+                 return out;
+             },
+             "x"_a);
+
     nb::class_<PySolver>(m, "Solver")
         .def(nb::init<std::shared_ptr<rp::Compiled>, const std::string&, bool, bool, long long, double, std::uint64_t,
                       int, int, double, bool, long long, int, long long, std::optional<std::vector<rp::Word>>,
                       std::optional<std::vector<long long>>, std::optional<std::vector<int>>,
-                      std::optional<std::vector<std::vector<int>>>, nb::object, nb::object>(),
+                      std::optional<std::vector<std::vector<int>>>, nb::object, nb::object, std::shared_ptr<rp::Mlp>>(),
              "compiled"_a, "heuristic"_a, "mac"_a, "min_conflicts"_a, "node_limit"_a, "time_limit"_a, "seed"_a,
              "top_k"_a, "max_depth"_a, "min_margin"_a, "restarts"_a, "restart_base"_a, "first_var"_a, "count_limit"_a,
              "domains"_a.none(), "weights"_a.none(), "var_rank"_a.none(), "val_rank"_a.none(), "tracer"_a.none(),
-             "policy"_a.none())
+             "policy"_a.none(), "mlp"_a.none())
         .def("solve", &PySolver::solve)
         .def("set_count_limit", &PySolver::set_count_limit)
         .def("record_trace", &PySolver::record_trace, "max_records"_a, "capture"_a)
@@ -187,6 +229,7 @@ NB_MODULE(ray_pipeline_native, m) {
                  d["max_depth"] = st.max_depth;
                  d["time_s"] = st.time_s;
                  d["feature_time_s"] = st.feature_time_s;
+                 d["policy_time_s"] = st.policy_time_s;
                  d["model_calls"] = st.model_calls;
                  return d;
              })

@@ -91,7 +91,11 @@ public:
             has_val_rank_ = true;
         }
         if (o_.first_var >= n_) throw std::invalid_argument("first_var out of range");
-        if (o_.heuristic == Heuristic::Learned && !hooks_) throw std::invalid_argument("heuristic 'learned' needs a policy");
+        if (o_.heuristic == Heuristic::Learned && !hooks_ && !o_.mlp)
+            throw std::invalid_argument("heuristic 'learned' needs a policy");
+        if (o_.mlp && o_.mlp->n_in != N_FEATURES)
+            throw std::invalid_argument("the policy MLP takes " + std::to_string(o_.mlp->n_in) + " features, the core has " +
+                                        std::to_string(int(N_FEATURES)));
         inq_.assign(n_, 0);
     }
 
@@ -625,7 +629,12 @@ private:
         const std::vector<float> feats = features(top, depth);
         st_.feature_time_s += now_s() - t0;
         ++st_.model_calls;
-        hooks_->score(top, depth, feats, scores);
+        const double t1 = now_s();
+        if (o_.mlp)
+            o_.mlp->score(feats.data(), static_cast<int>(top.size()), scores.data());
+        else
+            hooks_->score(top, depth, feats, scores);
+        st_.policy_time_s += now_s() - t1;
         if (scores.size() != top.size()) throw std::runtime_error("policy returned the wrong number of scores");
         std::size_t best = 0;
         for (std::size_t i = 1; i < top.size(); ++i)

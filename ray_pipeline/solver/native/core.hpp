@@ -15,6 +15,8 @@
 #include <string>
 #include <vector>
 
+#include "mlp.hpp"
+
 namespace rp {
 
 using Word = std::uint64_t;
@@ -72,12 +74,15 @@ struct Options {
     long long restart_base = 100;
     int first_var = -1;
     long long count_limit = 0;
+    // The learned heuristic scored in the core (no Python call); without it, by Hooks::score.
+    std::shared_ptr<const Mlp> mlp;
 };
 
 struct Stats {
     long long nodes = 0, backtracks = 0, propagations = 0, checks = 0, restarts = 0, max_depth = 0;
     double time_s = 0.0;
     double feature_time_s = 0.0;  // computing the learned heuristic's feature rows
+    double policy_time_s = 0.0;   // scoring them (the native MLP, or the call out through Hooks::score)
     long long model_calls = 0;
 };
 
