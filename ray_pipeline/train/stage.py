@@ -15,7 +15,7 @@ from .. import atomic
 from ..console import progress
 from ..config import Config
 from ..data import dataset as ds_lib
-from ..kinds import KINDS, deployed, scorers
+from ..kinds import KINDS, deployed, scorers, top1_ratio_key
 from ..models import io as model_io
 from ..models.nets import n_params
 from ..paths import RunPaths
@@ -48,12 +48,6 @@ def run(ctx: StageContext) -> StageResult:
         outputs[top1_ratio_key()] = round(s1 / t1, 4) if t1 else None
     atomic.write_json(paths.models / "train_summary.json", outputs)
     return StageResult(outputs=outputs, output_hash=output_hash(paths))
-
-
-def top1_ratio_key() -> str:
-    """The train summary's headline: the deployed scorer's test top-1 over the one it is compared to."""
-    d = deployed()
-    return f"{d.name}_vs_{d.compare_to}_top1"
 
 
 def output_hash(paths: RunPaths) -> str:
