@@ -11,10 +11,12 @@ import copy
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .kinds import KINDS, known_kind, known_scorer
 
 FAMILIES = ("nqueens", "coloring", "sudoku", "rb", "ksat")
 SIZES = ("small", "medium", "large", "xlarge")
@@ -27,6 +29,8 @@ Heuristic = Literal["lex", "random", "mrv", "dom-deg", "dom-wdeg", "learned"]
 Propagation = Literal["fc", "mac"]
 ValueOrder = Literal["lex", "min-conflicts"]
 Stage = Literal["generate", "train", "tune", "export", "evaluate", "report"]
+KindName = Annotated[str, AfterValidator(known_kind)]  # a kind declared in ray_pipeline.kinds
+ScorerName = Annotated[str, AfterValidator(known_scorer)]  # ... that scores candidates
 
 
 class ConfigError(ValueError):
@@ -204,9 +208,9 @@ class TrainSection(_Section):
     select_metric: Literal["val_log_regret", "val_top1", "val_loss"] = Field(
         "val_log_regret", description="checkpoint selection and early stopping of the scorers; log regret = "
         "log(cost of the chosen candidate / cheapest cost), what a wrong choice costs the search")
-    models: list[Literal["teacher", "student", "cost"]] = Field(
-        ["teacher", "student", "cost"], description="which models the train stage builds; export and evaluate "
-        "need all three, a subset is for iterating on one model")
+    models: list[KindName] = Field(
+        default_factory=lambda: list(KINDS), description="which models the train stage builds; export and "
+        "evaluate need all of them, a subset is for iterating on one model")
     teacher: TeacherSection = TeacherSection()
     student: StudentSection = StudentSection()
     cost: CostSection = CostSection()
@@ -214,10 +218,13 @@ class TrainSection(_Section):
     @model_validator(mode="after")
     def _models(self) -> "TrainSection":
         if not self.models or len(set(self.models)) != len(self.models):
-            raise ValueError("models: give each of teacher, student, cost at most once, at least one")
-        if "student" in self.models and "teacher" in self.models and \
-                self.models.index("student") < self.models.index("teacher"):
-            raise ValueError("models: the student is distilled from the teacher, so the teacher comes first")
+            raise ValueError(f"models: give each of {', '.join(KINDS)} at most once, at least one")
+        for m in self.models:  # a model distilled from teachers trains after them
+            distill = getattr(getattr(self, m, None), "distill", None)
+            for t in (distill.teachers if distill else {}):
+                if t in self.models and self.models.index(t) > self.models.index(m):
+                    raise ValueError(f"models: the {m} is distilled from the {t} (train.{m}.distill.teachers), "
+                                     f"so the {t} comes first")
         return self
 
 
@@ -242,7 +249,7 @@ class SearchDim(_Section):
 
 class TuneSection(_Section):
     enabled: bool = Field(False, description="run the sweep as part of `run`")
-    model: Literal["teacher", "student"] = "teacher"
+    model: ScorerName = "teacher"
     num_samples: int = Field(4, ge=1)
     max_t: int = Field(4, ge=1, description="ASHA: max epochs per trial")
     grace_period: int = Field(1, ge=1)
@@ -258,7 +265,7 @@ class TuneSection(_Section):
 
 # --------------------------------------------------------------------------------------------- evaluate / export
 class LearnedSection(_Section):
-    model: Literal["student", "teacher"] = "student"
+    model: ScorerName = "student"
     top_k: int = Field(8, ge=1, description="score only the best K candidates by dom/wdeg")
     max_depth: Optional[int] = Field(0, ge=0, description="call the model only up to this depth (None = always): "
                                      "depth = positive branches above the decision, so 0 = every root-level choice; "
@@ -320,7 +327,7 @@ class LoopConfig(_Section):
     """What the driver hands every Ray Train worker: typed and validated again in the worker (it crosses a
     process boundary as a dict), so a missing or misspelt key fails there by name, not as a KeyError mid-epoch."""
 
-    kind: Literal["teacher", "student", "cost"]
+    kind: KindName
     optim: OptimSection
     spec: dict[str, Any]  # the model spec (model.json) the network is built from and checkpoints carry
     seed: int

@@ -25,9 +25,15 @@ _plog = logging.getLogger(PROGRESS)
 _LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
-def progress(stage: str, done: int, total: int, unit: str) -> None:
-    """`done` of `total` `unit` of `stage` finished (cheap: call it as often as the stage learns something)."""
-    _plog.info("%s: %d/%d %s", stage, done, total, unit, extra={"progress": (stage, done, total, unit)})
+def progress(stage: str, done: int, total: int, unit: str, label: str = "") -> None:
+    """`done` of `total` `unit` of `stage` finished (cheap: call it as often as the stage learns something);
+    `label` names the part of the stage they belong to (e.g. the model being trained: "teacher 12/40 epochs")."""
+    _plog.info("%s: %s", stage, _detail(done, total, unit, label),
+               extra={"progress": (stage, done, total, unit, label)})
+
+
+def _detail(done: int, total: int, unit: str, label: str = "") -> str:
+    return f"{label} {done}/{total} {unit}" if label else f"{done}/{total} {unit}"
 
 
 def stage_event(event: str, stage: str, message: str, *args, seconds: Optional[float] = None,
@@ -79,9 +85,9 @@ class ConsoleHandler(logging.Handler):
                 if ev:
                     self._on_stage(*ev)
                 elif pr:
-                    stage, done, total, unit = pr
+                    stage, *count = pr
                     if stage == self._stage:
-                        self._detail = f"{done}/{total} {unit}"
+                        self._detail = _detail(*count)
                         if self.live:
                             self._render()
                 elif record.levelno >= logging.WARNING:

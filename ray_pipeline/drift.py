@@ -32,6 +32,7 @@ import numpy as np
 
 from . import atomic
 from .features import FEATURE_VERSION, INPUT_FEATURES, INSTANCE_FEATURES
+from .kinds import scorers
 
 SUMMARY_FILE = "drift_summary.json"
 SKETCH = 512
@@ -310,9 +311,9 @@ def compare(summary: dict[str, Any], cand_x: np.ndarray, inst_x: np.ndarray, alp
 def check(ref: ModelRef, instances: Sequence[Any], alpha: float = ALPHA, min_stat: float = MIN_STAT,
           node_limit: int = 20_000, time_limit: float = 10.0) -> dict[str, Any]:
     """The whole check for a model and some instances (the CLI and the web app call this)."""
-    if ref.spec.get("kind") not in ("student", "teacher"):
-        raise DriftError(f"{ref.dir}: a {ref.spec.get('kind')} model scores no candidates; give a student or "
-                         "teacher")
+    if ref.spec.get("kind") not in [k.name for k in scorers()]:
+        raise DriftError(f"{ref.dir}: a {ref.spec.get('kind')} model scores no candidates; give a "
+                         f"{' or '.join(k.name for k in scorers())}")
     summary = training_summary(ref)
     setting = label_setting(ref)
     cand_x, groups, inst_x = observe(instances, setting, node_limit, time_limit)

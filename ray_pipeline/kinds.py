@@ -25,6 +25,12 @@ class Kind:
     # scorers only: True = takes one state's whole candidate set [batch, candidates, F] + mask (attention over
     # the candidates), False = scores candidate rows [rows, F] independently
     set_input: bool = False
+    # the scorer the solver calls during search: exported for deployment, calibrated, benchmarked, and the
+    # subject of the report's headline (exactly one kind)
+    deployed: bool = False
+    # scorers: the kind whose test metrics the report sets this one against (the student's teacher)
+    compare_to: Optional[str] = None
+    description: str = ""  # what the model is, one paragraph (model card, report)
     # the checkpoint-selection metric and its direction; None = train.select_metric
     select: Optional[tuple[str, str]] = None
     quantize: bool = True  # export INT8 variants (the teacher is never deployed in the search loop)
@@ -112,11 +118,59 @@ def _cost(h, norm):
 # In training order: the student distils the teacher, so the teacher comes first.
 KINDS: dict[str, Kind] = {k.name: k for k in (
     Kind("teacher", INPUT_FEATURES, "input", ("hidden", "layers", "heads", "dropout"), _teacher, scorer=True,
-         set_input=True, quantize=False),
-    Kind("student", INPUT_FEATURES, "input", ("hidden", "layers", "dropout"), _student, scorer=True, native=True),
+         set_input=True, quantize=False,
+         description="Variable scorer (teacher): self-attention over the candidates of a decision state, one score "
+                     "per candidate; trained listwise on strong-branching-style probe labels."),
+    Kind("student", INPUT_FEATURES, "input", ("hidden", "layers", "dropout"), _student, scorer=True, native=True,
+         deployed=True, compare_to="teacher",
+         description="Variable scorer (student): a small per-candidate MLP distilled from the teacher "
+                     "(alpha*T^2*KL + (1-alpha)*CE); the model the solver calls during search."),
     Kind("cost", INSTANCE_FEATURES, "instance", ("hidden", "layers", "dropout"), _cost, scorer=False,
-         select=("val_loss", "min")),
+         select=("val_loss", "min"),
+         description="Cost predictor: instance features -> log1p(nodes) and log(seconds) of the baseline solver "
+                     "(MAC + dom/wdeg)."),
 )}
+
+
+def scorers() -> list[Kind]:
+    """The variable scorers, in training order."""
+    return [k for k in KINDS.values() if k.scorer]
+
+
+def deployed() -> Kind:
+    """The scorer the solver calls during search (declared `deployed`)."""
+    return _one([k for k in KINDS.values() if k.deployed], "deployed=True")
+
+
+def cost_predictor() -> Kind:
+    """The regressor of instance cost (the one kind that is not a scorer)."""
+    return _one([k for k in KINDS.values() if not k.scorer], "scorer=False")
+
+
+def top1_ratio_key() -> str:
+    """The train summary's headline: the deployed scorer's test top-1 over the kind it is compared to."""
+    d = deployed()
+    return f"{d.name}_vs_{d.compare_to}_top1"
+
+
+def _one(found: list[Kind], what: str) -> Kind:
+    if len(found) != 1:
+        raise ModelError(f"kinds: exactly one kind must be declared with {what}, found {[k.name for k in found]}")
+    return found[0]
+
+
+def known_kind(name: str) -> str:
+    """A pydantic validator: `name` is a declared kind."""
+    if name not in KINDS:
+        raise ValueError(f"unknown model kind {name!r} (known: {', '.join(KINDS)})")
+    return name
+
+
+def known_scorer(name: str) -> str:
+    """A pydantic validator: `name` is a declared variable scorer."""
+    if not KINDS[known_kind(name)].scorer:
+        raise ValueError(f"{name!r} is not a variable scorer (scorers: {', '.join(k.name for k in scorers())})")
+    return name
 
 
 def kind_of(name: Any, source: str = "model") -> Kind:

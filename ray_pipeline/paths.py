@@ -56,6 +56,10 @@ class RunPaths:
     def logs(self) -> Path:
         return self.run / "logs"
 
+    def train_progress(self, kind: str) -> Path:
+        """One JSON line per finished epoch of the model in training (written on the driver's node)."""
+        return self.logs / f"train-{kind}.progress.jsonl"
+
     @property
     def tensorboard(self) -> Path:
         return self.run / "tensorboard"

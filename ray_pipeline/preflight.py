@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from .config import Config
+from .kinds import KINDS
 from .runtime import RayInfo
 
 
@@ -23,8 +24,8 @@ def check_before_ray(cfg: Config, stages: list[str]) -> None:
         problems.append("ray.include_dashboard: must be true for tune (Train-in-Tune needs the State API; "
                         "without it the second trial's workers never start)")
     needs_all = [s for s in stages if s in ("export", "evaluate", "report")]
-    if needs_all and set(cfg.train.models) != {"teacher", "student", "cost"}:
-        problems.append(f"train.models: {', '.join(needs_all)} need the teacher, the student and the cost model; "
+    if needs_all and set(cfg.train.models) != set(KINDS):
+        problems.append(f"train.models: {', '.join(needs_all)} need every model ({', '.join(KINDS)}); "
                         f"this run trains only {cfg.train.models}")
     if cfg.train.mixed_precision and not cfg.train.use_gpu:
         problems.append("train.mixed_precision: needs train.use_gpu=true (autocast on CPU is not supported here)")

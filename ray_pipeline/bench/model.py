@@ -10,6 +10,7 @@ import sys
 import numpy as np
 
 from ..config import load_config
+from ..kinds import deployed
 
 
 def run(args: argparse.Namespace) -> int:
@@ -22,7 +23,7 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, list(args.overrides))
     paths = RunPaths.of(cfg.run.root, cfg.run.name)
-    mdir = paths.model("student")
+    mdir = paths.model(deployed().name)
     if not (mdir / "model.onnx").exists():
         print(f"error: {mdir / 'model.onnx'} missing: run `ray-pipeline export {args.config}` first", file=sys.stderr)
         return 2

@@ -10,6 +10,7 @@ import json
 import statistics
 
 from ..config import load_config
+from ..kinds import KINDS, deployed
 
 
 def run(args: argparse.Namespace) -> int:
@@ -29,23 +30,24 @@ def run(args: argparse.Namespace) -> int:
     cfg = cfg.model_copy(update={"ray": cfg.ray.model_copy(update={"num_cpus": 2}),
                                  "train": cfg.train.model_copy(update={"cpus_per_worker": 1.0})})
     info = init_ray(cfg)
-    out = {"benchmark": "train", "model": "teacher", "runs": {}}
+    kind = KINDS[deployed().compare_to]  # the teacher: the largest network, where DDP has work to share
+    out = {"benchmark": "train", "model": kind.name, "runs": {}}
     try:
         manifest = ds_lib.read_manifest(paths.dataset)
         data_hash = Manifest.read(paths.manifest).output_hash("generate")
-        section = driver.model_section(cfg, "teacher")
+        section = driver.model_section(cfg, kind.name)
         section["optim"]["epochs"] = 4
         section["optim"]["early_stopping_patience"] = 100
-        spec = model_io.make_spec("teacher", driver.hparams_of("teacher", section), manifest["norm"]["input"],
+        spec = model_io.make_spec(kind.name, driver.hparams_of(kind.name, section), manifest["norm"][kind.norm_key],
                                   train_key="bench", dataset_hash=data_hash, seed=cfg.run.seed)
         storage = Storage.of(paths.run, cfg.run.storage, cfg.run.name)
         driver.sync_dataset(paths, storage)
         datasets = {sp: driver.scorer_dataset(paths.dataset, sp, manifest["top_k"], storage=storage)
                     for sp in ("train", "val")}
         for n in (1, 2):
-            name = f"bench-teacher-{n}w"
+            name = f"bench-{kind.name}-{n}w"
             driver.clear_checkpoints(storage, paths.run / "bench", name)
-            loop_cfg = driver.loop_config(cfg, paths, "teacher", section, spec, paths.run / "bench" / name)
+            loop_cfg = driver.loop_config(cfg, paths, kind.name, section, spec, paths.run / "bench" / name)
             result = driver.make_trainer(cfg, loop_cfg, datasets, storage, paths.run / "bench", name, num_workers=n).fit()
             hist = driver.history(result)
             rates = [h["samples_per_s"] for h in hist[1:]] or [h["samples_per_s"] for h in hist]

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..kinds import deployed, kind_of
 from ..train.metrics import ece, finish_ranking, finish_regression, ranking_sums, regression_sums
 
 
@@ -52,7 +53,7 @@ def checks(model: torch.nn.Module, kind: str, a: dict[str, np.ndarray], seed: in
         one = torch.stack([model(x[i: i + 1], mask[i: i + 1])[0] for i in range(min(8, len(x)))])
         d1 = float((one - s[: len(one)])[mask[: len(one)]].abs().max())
         add("batch_consistency", d1 < 1e-4, f"max |batch of 1 - full batch| = {d1:.2e}")
-        if kind == "student":
+        if not kind_of(kind).set_input:  # scores candidate rows one by one: the same alone as in a state
             flat = model(x[mask])
             d2 = float((flat - s[mask]).abs().max())
             add("per_candidate_independence", d2 < 1e-5, f"scoring candidates alone vs in states: {d2:.2e}")
@@ -159,22 +160,23 @@ def error_analysis(scores: np.ndarray, a: dict[str, np.ndarray], meta: list[dict
 def suggestions(ev: dict[str, Any], train_counts: dict[str, int], train_top1: float | None) -> list[str]:
     """Concrete next steps, each grounded in a number from this evaluation."""
     out = []
-    st = ev["ranking"]["student"]["test"]["all"]
-    te = ev["ranking"]["teacher"]["test"]["all"]
+    d = deployed()  # the model the solver calls, and the one it is compared to
+    st = ev["ranking"][d.name]["test"]["all"]
+    te = ev["ranking"][d.compare_to]["test"]["all"]
     overall = st.get("top1", 0.0)
     base = st.get("baseline_top1", 0.0)
     if overall <= base + 0.01:
-        out.append(f"The student's test top-1 ({overall:.3f}) is not above dom/wdeg's ({base:.3f}): the features do "
+        out.append(f"The {d.name}'s test top-1 ({overall:.3f}) is not above dom/wdeg's ({base:.3f}): the features do "
                    f"not yet separate candidates better than dom/wdeg does; add richer candidate features "
                    f"(look-ahead pruning counts) or label more states (data.label.states_per_instance).")
     if te.get("top1", 0) - overall > 0.05:
-        out.append(f"Student top-1 {overall:.3f} trails the teacher's {te['top1']:.3f} by more than 5 points: "
-                   f"widen the student (train.student.hidden) or raise distill.alpha.")
+        out.append(f"{d.name.capitalize()} top-1 {overall:.3f} trails the {d.compare_to}'s {te['top1']:.3f} by more "
+                   f"than 5 points: widen the {d.name} (train.{d.name}.hidden) or raise distill.alpha.")
     if train_top1 is not None and train_top1 - overall > 0.1:
         out.append(f"Validation-best top-1 {train_top1:.3f} vs test {overall:.3f}: overfitting; raise dropout / "
                    f"weight decay or add data.")
     med = float(np.median(list(train_counts.values()))) if train_counts else 0.0
-    for g, r in ev["ranking"]["student"]["test"].items():
+    for g, r in ev["ranking"][d.name]["test"].items():
         if g == "all" or r.get("n", 0) < 5:
             continue
         if r["top1"] < overall - 0.1:
@@ -182,7 +184,7 @@ def suggestions(ev: dict[str, Any], train_counts: dict[str, int], train_top1: fl
             more = " (fewer training states than the median group: add data there)" if n_train < med else ""
             out.append(f"{g}: top-1 {r['top1']:.3f} is more than 10 points below the overall {overall:.3f}, "
                        f"with {n_train} training states{more}.")
-    held = ev["ranking"]["student"].get("heldout", {}).get("all", {})
+    held = ev["ranking"][d.name].get("heldout", {}).get("all", {})
     if held.get("n", 0) >= 5 and held.get("top1", 1.0) < overall - 0.1:
         out.append(f"Held-out (larger sizes) top-1 {held['top1']:.3f} vs test {overall:.3f}: a generalisation gap; "
                    f"add larger instances to the training families.")

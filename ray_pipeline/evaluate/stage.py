@@ -13,6 +13,7 @@ import numpy as np
 from .. import atomic
 from ..console import progress
 from ..data import dataset as ds_lib
+from ..kinds import cost_predictor, deployed, scorers
 from ..pipeline import StageContext, StageResult
 from . import analysis, speedup
 
@@ -90,7 +91,8 @@ def run(ctx: StageContext) -> StageResult:
 
     # ---- model-level evaluation on dataset states
     data = {sp: _states(paths, sp, k_max) for sp in ("val", "test", "heldout")}
-    models = {k: model_io.load(paths.model(k))[0] for k in ("teacher", "student")}
+    d = deployed().name  # the scorer the solver calls: checked, calibrated and benchmarked below
+    models = {k.name: model_io.load(paths.model(k.name))[0] for k in scorers()}
     scores = {k: {sp: analysis.scores_of(m, data[sp][0]) for sp in data} for k, m in models.items()}
     for k, m in models.items():
         ev["checks"][k] = analysis.checks(m, k, data["test"][0], seed=cfg.run.seed)
@@ -98,21 +100,21 @@ def run(ctx: StageContext) -> StageResult:
                                                           [f"{r['family']}/{r['size']}" for r in data[sp][1]])
                             for sp in ("test", "heldout")}
     export = json.loads((paths.models / "export_summary.json").read_text())
-    ev["checks"]["student"].append({"name": "onnx_parity", "passed": export["student"]["parity"]["passed"],
-                                    "detail": f"max |diff| {export['student']['parity']['max_abs_diff']:.2e} on "
-                                              f"{export['student']['parity']['rows']} rows"})
-    cost_model, _ = model_io.load(paths.model("cost"))
+    ev["checks"][d].append({"name": "onnx_parity", "passed": export[d]["parity"]["passed"],
+                            "detail": f"max |diff| {export[d]['parity']['max_abs_diff']:.2e} on "
+                                      f"{export[d]['parity']['rows']} rows"})
+    cost_model, _ = model_io.load(paths.model(cost_predictor().name))
     ev["cost"] = _cost_metrics(paths, cost_model)
-    val_scores, val_target = scores["student"]["val"], data["val"][0]["target"]
+    val_scores, val_target = scores[d]["val"], data["val"][0]["target"]
     t = analysis.fit_temperature(val_scores, val_target)
-    ev["calibration"] = {"before": analysis.calibration(scores["student"]["test"], data["test"][0]["target"], 1.0,
+    ev["calibration"] = {"before": analysis.calibration(scores[d]["test"], data["test"][0]["target"], 1.0,
                                                         e.ece_bins),
-                         "after": analysis.calibration(scores["student"]["test"], data["test"][0]["target"], t,
+                         "after": analysis.calibration(scores[d]["test"], data["test"][0]["target"], t,
                                                        e.ece_bins),
                          # where T was fitted; the test figures above show whether it transfers
                          "val_nll": {"before": round(analysis.nll(val_scores, val_target, 1.0), 4),
                                      "after": round(analysis.nll(val_scores, val_target, t), 4)}}
-    ev["errors"] = {sp: analysis.error_analysis(scores["student"][sp], data[sp][0], data[sp][1])
+    ev["errors"] = {sp: analysis.error_analysis(scores[d][sp], data[sp][0], data[sp][1])
                     for sp in ("test", "heldout")}
 
     # ---- speedup: Ray tasks over instances
@@ -145,11 +147,11 @@ def run(ctx: StageContext) -> StageResult:
                      "summary": summary}
     atomic.write_json(out_dir / "speedup_rows.json", rows)
     plots = speedup.plot(rows, summary, e.baseline, out_dir / "speedup")
-    plots.append(_reliability_plot(ev["calibration"], out_dir / "reliability.png"))
+    plots.append(_reliability_plot(ev["calibration"], out_dir / "reliability.png", d))
     train_counts = Counter(f"{f}/{z}" for f, z in zip(
         ds_lib.read_table(paths.dataset, "states_train.parquet", columns=["family"])["family"].to_pylist(),
         ds_lib.read_table(paths.dataset, "states_train.parquet", columns=["size"])["size"].to_pylist()))
-    best_val = json.loads((paths.model("student") / "model.json").read_text()).get("summary", {}).get("best", {})
+    best_val = json.loads((paths.model(d) / "model.json").read_text()).get("summary", {}).get("best", {})
     ev["suggestions"] = analysis.suggestions(ev, dict(train_counts), best_val.get("val_top1"))
     ev["plots"] = [str(p) for p in plots]
     atomic.write_json(out_dir / "evaluation.json", ev)
@@ -193,7 +195,7 @@ def _cost_metrics(paths, model) -> dict[str, Any]:
     return out
 
 
-def _reliability_plot(cal: dict[str, Any], path: Path) -> Path:
+def _reliability_plot(cal: dict[str, Any], path: Path, model: str) -> Path:
     from ..plots import pyplot, save
 
     plt = pyplot()
@@ -206,7 +208,7 @@ def _reliability_plot(cal: dict[str, Any], path: Path) -> Path:
                 label=f"{key}: T={cal[key]['temperature']}, ECE={cal[key]['ece']:.3f}")
     ax.set_xlabel("confidence (max softmax over candidates)")
     ax.set_ylabel("accuracy (chosen candidate is a cheapest one)")
-    ax.set_title("student reliability (test)")
+    ax.set_title(f"{model} reliability (test)")
     ax.legend(fontsize=7)
     fig.tight_layout()
     save(fig, path)

@@ -5,20 +5,12 @@ import json
 from typing import Any
 
 from ..config import Config
-
-_WHAT = {
-    "teacher": "Variable scorer (teacher): self-attention over the candidates of a decision state, one score per "
-               "candidate; trained listwise on strong-branching-style probe labels.",
-    "student": "Variable scorer (student): a small per-candidate MLP distilled from the teacher "
-               "(alpha*T^2*KL + (1-alpha)*CE); the model the solver calls during search.",
-    "cost": "Cost predictor: instance features -> log1p(nodes) and log(seconds) of the baseline solver "
-            "(MAC + dom/wdeg).",
-}
+from ..kinds import kind_of
 
 
 def model_card(kind: str, spec: dict[str, Any], export: dict[str, Any], train: dict[str, Any], cfg: Config) -> str:
     s = spec.get("summary", {})
-    lines = [f"# Model card: {kind}", "", _WHAT[kind], "",
+    lines = [f"# Model card: {kind}", "", kind_of(kind).description, "",
              "## Identity", "",
              f"- run: `{cfg.run.name}`, seed {cfg.run.seed}, train key `{spec['train_key']}`, dataset hash "
              f"`{spec['dataset_hash']}`",
@@ -28,7 +20,7 @@ def model_card(kind: str, spec: dict[str, Any], export: dict[str, Any], train: d
              "## Training", "",
              f"- epochs run: {s.get('epochs_run')}; best validation: "
              f"{ {k: round(v, 4) for k, v in s.get('best', {}).items() if k.startswith('val_')} }"]
-    if kind in ("teacher", "student") and "test" in train:
+    if kind_of(kind).scorer and kind in train.get("test", {}):
         t = train["test"][kind]
         lines.append(f"- test split: top-1 {t['top1']:.3f}, top-3 {t['top3']:.3f}, MRR {t['mrr']:.3f} "
                      f"(dom/wdeg's choice is best in {t['baseline_top1']:.3f} of states), n={t['n']}")

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from .. import atomic
-from ..kinds import KINDS
+from ..kinds import KINDS, deployed
 from ..pipeline import StageContext, StageResult
 
 log = logging.getLogger(__name__)
@@ -231,10 +231,11 @@ def run(ctx: StageContext) -> StageResult:
         registry.add_model(run=cfg.run.name, name=k, kind=k, path=str(paths.model(k)), spec=spec, export=r,
                            config_hash=ctx.manifest.data["config_hash"])
     atomic.write_json(paths.models / "export_summary.json", results)
-    s = results["student"]
-    log.info("export: student parity max|diff| %.2g; deploy %s; %s", s["parity"]["max_abs_diff"], s["deploy"],
+    d = deployed().name
+    s = results[d]
+    log.info("export: %s parity max|diff| %.2g; deploy %s; %s", d, s["parity"]["max_abs_diff"], s["deploy"],
              {r["variant"]: (r["latency_single_us"], round(r["top1"], 3)) for r in s["variants"]})
-    return StageResult(outputs={"student": {k: s[k] for k in ("onnx", "deploy", "int8_choice", "parity")},
+    return StageResult(outputs={d: {k: s[k] for k in ("onnx", "deploy", "int8_choice", "parity")},
                                 "summary": str(paths.models / "export_summary.json")}, output_hash=output_hash(paths))
 
 

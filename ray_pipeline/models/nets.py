@@ -57,8 +57,6 @@ class _Block(nn.Module):
 
 
 class TeacherScorer(nn.Module):
-    kind = "teacher"
-
     def __init__(self, n_in: int, hidden: int, layers: int, heads: int, dropout: float,
                  mean: Sequence[float], std: Sequence[float]):
         super().__init__()
@@ -77,8 +75,6 @@ class TeacherScorer(nn.Module):
 
 
 class StudentScorer(nn.Module):
-    kind = "student"
-
     def __init__(self, n_in: int, hidden: int, layers: int, dropout: float, mean: Sequence[float],
                  std: Sequence[float]):
         super().__init__()
@@ -90,8 +86,6 @@ class StudentScorer(nn.Module):
 
 
 class CostPredictor(nn.Module):
-    kind = "cost"
-
     def __init__(self, n_in: int, hidden: int, layers: int, dropout: float, mean: Sequence[float],
                  std: Sequence[float], n_out: int = 2):
         super().__init__()

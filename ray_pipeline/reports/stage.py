@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from .. import atomic
+from ..kinds import KINDS, deployed, scorers, top1_ratio_key
 from ..pipeline import StageContext, StageResult
 
 
@@ -43,6 +44,7 @@ def run(ctx: StageContext) -> StageResult:
     from ..registry import Registry
 
     cfg, paths = ctx.cfg, ctx.paths
+    d = deployed()  # the model the solver calls: the report's headline is about it
     out = paths.reports
     out.mkdir(parents=True, exist_ok=True)
     m = ctx.manifest.data
@@ -73,23 +75,24 @@ def run(ctx: StageContext) -> StageResult:
               f"Full report: [dataset report](../datasets/main/report/report.md)."]
 
     if train:
-        metrics["train"] = {"test": train["test"], "student_vs_teacher_top1": train["student_vs_teacher_top1"],
-                            "params": {k: train[k]["params"] for k in ("teacher", "student", "cost")}}
-        fams = train["test"]["student"].get("families", "all")
+        ratio, ref = top1_ratio_key(), d.compare_to
+        metrics["train"] = {"test": train["test"], ratio: train[ratio],
+                            "params": {k: train[k]["params"] for k in KINDS}}
+        fams = train["test"][d.name].get("families", "all")
         L += ["", f"## Models (test split, families: {', '.join(fams) if isinstance(fams, list) else fams})", "",
               "| model | params | top-1 | top-3 | MRR |", "|---|---|---|---|---|"]
-        for k in ("teacher", "student"):
+        for k in (s.name for s in scorers()):
             t = train["test"][k]
             L.append(f"| {k} | {train[k]['params']} | {_fmt(t['top1'])} | {_fmt(t['top3'])} | {_fmt(t['mrr'])} |")
-        L.append(f"| dom/wdeg's choice | - | {_fmt(train['test']['teacher']['baseline_top1'])} | - | - |")
-        L += ["", f"Student/teacher top-1: {_fmt(train['student_vs_teacher_top1'], 4)} "
-              f"(student has {train['student']['params'] / train['teacher']['params']:.1%} of the teacher's "
+        L.append(f"| dom/wdeg's choice | - | {_fmt(train['test'][d.name]['baseline_top1'])} | - | - |")
+        L += ["", f"{d.name.capitalize()}/{ref} top-1: {_fmt(train[ratio], 4)} "
+              f"({d.name} has {train[d.name]['params'] / train[ref]['params']:.1%} of the {ref}'s "
               f"parameters)."]
-        for k in ("teacher", "student", "cost"):
+        for k in KINDS:
             src = paths.model(k) / "curves.png"
             if src.exists():
                 shutil.copyfile(src, out / f"curves_{k}.png")
-        L += ["", "![teacher](curves_teacher.png) ![student](curves_student.png) ![cost](curves_cost.png)"]
+        L += ["", " ".join(f"![{k}](curves_{k}.png)" for k in KINDS)]
 
     if tune:
         metrics["tune"] = {"best_params": tune["best_params"], "best_value": tune["best_value"]}
@@ -133,19 +136,19 @@ def run(ctx: StageContext) -> StageResult:
                                   for k in ("before", "after")}
         L += ["", "## Checks, calibration, errors", "",
               "Checks: " + ", ".join(f"{c['name']} {'ok' if c['passed'] else 'FAILED'}"
-                                     for c in ev["checks"]["student"]) + ".", "",
-              f"Student calibration on test ({cal['before']['bins']} bins): ECE {cal['before']['ece']:.3f} at T=1, "
+                                     for c in ev["checks"][d.name]) + ".", "",
+              f"{d.name.capitalize()} calibration on test ({cal['before']['bins']} bins): ECE {cal['before']['ece']:.3f} at T=1, "
               f"{cal['after']['ece']:.3f} at T={cal['after']['temperature']} fitted on val. "
               "![reliability](reliability.png)", "",
               f"Cost predictor (test): {json.dumps(ev['cost'].get('test', {}))}", "", "Suggestions:", ""]
         L += [f"- {s}" for s in ev["suggestions"]]
 
     if export:
-        s = export["student"]
-        metrics["export"] = {"student": {"deploy": s["deploy"], "int8_choice": s["int8_choice"],
-                                         "parity_max_abs_diff": s["parity"]["max_abs_diff"],
-                                         "variants": s["variants"]}}
-        L += ["", "## Deployed student: size and speed", "",
+        s = export[d.name]
+        metrics["export"] = {d.name: {"deploy": s["deploy"], "int8_choice": s["int8_choice"],
+                                      "parity_max_abs_diff": s["parity"]["max_abs_diff"],
+                                      "variants": s["variants"]}}
+        L += ["", f"## Deployed {d.name}: size and speed", "",
               f"Deploy `{s['deploy']}`; ONNX parity max |diff| {s['parity']['max_abs_diff']:.2e}.", "",
               "| variant | size (KB) | latency, one decision (us) | latency, 256 rows (us) | rows/s | top-1 |",
               "|---|---|---|---|---|---|"]
@@ -156,7 +159,7 @@ def run(ctx: StageContext) -> StageResult:
         if s.get("pruning"):
             L += ["", "Pruning: " + ", ".join(f"{p['amount']:.0%} -> top-1 {p['top1']:.4f}" for p in s["pruning"])
                   + " (masks only: no speedup on dense kernels)."]
-        L += ["", "Model cards: " + ", ".join(f"[{k}](../models/{k}/card.md)" for k in ("teacher", "student", "cost"))]
+        L += ["", "Model cards: " + ", ".join(f"[{k}](../models/{k}/card.md)" for k in KINDS)]
 
     L += ["", f"Manifest: [manifest.json](../manifest.json). TensorBoard: `tensorboard --logdir {paths.tensorboard}`.", ""]
     atomic.write_text(out / "report.md", "\n".join(L))

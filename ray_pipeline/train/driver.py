@@ -84,7 +84,7 @@ class TeacherLogits:
         import torch
 
         torch.set_num_threads(1)
-        with unpacked(model_files, "teacher") as d:
+        with unpacked(model_files, f"soft-labels-{name}") as d:
             self.model, _ = model_io.load(d)
         self.name = name
 

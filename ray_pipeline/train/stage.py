@@ -15,13 +15,14 @@ from .. import atomic
 from ..console import progress
 from ..config import Config
 from ..data import dataset as ds_lib
-from ..kinds import KINDS
+from ..kinds import KINDS, deployed, scorers, top1_ratio_key
 from ..models import io as model_io
 from ..models.nets import n_params
 from ..paths import RunPaths
 from ..storage import Storage
 from ..pipeline import StageContext, StageResult
 from . import driver, tracking
+from . import progress as train_progress
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +34,7 @@ def run(ctx: StageContext) -> StageResult:
         raise ds_lib.DatasetError(f"{paths.dataset}: no training states; generate more data (data.generate)")
     data_hash = ctx.manifest.output_hash("generate")
     outputs: dict[str, Any] = {}
-    for i, kind in enumerate(cfg.train.models):
-        progress("train", i, len(cfg.train.models), f"models ({kind} training)")
+    for kind in cfg.train.models:  # the console line counts the epochs of the model in training
         outputs[kind] = train_model(cfg, paths, ctx.storage, kind, manifest, data_hash, force=ctx.force)
     progress("train", len(cfg.train.models), len(cfg.train.models), "models")
     scorers = [k for k in cfg.train.models if KINDS[k].scorer]
@@ -42,9 +42,10 @@ def run(ctx: StageContext) -> StageResult:
     outputs["test"] = test
     for kind, m in test.items():
         log.info("train: test top-1 %s %.3f (dom/wdeg %.3f)", kind, m["top1"], m["baseline_top1"])
-    if {"teacher", "student"} <= set(test):
-        t1, s1 = test["teacher"]["top1"], test["student"]["top1"]
-        outputs["student_vs_teacher_top1"] = round(s1 / t1, 4) if t1 else None
+    d = deployed()
+    if d.name in test and d.compare_to in test:
+        t1, s1 = test[d.compare_to]["top1"], test[d.name]["top1"]
+        outputs[top1_ratio_key()] = round(s1 / t1, 4) if t1 else None
     atomic.write_json(paths.models / "train_summary.json", outputs)
     return StageResult(outputs=outputs, output_hash=output_hash(paths))
 
@@ -74,13 +75,19 @@ def train_model(cfg: Config, paths: RunPaths, storage: Storage, kind: str, manif
     name = f"{kind}-{key}"
     if force:
         driver.clear_checkpoints(storage, paths.checkpoints, name)
+    epochs = section["optim"]["epochs"]
+    progress("train", 0, epochs, "epochs", label=kind)
     if section.get("distill", {}).get("teachers"):
         driver.write_soft_labels(paths, storage, section["distill"]["teachers"], manifest["top_k"], _cluster_cpus(),
                                  cfg.train.target, cfg.train.target_temperature, cfg.train.families)
     datasets = driver.training_datasets(cfg, paths, storage, kind, manifest)
     loop_cfg = driver.loop_config(cfg, paths, kind, section, spec, paths.checkpoints / name)
     log.info("train %s: %d workers, run %s", kind, cfg.train.num_workers, storage.uri_of(paths.checkpoints / name))
-    result = driver.make_trainer(cfg, loop_cfg, datasets, storage, paths.checkpoints, name).fit()
+    with train_progress.follow(paths.train_progress(kind),
+                               lambda r: progress("train", int(r["epoch"]), epochs, "epochs", label=kind)) as pfile:
+        relay = train_progress.EpochRelay(str(pfile))
+        result = driver.make_trainer(cfg, loop_cfg, datasets, storage, paths.checkpoints, name,
+                                     callbacks=[relay]).fit()
     if result.error is not None:
         raise result.error
     score, mode = driver.score_of(cfg, kind)
@@ -114,9 +121,9 @@ def _cluster_cpus() -> float:
 
 
 def evaluate_on_test(paths: RunPaths, manifest: dict[str, Any], families: list[str] | None,
-                     kinds: tuple[str, ...] | list[str] = ("teacher", "student")) -> dict[str, Any]:
-    """Ranking metrics of the teacher and the student on the test split, on the families they were trained
-    for (local: the split is small)."""
+                     kinds: tuple[str, ...] | list[str] | None = None) -> dict[str, Any]:
+    """Ranking metrics of the scorers (`kinds`, default all) on the test split, on the families they were
+    trained for (local: the split is small)."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import torch
@@ -128,7 +135,7 @@ def evaluate_on_test(paths: RunPaths, manifest: dict[str, Any], families: list[s
         table = table.filter(pc.is_in(table["family"], value_set=pa.array(families)))
     a = ds_lib.to_arrays(table, manifest["top_k"])
     out = {}
-    for kind in kinds:
+    for kind in kinds if kinds is not None else [k.name for k in scorers()]:
         model, _ = model_io.load(paths.model(kind))
         with torch.inference_mode():
             s = model(torch.from_numpy(a["x"]), torch.from_numpy(a["mask"]))

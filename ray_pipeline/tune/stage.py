@@ -101,9 +101,9 @@ def run(ctx: StageContext) -> StageResult:
     if not t.space:
         raise ValueError("tune.space: empty; give at least one hyperparameter to search")
     storage = ctx.storage
-    if kind == "student" and not driver.has_soft_labels(paths, storage):
-        raise ds_lib.DatasetError(f"{storage.uri_of(paths.soft_labels)}: a student sweep needs the "
-                                  f"teacher's soft labels; run `ray-pipeline train` first")
+    if section.get("distill", {}).get("teachers") and not driver.has_soft_labels(paths, storage):
+        raise ds_lib.DatasetError(f"{storage.uri_of(paths.soft_labels)}: a {kind} sweep needs the "
+                                  f"soft labels of its teachers; run `ray-pipeline train` first")
     data_hash = ctx.manifest.output_hash("generate")
     callbacks = []
     from ..runtime import wandb_mode

@@ -32,6 +32,7 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
+from ..kinds import KINDS
 from ..paths import RunPaths
 from . import explore, runs
 
@@ -151,7 +152,8 @@ def _model_rows(info: dict[str, Any]) -> str:
         if m["curves"]:
             files.append(f"<a href='{curves_url}'>curves</a>")
         explore_url = link("/explore", model=f"{run}/{mname}")
-        explore_link = f"<a href='{explore_url}'>explore</a>" if m["kind"] in ("student", "teacher") else ""
+        explore_link = f"<a href='{explore_url}'>explore</a>" if m["kind"] in KINDS and KINDS[m["kind"]].scorer \
+            else ""
         hp = ", ".join(f"{k}={v}" for k, v in (m["hparams"] or {}).items() if not isinstance(v, dict))
         rows.append(
             f"<tr data-model='{e(m['name'])}'><td>{e(m['name'])}</td><td>{e(m['kind'])}</td>"
@@ -612,7 +614,7 @@ async def explorer(request: web.Request) -> web.Response:
             d = await _in_pool(request, explore.drift_one, str(st.path), st.colors, str(m.dir), display_root,
                                timeout=120)
             parts.append(f"<h2>Drift check</h2>{_drift_table(d)}")
-    if m.spec.get("kind") == "student":
+    if explore.has_embedding(m.spec.get("kind")):
         parts.append(f"<h2>Embedding</h2>{_svg_scatter(await _embedding(request, m))}")
     return page("Model Explorer", "".join(parts))
 

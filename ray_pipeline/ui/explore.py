@@ -14,6 +14,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from ..features import INPUT_FEATURES
+from ..kinds import KINDS, cost_predictor
 
 # The solver's API (Solver, candidate_features, dom_wdeg_order, unassigned) is all this module uses: the
 # solver's internals are being replaced by a native core with the same Python API.
@@ -65,7 +66,7 @@ def _run(inst: Any, **kw: Any) -> tuple[dict[str, Any], Any]:
 
 def cost_estimate(inst: Any, run_dir: Path) -> Optional[dict[str, Any]]:
     """The run's cost predictor on this instance (ONNX): estimated dom/wdeg nodes and seconds, or None."""
-    f = run_dir / "models" / "cost" / "model.onnx"
+    f = run_dir / "models" / cost_predictor().name / "model.onnx"
     if not f.is_file():
         return None
     from ..features import instance_features
@@ -135,6 +136,12 @@ def drift_one(path: str, colors: Optional[int], model_dir: str, display_root: st
         return {"error": str(e)}
 
 
+def has_embedding(kind: Any) -> bool:
+    """The embedding view (the hidden layer before the output) exists for scorers of one candidate at a time."""
+    k = KINDS.get(kind)
+    return bool(k and k.scorer and not k.set_input)
+
+
 def embedding(model_dir: Path, run_dir: Path, max_states: int = 400, seed: int = 0) -> dict[str, Any]:
     """PCA (numpy SVD) of the student's last hidden layer for dom/wdeg's candidate in dataset states, with
     whether that candidate was a best probe (cost equal to the state's cheapest)."""
@@ -146,8 +153,9 @@ def embedding(model_dir: Path, run_dir: Path, max_states: int = 400, seed: int =
     from ..paths import RunPaths
 
     model, spec = model_io.load(model_dir)
-    if spec["kind"] != "student":
-        return {"error": f"{model_dir}: the embedding view is for the student (an MLP per candidate)"}
+    if not has_embedding(spec["kind"]):
+        return {"error": f"{model_dir}: the embedding view is for a scorer that scores each candidate alone "
+                         f"(an MLP per candidate), not a {spec['kind']}"}
     states = ds.read_states(RunPaths(run_dir).dataset, "train")
     fam = None
     try:

@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..config import STAGES
+from ..kinds import KINDS, scorers
 from ..paths import RunPaths, registry_path
 
-MODEL_KINDS = ("teacher", "student", "cost")
+MODEL_KINDS = tuple(KINDS)
 
 
 def _json(path: Path, notes: list[str]) -> Optional[dict[str, Any]]:
@@ -142,10 +143,10 @@ def _size(path: Path) -> Optional[int]:
 
 
 def explorable_models(root: Path) -> list[tuple[str, str]]:
-    """(run, model) pairs the explorer can load: a scorer (student/teacher) with an exported ONNX file."""
+    """(run, model) pairs the explorer can load: a scorer with an exported ONNX file (the deployed one first)."""
     out = []
     for run in run_names(root):
-        for kind in ("student", "teacher"):
+        for kind in [k.name for k in sorted(scorers(), key=lambda k: not k.deployed)]:
             d = RunPaths.of(root, run).model(kind)
             if (d / "model.json").is_file() and (d / "model.onnx").is_file():
                 out.append((run, kind))
