@@ -54,7 +54,7 @@ class RunSection(_Section):
                                           "dataset, models, reports)")
     storage: Optional[str] = Field(None, description="URI every node reaches (s3://bucket/prefix, gs://..., or an "
                                                      "absolute shared path) for what Ray workers read and write: "
-                                                     "Train checkpoints, Tune trials, soft labels, the dataset copy "
+                                                     "Train checkpoints, Tune trials, the dataset copy "
                                                      "Ray Data reads; None = the run directory (one machine or a "
                                                      "shared run.root); see ray_pipeline/storage.py")
     seed: int = Field(0, ge=0, description="base seed; every instance seed derives from it")
@@ -200,6 +200,9 @@ class TrainSection(_Section):
     nan_retries: int = Field(3, ge=0)
     nan_lr_factor: float = Field(0.5, gt=0, lt=1)
     worker_start_timeout_s: float = Field(120.0, gt=0, description="fail instead of waiting forever for workers")
+    cache_shards: bool = Field(True, description="each worker reads its dataset shard once and serves later epochs "
+                               "from memory (Ray Data's per-epoch start-up dominated small epochs); turn off when a "
+                               "shard does not fit in a worker's memory")
     target: Literal["best", "soft"] = Field("soft", description="scorer training target: uniform over the cheapest "
                                             "candidates, or softmax(-log(cost/min cost)/T) over all of them")
     target_temperature: float = Field(0.5, gt=0, description="T of the soft target")
@@ -342,6 +345,8 @@ class LoopConfig(_Section):
     wandb_dir: str
     wandb_project: str
     distill: Optional[DistillSection] = None  # the kinds that learn from teachers (the student)
+    cache_shards: bool = True
+    teacher_files: dict[str, dict[str, str]] = Field(default_factory=dict)  # name -> file -> base64 (distill)
 
 
 class Config(_Section):

@@ -22,10 +22,6 @@ class RunPaths:
         return self.run / "datasets" / "main"
 
     @property
-    def soft_labels(self) -> Path:
-        return self.run / "datasets" / "soft_labels"
-
-    @property
     def checkpoints(self) -> Path:
         return self.run / "checkpoints"
 

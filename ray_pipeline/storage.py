@@ -6,7 +6,6 @@ touch goes either through Ray's object store (model files and instances travel a
 through the run's *storage*:
 
 - the dataset Parquet files that Ray Data reads during training (the driver uploads a copy),
-- the teacher's soft labels (written and read by Ray Data),
 - Ray Train checkpoints and Tune trials (written by Train workers and Tune).
 
 `run.storage` unset: storage is the run directory itself (one machine, or a cluster whose `run.root` is a

@@ -1,12 +1,14 @@
-"""The Ray side of training: Ray Data inputs, the TorchTrainer that runs `loop.train_fn`, soft labels.
+"""The Ray side of training: Ray Data inputs, the TorchTrainer that runs `loop.train_fn`, teachers for students.
 
 [1] datasets   Ray Data reads the Parquet splits and pads states to K candidates (`dataset.to_arrays`)
 [2] trainer    TorchTrainer(train_fn, ScalingConfig, RunConfig(storage_path, name)) -- a stable name makes a
                re-run resume from the latest checkpoint, FailureConfig restarts a crashed worker group
-[3] soft labels  Ray Data batch inference of the teacher (callable class on an actor pool), stored once
+[3] teachers   a student's teachers go to its workers as file contents; each worker scores its shard with them
+               (a separate soft-label pass cost ~30 s of Ray Data start-up per split on the demo's 1k states)
 """
 from __future__ import annotations
 
+import base64
 import json
 import logging
 from pathlib import Path
@@ -21,7 +23,7 @@ from ..data import dataset as ds_lib
 from ..kinds import kind_of
 from ..models import io as model_io
 from ..paths import RunPaths
-from ..storage import Storage, pack, unpacked
+from ..storage import Storage, pack
 
 log = logging.getLogger(__name__)
 
@@ -48,23 +50,20 @@ def _pad_batch(batch: pa.Table, k_max: int, target: str, temperature: float,
 
 
 def scorer_dataset(dataset_dir: Path, split: str, k_max: int, target: str = "best", temperature: float = 0.5,
-                   families: Optional[list[str]] = None, materialize: bool = True, storage: Optional[Storage] = None,
-                   with_ids: bool = False):
+                   families: Optional[list[str]] = None, storage: Optional[Storage] = None):
     """Ray Data reads the split from the run's storage (its read tasks may run on any node); the driver's own
-    copy under `dataset_dir` is checked first, for a clear error naming a missing or corrupt file.
-    `with_ids` keeps each row's `state_id` (a string column: not for the training loop)."""
+    copy under `dataset_dir` is checked first, for a clear error naming a missing or corrupt file."""
     import ray.data
 
     path = Path(dataset_dir) / f"states_{split}.parquet"
     ds_lib.read_table(path.parent, path.name, columns=["n_cands"])  # a clear error for a missing/corrupt file
     src, fs = (storage.path(path), storage.filesystem()) if storage is not None else (str(path), None)
-    ds = ray.data.read_parquet(src, filesystem=fs, columns=["family", "n_cands", "features", "costs"]
-                               + (["state_id"] if with_ids else []))
+    ds = ray.data.read_parquet(src, filesystem=fs, columns=["family", "n_cands", "features", "costs"])
     ds = ds.map_batches(_pad_batch, fn_kwargs={"k_max": k_max, "target": target, "temperature": temperature,
                                                "families": families}, batch_format="pyarrow", batch_size=512)
-    # materialised once for training: every epoch then streams from the object store instead of re-reading
-    # and re-padding; a single pass (soft labelling) streams it instead
-    return ds.materialize() if materialize else ds
+    # materialised once: every epoch (and every Tune trial) then streams from the object store instead of
+    # re-reading and re-padding
+    return ds.materialize()
 
 
 def cost_dataset(dataset_dir: Path, split: str):
@@ -76,95 +75,29 @@ def cost_dataset(dataset_dir: Path, split: str):
                                override_num_blocks=max(1, min(4, len(x)))).materialize()
 
 
-class TeacherLogits:
-    """[3] Callable class for Ray Data: loads a teacher once per actor, adds its logits as `t_<name>`.
-    The model files arrive as bytes: the actor may run on a node that cannot see the driver's disk."""
-
-    def __init__(self, model_files: dict[str, bytes], name: str):
-        import torch
-
-        torch.set_num_threads(1)
-        with unpacked(model_files, f"soft-labels-{name}") as d:
-            self.model, _ = model_io.load(d)
-        self.name = name
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        import torch
-
-        with torch.inference_mode():
-            z = self.model(torch.from_numpy(np.array(batch["x"])), torch.from_numpy(np.array(batch["mask"])))
-        batch[f"t_{self.name}"] = z.numpy().astype(np.float32)
-        return batch
-
-
-def write_soft_labels(paths: RunPaths, storage: Storage, teachers: dict[str, float], k_max: int, cpus: float,
-                      target: str = "best", temperature: float = 0.5, families: Optional[list[str]] = None
-                      ) -> dict[str, str]:
-    """Teacher logits for the train and val splits, computed once with an actor pool and stored as Parquet in
-    the run's storage (x, mask, target and one `t_<teacher>` column per teacher)."""
-    import ray.data
-
-    from .. import atomic
-
-    files = {}
+def teacher_files(paths: RunPaths, teachers: dict[str, float]) -> dict[str, dict[str, str]]:
+    """[3] The teachers a student distils from, as base64 file contents for its Train workers: each worker scores
+    its own shard with them once (no separate soft-label pass over the dataset), on whatever node it runs."""
+    out = {}
     for name in teachers:
         mdir = paths.model(name)
         if not (mdir / "model.pt").exists():
             raise model_io.ModelError(f"{mdir}: teacher {name!r} (train.student.distill.teachers) "
-                                          f"has no trained model")
-        model_io.load(mdir)  # a damaged teacher fails here, naming its file, not inside an actor
-        files[name] = pack(mdir, ("model.pt", "model.json"))
-    sync_dataset(paths, storage)
-    out = {}
-    for split in ("train", "val"):
-        ds = scorer_dataset(paths.dataset, split, k_max, target, temperature, families, materialize=False,
-                            storage=storage, with_ids=True)
-        for name in teachers:
-            ds = ds.map_batches(TeacherLogits, fn_constructor_kwargs={"model_files": files[name], "name": name},
-                                batch_size=256, batch_format="numpy",
-                                compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, min(2, int(cpus)))))
-        # An actor pool may hand back batches in any order (seen: two runs, same data, different row orders,
-        # hence different students); the student trains on this file in order, so fix the order by key.
-        ds = ds.sort("state_id").drop_columns(["state_id"])
-        if storage.shared_with_run_dir:
-            target_dir = paths.soft_labels / split
-            with atomic.directory(target_dir) as tmp:
-                ds.write_parquet(str(tmp))
-            out[split] = str(target_dir)
-        else:  # an object store has no atomic rename: delete, write, then mark complete
-            target_dir = paths.soft_labels / split
-            storage.delete(target_dir)
-            ds.write_parquet(storage.path(target_dir), filesystem=storage.fs)
-            storage.mark_complete(target_dir)
-            out[split] = storage.uri_of(target_dir)
+                                      f"has no trained model")
+        model_io.load(mdir)  # a damaged teacher fails here, naming its file, not inside a worker
+        out[name] = {n: base64.b64encode(b).decode() for n, b in pack(mdir, ("model.pt", "model.json")).items()}
     return out
 
 
 def training_datasets(cfg: Config, paths: RunPaths, storage: Storage, kind: str, manifest: dict[str, Any]
                       ) -> dict[str, Any]:
-    """Train and val datasets of one model kind (the student's are the teacher's soft labels, written first by
-    `write_soft_labels`)."""
+    """Train and val datasets of one model kind (a student reads the teacher's; its workers add the teachers'
+    logits themselves, see `teacher_files`)."""
     if not kind_of(kind).scorer:
         return {sp: cost_dataset(paths.dataset, sp) for sp in ("train", "val")}
-    if model_section(cfg, kind).get("distill", {}).get("teachers"):
-        return {sp: soft_label_dataset(paths, storage, sp) for sp in ("train", "val")}
     sync_dataset(paths, storage)
     return {sp: scorer_dataset(paths.dataset, sp, manifest["top_k"], cfg.train.target, cfg.train.target_temperature,
                                cfg.train.families, storage=storage) for sp in ("train", "val")}
-
-
-def has_soft_labels(paths: RunPaths, storage: Storage, split: str = "train") -> bool:
-    return storage.exists(paths.soft_labels / split) and storage.complete(paths.soft_labels / split)
-
-
-def soft_label_dataset(paths: RunPaths, storage: Storage, split: str):
-    import ray.data
-
-    if not has_soft_labels(paths, storage, split):
-        raise ds_lib.DatasetError(f"{storage.uri_of(paths.soft_labels / split)}: soft labels missing or unfinished; "
-                                  f"run `ray-pipeline train` (it writes them before the student)")
-    return ray.data.read_parquet(storage.path(paths.soft_labels / split), filesystem=storage.filesystem(),
-                                 file_extensions=["parquet"]).materialize()
 
 
 def sync_dataset(paths: RunPaths, storage: Storage) -> None:
@@ -191,14 +124,15 @@ def train_key(cfg: Config, kind: str, section: dict[str, Any], dataset_hash: str
 
 
 def loop_config(cfg: Config, paths: RunPaths, kind: str, section: dict[str, Any], spec: dict[str, Any],
-                marker_dir: Path) -> LoopConfig:
+                marker_dir: Path, teachers: Optional[dict[str, dict[str, str]]] = None) -> LoopConfig:
     """`section` is train.<kind> as a dict (Tune overrides some of its values per trial)."""
     score, mode = score_of(cfg, kind)
     return LoopConfig(kind=kind, optim=section["optim"], spec=spec, seed=cfg.run.seed, score=score, score_mode=mode,
                       nan_retries=cfg.train.nan_retries, nan_lr_factor=cfg.train.nan_lr_factor,
                       mixed_precision=cfg.train.mixed_precision and cfg.train.use_gpu, debug=cfg.debug,
                       marker_dir=str(marker_dir), run_name=cfg.run.name, wandb_dir=str(paths.wandb),
-                      wandb_project=cfg.tracking.wandb_project, distill=section.get("distill"))
+                      wandb_project=cfg.tracking.wandb_project, distill=section.get("distill"),
+                      cache_shards=cfg.train.cache_shards, teacher_files=teachers or {})
 
 
 def make_trainer(cfg: Config, loop_cfg: LoopConfig, datasets: dict[str, Any], storage: Storage, parent: Path,

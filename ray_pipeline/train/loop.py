@@ -9,6 +9,7 @@ on GPUs. Workers agree on every decision through all-reduces, so DDP never waits
 """
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import math
@@ -16,7 +17,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 import torch.distributed as dist
@@ -124,8 +125,9 @@ def train_fn(c: LoopConfig) -> None:
             print(f"[{kind}] resumed from checkpoint after epoch {state['epoch']}", flush=True)
 
     run = _wandb_init(c, rank)
-    train_shard = ray.train.get_dataset_shard("train")
-    val_shard = ray.train.get_dataset_shard("val")
+    add = _teacher_logits(c)
+    train_shard = _Shard(ray.train.get_dataset_shard("train"), c.cache_shards, add)
+    val_shard = _Shard(ray.train.get_dataset_shard("val"), c.cache_shards, add)
     good = {"model": copy.deepcopy(_unwrap(model).state_dict()), "opt": copy.deepcopy(opt.state_dict())}
     epoch = state["epoch"]
     while epoch < optim.epochs and not state["stopped"]:
@@ -138,9 +140,7 @@ def train_fn(c: LoopConfig) -> None:
         model.train()
         tr = {"loss": 0.0, "n": 0.0, "grad_norm": 0.0, "steps": 0.0}
         restart_epoch = False
-        for batch in train_shard.iter_torch_batches(batch_size=optim.batch_size, device=device,
-                                                    local_shuffle_buffer_size=4 * optim.batch_size,
-                                                    local_shuffle_seed=c.seed + epoch):
+        for batch in train_shard.batches(optim.batch_size, device, shuffle_seed=c.seed + epoch):
             with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=use_amp):
                 loss, _ = kind_of(kind).loss_and_sums(model, batch, c, train=True)
             inject = c.debug.nan_loss_at_step
@@ -210,10 +210,62 @@ def train_fn(c: LoopConfig) -> None:
 
 
 @torch.no_grad()
+class _Shard:
+    """A worker's dataset shard. With `cache`, read from Ray Data once (the first epoch) and served from memory
+    after, shuffled per epoch by a seeded permutation: a small dataset's epoch otherwise pays Ray Data's streaming
+    start-up every time (measured: 0.6 s against 0.08 s of reading from memory). Every rank holds the same number
+    of rows (Ray Train splits with equal=True), so every rank takes the same number of DDP steps."""
+
+    def __init__(self, shard, cache: bool, add: Callable[[dict], dict] = lambda b: b):
+        self.shard, self.cache, self.add = shard, cache, add  # add: columns computed from a CPU batch
+        self.cols: Optional[dict[str, torch.Tensor]] = None
+
+    def batches(self, batch_size: int, device: torch.device, shuffle_seed: Optional[int] = None):
+        if not self.cache:
+            shuffle = {} if shuffle_seed is None else {"local_shuffle_buffer_size": 4 * batch_size,
+                                                       "local_shuffle_seed": shuffle_seed}
+            for b in self.shard.iter_torch_batches(batch_size=batch_size, **shuffle):
+                yield {k: v.to(device) for k, v in self.add(b).items()}
+            return
+        if self.cols is None:
+            parts: dict[str, list[torch.Tensor]] = {}
+            for b in self.shard.iter_torch_batches(batch_size=4096):
+                for k, v in self.add(b).items():
+                    parts.setdefault(k, []).append(v)
+            self.cols = {k: torch.cat(v) for k, v in parts.items()}
+        n = len(next(iter(self.cols.values()))) if self.cols else 0
+        order = torch.arange(n) if shuffle_seed is None else \
+            torch.randperm(n, generator=torch.Generator().manual_seed(shuffle_seed))
+        for i in range(0, n, batch_size):
+            idx = order[i:i + batch_size]
+            yield {k: v[idx].to(device) for k, v in self.cols.items()}
+
+
+def _teacher_logits(c: LoopConfig) -> Callable[[dict], dict]:
+    """Distillation: the teachers' logits as `t_<name>` columns, computed here from the batch itself (each worker
+    scores its own shard once when shards are cached) instead of a separate pass writing them to storage."""
+    if not c.teacher_files:
+        return lambda b: b
+    from ..storage import unpacked
+
+    teachers = {}
+    for name, files in c.teacher_files.items():
+        with unpacked({n: base64.b64decode(v) for n, v in files.items()}, f"teacher-{name}") as d:
+            teachers[name] = model_io.load(d)[0].eval()
+
+    @torch.no_grad()
+    def add(batch: dict) -> dict:
+        for name, m in teachers.items():
+            batch[f"t_{name}"] = m(batch["x"], batch["mask"].bool()).float()
+        return batch
+
+    return add
+
+
 def _validate(kind: str, model: torch.nn.Module, shard, c: LoopConfig, device: torch.device) -> dict[str, float]:
     model.eval()
     sums: dict[str, float] = {"loss": 0.0, "count": 0.0}
-    for batch in shard.iter_torch_batches(batch_size=512, device=device):
+    for batch in shard.batches(512, device):
         loss, s = kind_of(kind).loss_and_sums(model, batch, c, train=False)
         bs = float(batch["x"].shape[0])
         sums["loss"] += float(loss) * bs

@@ -1,4 +1,5 @@
-"""The `train` stage: teacher -> teacher soft labels -> distilled student, and the cost predictor.
+"""The `train` stage: teacher -> distilled student (its workers score their shards with the teacher), and the
+cost predictor.
 
 Each model is trained by a TorchTrainer whose run name is `<kind>-<train key>` under `checkpoints/`:
 re-running after a crash or a kill resumes from the latest checkpoint; a model whose finished directory
@@ -77,11 +78,10 @@ def train_model(cfg: Config, paths: RunPaths, storage: Storage, kind: str, manif
         driver.clear_checkpoints(storage, paths.checkpoints, name)
     epochs = section["optim"]["epochs"]
     progress("train", 0, epochs, "epochs", label=kind)
-    if section.get("distill", {}).get("teachers"):
-        driver.write_soft_labels(paths, storage, section["distill"]["teachers"], manifest["top_k"], _cluster_cpus(),
-                                 cfg.train.target, cfg.train.target_temperature, cfg.train.families)
+    teachers = section.get("distill", {}).get("teachers")
     datasets = driver.training_datasets(cfg, paths, storage, kind, manifest)
-    loop_cfg = driver.loop_config(cfg, paths, kind, section, spec, paths.checkpoints / name)
+    loop_cfg = driver.loop_config(cfg, paths, kind, section, spec, paths.checkpoints / name,
+                                  driver.teacher_files(paths, teachers) if teachers else None)
     log.info("train %s: %d workers, run %s", kind, cfg.train.num_workers, storage.uri_of(paths.checkpoints / name))
     with train_progress.follow(paths.train_progress(kind),
                                lambda r: progress("train", int(r["epoch"]), epochs, "epochs", label=kind)) as pfile:
@@ -112,12 +112,6 @@ def train_model(cfg: Config, paths: RunPaths, storage: Storage, kind: str, manif
     log.info("train %s: %d params, best %s", kind, summary["params"],
              {k: round(v, 4) for k, v in summary["best"].items() if k.startswith("val_")})
     return summary
-
-
-def _cluster_cpus() -> float:
-    from ..runtime import cluster_cpus
-
-    return cluster_cpus()
 
 
 def evaluate_on_test(paths: RunPaths, manifest: dict[str, Any], families: list[str] | None,

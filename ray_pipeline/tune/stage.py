@@ -13,7 +13,7 @@ import copy
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import yaml
 
@@ -60,7 +60,7 @@ def apply_params(section: dict[str, Any], params: dict[str, Any], where: str) ->
 
 
 def _trial(params: dict[str, Any], cfg_json: str, data_hash: str, datasets: dict[str, Any], norm: dict[str, Any],
-           run_dir: str, storage: Storage) -> None:
+           run_dir: str, storage: Storage, teachers: Optional[dict[str, dict[str, str]]] = None) -> None:
     """The Tune trainable: one Train run with the sampled hyperparameters, reporting through Tune. It may run on
     any node: everything it needs comes from the driver (nothing is read from the driver's disk)."""
     import ray.tune
@@ -79,7 +79,8 @@ def _trial(params: dict[str, Any], cfg_json: str, data_hash: str, datasets: dict
                               train_key=driver.train_key(cfg, kind, section, data_hash), dataset_hash=data_hash,
                               seed=cfg.run.seed)
     trial_id = ray.tune.get_context().get_trial_id()
-    loop_cfg = driver.loop_config(cfg, paths, kind, section, spec, paths.tune / "train" / f"trial-{trial_id}")
+    loop_cfg = driver.loop_config(cfg, paths, kind, section, spec, paths.tune / "train" / f"trial-{trial_id}",
+                                  teachers)
     loop_cfg = loop_cfg.model_copy(update={"run_name": f"{cfg.run.name}-tune-{trial_id}"})
     trainer = driver.make_trainer(cfg, loop_cfg, datasets, storage, paths.tune / "train", name=f"trial-{trial_id}",
                                   num_workers=cfg.tune.num_workers, callbacks=[TuneReportCallback()])
@@ -101,9 +102,9 @@ def run(ctx: StageContext) -> StageResult:
     if not t.space:
         raise ValueError("tune.space: empty; give at least one hyperparameter to search")
     storage = ctx.storage
-    if section.get("distill", {}).get("teachers") and not driver.has_soft_labels(paths, storage):
-        raise ds_lib.DatasetError(f"{storage.uri_of(paths.soft_labels)}: a {kind} sweep needs the "
-                                  f"soft labels of its teachers; run `ray-pipeline train` first")
+    # a student sweep needs its trained teachers (fails here, naming the file, before any trial)
+    teachers = driver.teacher_files(paths, section["distill"]["teachers"]) \
+        if section.get("distill", {}).get("teachers") else None
     data_hash = ctx.manifest.output_hash("generate")
     callbacks = []
     from ..runtime import wandb_mode
@@ -122,7 +123,7 @@ def run(ctx: StageContext) -> StageResult:
     datasets = driver.training_datasets(cfg, paths, storage, kind, manifest)
     trainable = ray.tune.with_parameters(_trial, cfg_json=cfg.model_dump_json(), data_hash=data_hash,
                                          datasets=datasets, norm=manifest["norm"]["input"], run_dir=str(paths.run),
-                                         storage=storage)
+                                         storage=storage, teachers=teachers)
     tuner = ray.tune.Tuner(
         ray.tune.with_resources(trainable, {"cpu": t.trial_cpus}),
         param_space=search_space(cfg),

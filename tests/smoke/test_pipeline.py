@@ -142,44 +142,32 @@ def test_solve_cli_with_the_exported_student(run_dir, capsys):
             assert out["status"] == ("UNSAT" if path.name.startswith("uuf") else "SAT")
 
 
-def _soft_x(soft_dir) -> np.ndarray:
-    import glob
+def test_student_workers_distil_from_the_teachers_own_scores(run_dir):
+    """A student's Train workers add `t_teacher` to their batches themselves (no soft-label pass): the column must
+    be exactly what the trained teacher scores on those rows, padded candidates masked as the teacher masks them."""
+    import torch
 
-    import pyarrow.parquet as pq
-
-    soft = pq.read_table(sorted(glob.glob(str(soft_dir / "*.parquet"))))
-    assert "state_id" not in soft.column_names
-    return np.asarray(soft["x"].to_pylist(), dtype=np.float32).reshape(soft.num_rows, -1)
-
-
-def test_soft_labels_are_in_state_id_order(run_dir, tmp_path):
-    """The student trains on the soft-label file in order: neither the teacher's actor pool nor the order of the
-    states file may decide it. Checked on the run, then on a copy whose states file is in reverse order."""
-    import shutil
-
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
+    from ray_pipeline.config import load_config
     from ray_pipeline.data import dataset as ds_lib
-    from ray_pipeline.storage import Storage
+    from ray_pipeline.models import io as model_io
     from ray_pipeline.train import driver
+    from ray_pipeline.train.loop import _teacher_logits
 
-    states = ds_lib.read_states(run_dir.dataset, "train")
-    states = states.filter(pc.equal(states["family"], "rb")).sort_by("state_id")  # quick.yaml: train.families [rb]
-    k = ds_lib.read_manifest(run_dir.dataset)["top_k"]
-    want = ds_lib.to_arrays(states, k)["x"].reshape(states.num_rows, -1)
-    assert states.num_rows > 0
-    np.testing.assert_array_equal(_soft_x(run_dir.soft_labels / "train"), want)
-
-    copy = RunPaths.of(tmp_path, "copy")
-    shutil.copytree(run_dir.dataset, copy.dataset)
-    shutil.copytree(run_dir.model("teacher"), copy.model("teacher"))
-    path = copy.dataset / "states_train.parquet"
-    table = pq.read_table(path)
-    pq.write_table(table.take(list(range(table.num_rows - 1, -1, -1))), path)
-    driver.write_soft_labels(copy, Storage.of(copy.run, None, "copy"), {"teacher": 1.0}, k, 2.0, "soft", 0.5,
-                             ["rb"])
-    np.testing.assert_array_equal(_soft_x(copy.soft_labels / "train"), want)
+    cfg = load_config(CONFIGS / "quick.yaml", [])
+    spec = json.loads((run_dir.model("student") / "model.json").read_text())
+    section = driver.model_section(cfg, "student")
+    c = driver.loop_config(cfg, run_dir, "student", section, spec, run_dir.run / "unused",
+                           driver.teacher_files(run_dir, {"teacher": 1.0}))
+    a = ds_lib.to_arrays(ds_lib.read_states(run_dir.dataset, "val"), ds_lib.read_manifest(run_dir.dataset)["top_k"])
+    batch = {"x": torch.from_numpy(a["x"]), "mask": torch.from_numpy(a["mask"])}
+    got = _teacher_logits(c)(dict(batch))["t_teacher"]
+    teacher, _ = model_io.load(run_dir.model("teacher"))
+    with torch.inference_mode():
+        want = teacher(batch["x"], batch["mask"])
+    assert len(a["x"]) > 0 and torch.equal(got, want)
+    assert not torch.equal(got, teacher(batch["x"], torch.ones_like(batch["mask"])))  # the mask matters
+    with pytest.raises(model_io.ModelError, match="no trained model"):
+        driver.teacher_files(run_dir, {"nope": 1.0})
 
 
 def test_teacher_and_student_onnx_score_like_their_pytorch_models(run_dir):

@@ -91,7 +91,7 @@ def ui_root(smoke_run, tmp_path_factory) -> Path:
     """A copy of the smoke run (the app's drift cache must not touch the shared run) plus a second run whose
     evaluate stage is still running, as the pipeline leaves it mid-stage."""
     root = tmp_path_factory.mktemp("ui-root")
-    skip = shutil.ignore_patterns("checkpoints", "wandb", "soft_labels", "tensorboard")
+    skip = shutil.ignore_patterns("checkpoints", "wandb", "tensorboard")
     shutil.copytree(smoke_run.run, root / "smoke", ignore=skip)
     (root / "smoke" / "tensorboard").mkdir()
     shutil.copy(smoke_run.run.parent / "registry.sqlite", root / "registry.sqlite")
