@@ -104,6 +104,9 @@ class TraceSection(_Section):
 
 class LabelSection(_Section):
     states_per_instance: int = Field(6, ge=1)
+    heldout_states_per_instance: Optional[int] = Field(
+        None, ge=1, description="states labelled per held-out instance (its ranking metrics; the held-out split is "
+        "evaluated by search, not trained on); None = states_per_instance")
     top_k: int = Field(8, ge=2, description="probe at most this many candidates, best by dom/wdeg")
     node_budget: int = Field(2000, ge=1, description="node budget of one probe; over it the cost is censored")
     min_candidates: int = Field(2, ge=2)

@@ -128,7 +128,8 @@ def trace_batch(batch: pa.Table, data: DataSection, debug: Optional[DebugSection
 def label_batch(batch: pa.Table, data: DataSection, journal: Optional[str] = None) -> pa.Table:
     def one(r: dict[str, Any]) -> dict[str, int]:
         inst = steps.loads(r["instance_json"], r["instance_id"])
-        states, probe_stats = steps.label_instance(inst, json.loads(r["trace_json"]), data, r["base_seed"])
+        states, probe_stats = steps.label_instance(inst, json.loads(r["trace_json"]), data, r["base_seed"],
+                                                   r["heldout"])
         r["states_json"] = json.dumps(states)
         return probe_stats
 

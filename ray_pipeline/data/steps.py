@@ -10,15 +10,14 @@ import hashlib
 import json
 import math
 import random
-import time
 from typing import Any, Optional
 
 import numpy as np
 
 from ..config import DataSection, DebugSection
-from ..features import N_INPUT, candidate_features, instance_features
+from ..features import candidate_features, instance_features
 from ..problems import generate
-from ..problems.instance import Instance, derive_seed, dumps, loads
+from ..problems.instance import Instance, derive_seed, dumps, loads  # noqa: F401 (loads: for ray_data)
 from ..solver import Solver, compile_instance
 from . import augment
 
@@ -88,15 +87,17 @@ def choose_states(n_cands: list[int], depths: list[int], k: int, min_candidates:
     return sorted(rng.sample(eligible, min(k, len(eligible))))
 
 
-def label_instance(inst: Instance, trace: dict[str, Any], data: DataSection, base_seed: int) -> tuple[list[dict], dict]:
+def label_instance(inst: Instance, trace: dict[str, Any], data: DataSection, base_seed: int, heldout: bool = False
+                   ) -> tuple[list[dict], dict]:
     """Probe up to top_k candidates (best by dom/wdeg) at a sample of the trace's decision states.
 
     cost(c) = nodes needed to finish the subproblem with c branched on first, then the trace heuristic,
     under `node_budget`; over budget the cost is budget+1 and marked censored.
     """
     lab, tr = data.label, data.trace
-    picks = choose_states(trace["dec_n_cands"], trace["dec_depth"], lab.states_per_instance, lab.min_candidates,
-                          lab.max_depth, derive_seed(base_seed, inst.name, "label"))
+    k = lab.heldout_states_per_instance if heldout and lab.heldout_states_per_instance else lab.states_per_instance
+    picks = choose_states(trace["dec_n_cands"], trace["dec_depth"], k, lab.min_candidates, lab.max_depth,
+                          derive_seed(base_seed, inst.name, "label"))
     stats = {"probes": 0, "probe_nodes": 0}
     if not picks:
         return [], stats
@@ -132,34 +133,6 @@ def label_instance(inst: Instance, trace: dict[str, Any], data: DataSection, bas
             "n_best": int(sum(1 for c in costs if c == costs[best])),
         })
     return states, stats
-
-
-# ------------------------------------------------------------------------------------------ one instance
-def process_spec(spec: dict[str, Any], data: DataSection, debug: Optional[DebugSection] = None) -> dict[str, Any]:
-    """generate -> augment -> trace -> label for one spec; any exception is quarantined with its seed."""
-    out: dict[str, Any] = {"spec": spec, "instance": None, "trace": None, "states": [], "error": None,
-                           "timing": {"generate_s": 0.0, "trace_s": 0.0, "label_s": 0.0, "probes": 0,
-                                      "probe_nodes": 0}}
-    step = "generate"
-    try:
-        t0 = time.perf_counter()
-        inst = build_instance(spec, debug)
-        out["instance"] = inst
-        t1 = time.perf_counter()
-        step = "trace"
-        out["trace"] = trace_instance(inst, data)
-        t2 = time.perf_counter()
-        step = "label"
-        out["states"], probe_stats = label_instance(inst, out["trace"], data, spec["base_seed"])
-        t3 = time.perf_counter()
-        out["timing"].update(generate_s=t1 - t0, trace_s=t2 - t1, label_s=t3 - t2, **probe_stats)
-    except Exception as e:  # quarantine: the stage decides later whether the error rate is acceptable
-        seed = derive_seed(spec["base_seed"], spec["family"], spec["size"], spec["index"])
-        out["error"] = {"instance_id": spec["instance_id"], "ordinal": spec["ordinal"], "family": spec["family"],
-                        "size": spec["size"], "index": spec["index"], "aug": spec["aug"], "seed": seed,
-                        "step": step, "message": f"{type(e).__name__}: {e}"[:1000]}
-        out["states"] = []
-    return out
 
 
 # ------------------------------------------------------------------------------------------ purify / split
@@ -224,10 +197,3 @@ def instance_row(spec: dict[str, Any], inst: Instance, trace: dict[str, Any], n_
         "n_decisions": trace["n_decisions"], "n_states": n_states,
         "features": instance_features(inst).tolist(), "instance_json": dumps(inst),
     }
-
-
-def instance_from_row(row: dict[str, Any]) -> Instance:
-    return loads(row["instance_json"], row.get("instance_id", "<dataset row>"))
-
-
-assert N_INPUT > 0

@@ -35,8 +35,10 @@ def run(ctx: StageContext) -> StageResult:
         raise ds_lib.DatasetError(f"{paths.dataset}: no training states; generate more data (data.generate)")
     data_hash = ctx.manifest.output_hash("generate")
     outputs: dict[str, Any] = {}
+    datasets: dict[str, Any] = {}  # materialised once: the student trains on the teacher's train/val datasets
     for kind in cfg.train.models:  # the console line counts the epochs of the model in training
-        outputs[kind] = train_model(cfg, paths, ctx.storage, kind, manifest, data_hash, force=ctx.force)
+        outputs[kind] = train_model(cfg, paths, ctx.storage, kind, manifest, data_hash, force=ctx.force,
+                                    datasets_cache=datasets)
     progress("train", len(cfg.train.models), len(cfg.train.models), "models")
     scorers = [k for k in cfg.train.models if KINDS[k].scorer]
     test = evaluate_on_test(paths, manifest, cfg.train.families, scorers) if scorers else {}
@@ -58,7 +60,8 @@ def output_hash(paths: RunPaths) -> str:
 
 
 def train_model(cfg: Config, paths: RunPaths, storage: Storage, kind: str, manifest: dict[str, Any],
-                data_hash: str, force: bool = False, section: dict[str, Any] | None = None) -> dict[str, Any]:
+                data_hash: str, force: bool = False, section: dict[str, Any] | None = None,
+                datasets_cache: dict[str, Any] | None = None) -> dict[str, Any]:
     section = section or driver.model_section(cfg, kind)
     key = driver.train_key(cfg, kind, section, data_hash)
     final = paths.model(kind)
@@ -79,7 +82,13 @@ def train_model(cfg: Config, paths: RunPaths, storage: Storage, kind: str, manif
     epochs = section["optim"]["epochs"]
     progress("train", 0, epochs, "epochs", label=kind)
     teachers = section.get("distill", {}).get("teachers")
-    datasets = driver.training_datasets(cfg, paths, storage, kind, manifest)
+    inputs = "scorer" if KINDS[kind].scorer else kind  # every scorer reads the same states
+    if datasets_cache is not None and inputs in datasets_cache:
+        datasets = datasets_cache[inputs]
+    else:
+        datasets = driver.training_datasets(cfg, paths, storage, kind, manifest)
+        if datasets_cache is not None:
+            datasets_cache[inputs] = datasets
     loop_cfg = driver.loop_config(cfg, paths, kind, section, spec, paths.checkpoints / name,
                                   driver.teacher_files(paths, teachers) if teachers else None)
     log.info("train %s: %d workers, run %s", kind, cfg.train.num_workers, storage.uri_of(paths.checkpoints / name))
