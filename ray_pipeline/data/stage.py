@@ -24,6 +24,7 @@ def run(ctx: StageContext) -> StageResult:
         if len(rows) % cfg.data.instances_per_block == 0 or len(rows) == len(specs):  # once per block
             progress("generate", len(rows), len(specs), "instances")
     wall = time.perf_counter() - t0
+    rows.sort(key=lambda r: r["ordinal"])  # spec order: the dataset files do not depend on which block ran first
     assembled = dataset.assemble(rows, cfg)
     with atomic.directory(ctx.paths.dataset) as tmp:
         dataset.write(assembled, tmp)
