@@ -124,10 +124,10 @@ def summarize(rows: list[dict[str, Any]], baseline: str) -> dict[str, Any]:
                 "by_status": {st: _ratios(ps) for st in ("SAT", "UNSAT")
                               if (ps := [(a, b) for a, b in pairs if b["status"] == st])},
                 "median_nodes": statistics.median([r["nodes"] for r in hr]) if hr else None,
-                "total_time_s": round(sum(r["time_s"] for r in hr), 3),
+                "total_time_s": round(sum(r["time_s"] for r in hr), 6),
                 "model_calls": int(sum(r["model_calls"] for r in hr)),
-                "model_time_s": round(sum(r["model_time_s"] for r in hr), 4),
-                "feature_time_s": round(sum(r["feature_time_s"] for r in hr), 4),
+                "model_time_s": round(sum(r["model_time_s"] for r in hr), 6),
+                "feature_time_s": round(sum(r["feature_time_s"] for r in hr), 6),
             }
     return out
 

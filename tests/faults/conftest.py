@@ -13,6 +13,7 @@ TINY = [
     "data.generate.families=[{family: rb, sizes: [small], count: 5}, {family: ksat, sizes: [small], count: 3}]",
     "data.generate.heldout=[]", "data.augment.factor=2", "data.label.states_per_instance=4",
     "data.label.top_k=6", "data.label.node_budget=300", "train.teacher.hidden=16", "train.teacher.heads=2",
+    "data.instances_per_block=2",  # several blocks: the kill test stops the driver between two of them
     "train.teacher.optim.epochs=4",
     # the faults exercised here live in the shared training loop; one model is enough to show each of them
     "train.models=[teacher]",
