@@ -9,7 +9,9 @@ A crash of the native core (a segfault kills the worker process, so no exception
 quarantined like any error: before each instance's step a task leaves a marker in the build's journal
 directory and removes it after; Ray Data retries a task whose worker died, and the retry finds the marker,
 records the instance (with its seed) as failed and goes on with the rest of its block. Ray Data would otherwise
-retry a deterministic crash forever.
+retry a deterministic crash forever. The journal is node-local (the temp directory of whichever node runs the
+task: tasks never read the run directory, which may live on the driver's disk only); a retry placed on another
+node crashes there once more, leaves its marker, and the next retry quarantines the instance.
 """
 from __future__ import annotations
 
@@ -87,6 +89,7 @@ def _each(batch: pa.Table, step: str, fn, journal: Optional[str]) -> pa.Table:
                 f"core is the likely cause; reproduce it with the instance's seed below"))
             continue
         if mark is not None:
+            mark.parent.mkdir(parents=True, exist_ok=True)
             mark.write_text(f"pid {os.getpid()} on {socket.gethostname()}")
         t0 = time.perf_counter()
         try:
@@ -167,17 +170,15 @@ _SIZE_FIRST = {"xlarge": 0, "large": 1, "medium": 2, "small": 3}
 
 
 def build(specs: list[dict[str, Any]], data: DataSection, debug: Optional[DebugSection] = None,
-          workers: Optional[int] = None, journal_root: Optional[Path] = None) -> Iterator[dict[str, Any]]:
+          workers: Optional[int] = None) -> Iterator[dict[str, Any]]:
     """Run generate -> trace -> label -> drop-uninformative on Ray Data; yield rows as blocks finish, largest
     sizes first (callers that need spec order sort by `ordinal`; the data stage does).
 
     `workers` caps concurrent tasks (the data benchmark compares 1 and 2); None = the whole cluster.
-    `journal_root`: where this build's crash journal lives (a directory every node sees: the run root on a
-    cluster); default the system temp directory (enough on one machine). Removed when the build ends.
     """
     import ray.data
 
-    journal = Path(journal_root or tempfile.gettempdir()) / f".inflight-{uuid.uuid4().hex}"
+    journal = Path(tempfile.gettempdir()) / f"ray-pipeline-inflight-{uuid.uuid4().hex}"  # per node, see above
     journal.mkdir(parents=True)
     try:
         order = sorted(specs, key=lambda s: (_SIZE_FIRST.get(s["size"], len(_SIZE_FIRST)), s["ordinal"]))

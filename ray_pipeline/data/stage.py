@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 
 from .. import atomic
@@ -18,11 +17,9 @@ def run(ctx: StageContext) -> StageResult:
     specs = steps.instance_specs(cfg.data, cfg.run.seed)
     log.info("generate: %d instances in %d blocks", len(specs),
              ray_data.num_blocks(len(specs), cfg.data.instances_per_block))
-    for stale in ctx.paths.dataset.parent.glob(".inflight-*"):  # a crash journal of a killed earlier run
-        shutil.rmtree(stale, ignore_errors=True)
     t0 = time.perf_counter()
     rows = []
-    for row in ray_data.build(specs, cfg.data, cfg.debug, journal_root=ctx.paths.dataset.parent):
+    for row in ray_data.build(specs, cfg.data, cfg.debug):
         rows.append(row)
         if len(rows) % cfg.data.instances_per_block == 0 or len(rows) == len(specs):  # once per block
             progress("generate", len(rows), len(specs), "instances")
