@@ -54,6 +54,8 @@ class NativeMlp:
         path = Path(path)
         if not path.is_file():
             raise PolicyFileError(f"{path}: no such model file")
+        if not zipfile.is_zipfile(path):  # np.load would try anything else as a pickle, and say so
+            raise PolicyFileError(f"{path}: not a native policy file (not an .npz archive)")
         try:
             with np.load(path, allow_pickle=False) as z:
                 a = {k: z[k] for k in z.files}

@@ -102,7 +102,7 @@ def test_bad_native_policy_files_are_refused_naming_the_file(tmp_path):
     with open(pickled, "wb") as f:
         np.savez(f, **dict(arrays, kind=np.array([{"evil": 1}], dtype=object)))
     cases = {
-        str(junk): "not a native policy file",
+        str(junk): "not a native policy file \\(not an .npz archive\\)",  # not "pickled data": it is text
         str(truncated): "not a native policy file",
         str(pickled): "not a native policy file",  # object arrays need pickle: refused
         write("version.npz", feature_version=np.array("v1")): "built for features 'v1'",
