@@ -282,40 +282,40 @@ def _geomean(xs: list[float]) -> float:
 
 
 # ------------------------------------------------------------------------------------------ learned heuristic
+def _beside_dom_wdeg(insts, scorer) -> dict[str, Any]:
+    """dom/wdeg and the learned heuristic with a scorer that keeps dom/wdeg's choice, on the same instances
+    (min of 3 runs each): the time difference per decision is what a learned decision adds."""
+    t = {"base": 0.0, "run": 0.0, "features": 0.0, "model": 0.0, "same": 0, "calls": 0}
+    for inst in insts:
+        b = min((Solver(inst, node_limit=20_000).solve() for _ in range(3)), key=lambda r: r.stats.time_s)
+        c = min((Solver(inst, heuristic="learned", scorer=scorer, top_k=8, node_limit=20_000).solve()
+                 for _ in range(3)), key=lambda r: r.stats.time_s)
+        t["same"] += b.stats.nodes == c.stats.nodes
+        t["base"] += b.stats.time_s
+        t["run"] += c.stats.time_s
+        t["features"] += c.stats.feature_time_s
+        t["model"] += c.stats.model_time_s
+        t["calls"] += c.stats.model_calls
+    return t
+
+
 def _native_decision_cost(scorer, insts) -> dict[str, Any]:
     """The native MLP's whole cost per decision, end to end: the model with its score layer zeroed does all the
     same arithmetic but scores every candidate 0, so the search keeps dom/wdeg's tree; (its time - dom/wdeg's
     time) / decisions is everything a learned decision adds. The real model's in-core timers are reported too."""
-    import tempfile
-
     import numpy as np
 
-    from ..solver.policy import NativeMlp, save_mlp
+    from ..solver.policy import NativeMlp
 
-    a = scorer.arrays
-    n = int(a["n_layers"])
-    layers = [(a[f"w{i}"], a[f"b{i}"], bool(a["relu"][i])) for i in range(n)]
-    layers[-1] = (np.zeros_like(layers[-1][0]), np.zeros_like(layers[-1][1]), False)
-    with tempfile.TemporaryDirectory() as d:
-        path = Path(d) / "zeroed.npz"
-        save_mlp(path, kind=str(a["kind"]), mean=a["mean"], std=a["std"], clip=float(a["clip"]), layers=layers)
-        zeroed = NativeMlp(path)
-    base_t = run_t = feat_t = model_t = 0.0
-    same = calls = 0
-    for inst in insts:
-        b = min((Solver(inst, node_limit=20_000).solve() for _ in range(3)), key=lambda r: r.stats.time_s)
-        z = min((Solver(inst, heuristic="learned", scorer=zeroed, top_k=8, node_limit=20_000).solve()
-                 for _ in range(3)), key=lambda r: r.stats.time_s)
-        same += b.stats.nodes == z.stats.nodes
-        base_t += b.stats.time_s
-        run_t += z.stats.time_s
-        feat_t += z.stats.feature_time_s
-        model_t += z.stats.model_time_s
-        calls += z.stats.model_calls
-    per = (lambda t: round(1e6 * t / calls, 2)) if calls else (lambda t: None)
-    return {"runtime": "native", "native_same_tree_as_dom_wdeg": f"{same}/{len(insts)}", "native_calls": calls,
-            "native_features_us_per_decision": per(feat_t), "model_us_per_decision": per(model_t),
-            "total_us_per_decision": per(run_t - base_t)}
+    last = int(scorer.arrays["n_layers"]) - 1
+    zeroed = NativeMlp.from_arrays({**scorer.arrays, f"w{last}": np.zeros_like(scorer.arrays[f"w{last}"]),
+                                    f"b{last}": np.zeros_like(scorer.arrays[f"b{last}"])}, "zeroed score layer")
+    t = _beside_dom_wdeg(insts, zeroed)
+    calls = t["calls"]
+    per = (lambda s: round(1e6 * s / calls, 2)) if calls else (lambda s: None)
+    return {"runtime": "native", "native_same_tree_as_dom_wdeg": f"{t['same']}/{len(insts)}", "native_calls": calls,
+            "native_features_us_per_decision": per(t["features"]), "model_us_per_decision": per(t["model"]),
+            "total_us_per_decision": per(t["run"] - t["base"])}
 
 
 def learned_decision_cost(args: argparse.Namespace) -> dict[str, Any]:
@@ -328,17 +328,8 @@ def learned_decision_cost(args: argparse.Namespace) -> dict[str, Any]:
 
     insts = [generate("rb", "large", i, args.seed, {"n": 35}) for i in range(min(args.vs_count, 4))]
     const = lambda x: np.zeros(len(x), dtype=np.float32)  # noqa: E731
-    base_t = same = calls = 0
-    plumb_t = feat_t = 0.0
-    for inst in insts:
-        b = min((Solver(inst, node_limit=20_000).solve() for _ in range(3)), key=lambda r: r.stats.time_s)
-        c = min((Solver(inst, heuristic="learned", scorer=const, top_k=8, node_limit=20_000).solve() for _ in range(3)),
-                key=lambda r: r.stats.time_s)
-        same += b.stats.nodes == c.stats.nodes
-        base_t += b.stats.time_s
-        plumb_t += c.stats.time_s
-        feat_t += c.stats.feature_time_s
-        calls += c.stats.model_calls
+    t = _beside_dom_wdeg(insts, const)
+    base_t, plumb_t, feat_t, same, calls = t["base"], t["run"], t["features"], t["same"], t["calls"]
     out: dict[str, Any] = {
         "instances": len(insts), "top_k": 8, "calls": calls, "same_tree_as_dom_wdeg": f"{same}/{len(insts)}",
         "plumbing_us_per_decision": round(1e6 * (plumb_t - base_t) / calls, 2) if calls else None,

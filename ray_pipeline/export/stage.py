@@ -193,7 +193,7 @@ def _export_native(model, kd, mdir: Path, rows: np.ndarray, onnx_fp32, atol: flo
                     "not written, not deployed", kd.name, parity["max_abs_diff"], atol, parity["rows"])
         return {"parity": parity, "runner": None, "path": None}
     os.replace(partial, path)
-    return {"parity": parity, "runner": NativeMlp(path), "path": path}
+    return {"parity": parity, "runner": mlp, "path": path}  # the file's bytes, renamed: the same model
 
 
 def run(ctx: StageContext) -> StageResult:

@@ -61,6 +61,18 @@ class NativeMlp:
                 a = {k: z[k] for k in z.files}
         except Exception as e:  # zipfile.BadZipFile, ValueError (pickled object arrays), OSError
             raise PolicyFileError(f"{path}: not a native policy file ({type(e).__name__}: {str(e)[:200]})") from None
+        self._build(a, str(path))
+        self.path = path
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray], source: str = "arrays") -> "NativeMlp":
+        """The same checks and core object as from a file (benchmarks derive variants of a loaded model)."""
+        self = cls.__new__(cls)
+        self._build(dict(arrays), source)
+        self.path = None
+        return self
+
+    def _build(self, a: dict[str, np.ndarray], path: str) -> None:
         need = {"kind", "feature_version", "features", "mean", "std", "clip", "n_layers", "relu"}
         if need - set(a):
             raise PolicyFileError(f"{path}: missing arrays {sorted(need - set(a))}")
@@ -81,7 +93,7 @@ class NativeMlp:
                                       [bool(r) for r in a["relu"]])
         except ValueError as e:  # the core's own checks (shapes, finite values), as std::invalid_argument
             raise PolicyFileError(f"{path}: {e}") from None
-        self.path, self.kind, self.arrays = path, str(a["kind"]), a
+        self.kind, self.arrays = str(a["kind"]), a
         self.params = sum(a[f"w{i}"].size + a[f"b{i}"].size for i in range(n))
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
