@@ -73,12 +73,11 @@ def _timing(r: dict[str, Any], **kw: float) -> None:
 
 
 # ------------------------------------------------------------------------------------------ steps
-def _each(batch: pa.Table, step: str, fn, journal: Optional[str]) -> pa.Table:
+def _each(rows: list[dict[str, Any]], step: str, fn, journal: Optional[str]) -> None:
     """Apply `fn(row)` to every row not already failed; time it; quarantine what it raises, and what killed
     the worker process of an earlier attempt (see the module docstring)."""
     import time
 
-    rows = _rows(batch)
     for r in rows:
         if r["error_json"]:
             continue
@@ -100,10 +99,9 @@ def _each(batch: pa.Table, step: str, fn, journal: Optional[str]) -> pa.Table:
         _timing(r, **{f"{step}_s": time.perf_counter() - t0}, **extra)
         if mark is not None:
             mark.unlink()
-    return _table(rows)
 
 
-def generate_batch(batch: pa.Table, debug: Optional[DebugSection] = None, journal: Optional[str] = None) -> pa.Table:
+def generate_rows(rows: list[dict[str, Any]], debug: Optional[DebugSection], journal: Optional[str]) -> None:
     import ray
 
     node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
@@ -112,11 +110,11 @@ def generate_batch(batch: pa.Table, debug: Optional[DebugSection] = None, journa
         r["node_id"] = node
         r["instance_json"] = steps.dumps(steps.build_instance(_spec(r), debug))
 
-    return _each(batch, "generate", one, journal)
+    _each(rows, "generate", one, journal)
 
 
-def trace_batch(batch: pa.Table, data: DataSection, debug: Optional[DebugSection] = None,
-                journal: Optional[str] = None) -> pa.Table:
+def trace_rows(rows: list[dict[str, Any]], data: DataSection, debug: Optional[DebugSection],
+               journal: Optional[str]) -> None:
     def one(r: dict[str, Any]) -> None:
         if debug is not None and debug.segfault_instance == r["ordinal"]:
             import ctypes
@@ -125,10 +123,10 @@ def trace_batch(batch: pa.Table, data: DataSection, debug: Optional[DebugSection
         inst = steps.loads(r["instance_json"], r["instance_id"])
         r["trace_json"] = json.dumps(steps.trace_instance(inst, data))
 
-    return _each(batch, "trace", one, journal)
+    _each(rows, "trace", one, journal)
 
 
-def label_batch(batch: pa.Table, data: DataSection, journal: Optional[str] = None) -> pa.Table:
+def label_rows(rows: list[dict[str, Any]], data: DataSection, journal: Optional[str]) -> None:
     def one(r: dict[str, Any]) -> dict[str, int]:
         inst = steps.loads(r["instance_json"], r["instance_id"])
         states, probe_stats = steps.label_instance(inst, json.loads(r["trace_json"]), data, r["base_seed"],
@@ -136,27 +134,26 @@ def label_batch(batch: pa.Table, data: DataSection, journal: Optional[str] = Non
         r["states_json"] = json.dumps(states)
         return probe_stats
 
-    return _each(batch, "label", one, journal)
+    _each(rows, "label", one, journal)
 
 
-def drop_uninformative_batch(batch: pa.Table, data: DataSection) -> pa.Table:
+def drop_uninformative_rows(rows: list[dict[str, Any]], data: DataSection) -> None:
     """Purify, the row-local part: states whose probes cannot teach anything are dropped here."""
-    rows = _rows(batch)
     for r in rows:
         states = json.loads(r["states_json"])
         keep = [s for s in states if steps.is_informative(s["costs"], s["censored"], data.label.min_candidates)]
         r["dropped_states"] = len(states) - len(keep)
         r["states_json"] = json.dumps(keep)
-    return _table(rows)
 
 
 def process_batch(batch: pa.Table, data: DataSection, debug: Optional[DebugSection], journal: str) -> pa.Table:
-    """One task per block runs every step: four chained map_batches, each with its own concurrency cap, kept
-    both CPUs of a 2-CPU machine busy only ~70% of the time (Ray Data reserves resources per operator)."""
-    batch = generate_batch(batch, debug, journal)
-    batch = trace_batch(batch, data, debug, journal)
-    batch = label_batch(batch, data, journal)
-    return drop_uninformative_batch(batch, data)
+    """The Ray Data task of one block: every step on its rows, one Arrow <-> rows conversion each way."""
+    rows = _rows(batch)
+    generate_rows(rows, debug, journal)
+    trace_rows(rows, data, debug, journal)
+    label_rows(rows, data, journal)
+    drop_uninformative_rows(rows, data)
+    return _table(rows)
 
 
 # ------------------------------------------------------------------------------------------ adapter
