@@ -20,12 +20,12 @@ from .kinds import KINDS, known_kind, known_scorer
 
 FAMILIES = ("nqueens", "coloring", "sudoku", "rb", "ksat")
 SIZES = ("small", "medium", "large", "xlarge")
-HEURISTICS = ("lex", "random", "mrv", "dom-deg", "dom-wdeg", "learned")
+HEURISTICS = ("lex", "random", "mrv", "dom-deg", "dom-wdeg", "learned", "expert")
 STAGES = ("generate", "train", "tune", "export", "evaluate", "report")
 
 Family = Literal["nqueens", "coloring", "sudoku", "rb", "ksat"]
 Size = Literal["small", "medium", "large", "xlarge"]
-Heuristic = Literal["lex", "random", "mrv", "dom-deg", "dom-wdeg", "learned"]
+Heuristic = Literal["lex", "random", "mrv", "dom-deg", "dom-wdeg", "learned", "expert"]
 Propagation = Literal["fc", "mac"]
 ValueOrder = Literal["lex", "min-conflicts"]
 Stage = Literal["generate", "train", "tune", "export", "evaluate", "report"]
@@ -283,6 +283,24 @@ class LearnedSection(_Section):
         "solver core) when it matches ONNX Runtime, else FP32 or INT8 ONNX, whichever is faster")
 
 
+    def solver_kwargs(self) -> dict[str, Any]:
+        return {"top_k": self.top_k, "max_depth": self.max_depth, "min_margin": self.min_margin}
+
+
+class ExpertSection(_Section):
+    """The labeller run online (heuristic `expert`): at each decision up to max_depth, probe the dom/wdeg top-K
+    with a budget each and branch on the cheapest. Its node ratio vs dom/wdeg is the ceiling of imitating these
+    labels; its time shows what the probes cost."""
+    top_k: int = Field(8, ge=1)
+    max_depth: Optional[int] = Field(1, ge=0, description="probe only up to this depth (None = always)")
+    node_budget: int = Field(20000, ge=1, description="nodes per probe; over it the candidate counts as budget+1")
+    max_instances: int = Field(20, ge=1, description="per split: the expert's probes cost far more than search; "
+                               "it runs on the first instances of each split only")
+
+    def solver_kwargs(self) -> dict[str, Any]:
+        return {"top_k": self.top_k, "max_depth": self.max_depth, "probe_budget": self.node_budget}
+
+
 class EvaluateSection(_Section):
     heuristics: list[Heuristic] = Field(default_factory=lambda: ["lex", "mrv", "dom-deg", "dom-wdeg", "learned"])
     baseline: Heuristic = "dom-wdeg"
@@ -294,6 +312,7 @@ class EvaluateSection(_Section):
     repeats: int = Field(3, ge=1, description="interleaved timing rounds per instance; the minimum time is kept")
     files: list[str] = Field(default_factory=list, description="DIMACS .cnf / .col:K files to benchmark too")
     learned: LearnedSection = LearnedSection()
+    expert: ExpertSection = ExpertSection()
     ece_bins: int = Field(15, ge=2)
 
 

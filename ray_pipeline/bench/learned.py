@@ -55,6 +55,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def add_heldout_arguments(p: argparse.ArgumentParser) -> None:
     _add_common(p, 100, "held-out instances (the run's own come first)", None, None)
     p.set_defaults(node_limit=None, time_limit=None)  # None: the config's evaluate.node_limit / time_limit_s
+    p.add_argument("--expert", action="store_true", help="also run the expert heuristic (evaluate.expert: probes "
+                   "at every decision near the root; the ceiling of imitating its labels, at 10-100x the time)")
 
 
 def _values(flag: str, text: str, kind: type, least: float) -> list:
@@ -151,8 +153,9 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    runs = [("dom-wdeg", "dom-wdeg", None, None, 0.0)] + [
-        (f"learned k={k} d={d} m={m:g}", "learned", k, d, m) for k, d, m in itertools.product(top_ks, depths, margins)]
+    runs = [("dom-wdeg", "dom-wdeg", {})] + [
+        (f"learned k={k} d={d} m={m:g}", "learned", {"top_k": k, "max_depth": d, "min_margin": m})
+        for k, d, m in itertools.product(top_ks, depths, margins)]
     summary = _measure(args, cfg, model, params, "tuning", TUNING_INDEX_OFFSET, runs, args.node_limit,
                        args.time_limit)
     ranked = [n for n in summary if n.startswith("learned") and summary[n]["geomean_time_ratio"] is not None]
@@ -180,14 +183,15 @@ def run_heldout(args: argparse.Namespace) -> int:
     node_limit = e.node_limit if args.node_limit is None else args.node_limit
     time_limit = e.time_limit_s if args.time_limit is None else args.time_limit
     learned = e.learned
-    runs = [("dom-wdeg", "dom-wdeg", None, None, 0.0), ("dom-deg", "dom-deg", None, None, 0.0),
-            ("learned", "learned", learned.top_k, learned.max_depth, learned.min_margin)]
+    runs = [("dom-wdeg", "dom-wdeg", {}), ("dom-deg", "dom-deg", {}), ("learned", "learned", learned.solver_kwargs())]
+    if args.expert:
+        runs.append(("expert", "expert", e.expert.solver_kwargs()))
     summary = _measure(args, cfg, model, params, "heldout", HELDOUT_INDEX_OFFSET, runs, node_limit, time_limit)
     print(json.dumps({"benchmark": "heldout", "model": model, "family": args.family, "size": args.size,
                       "heldout_index_offset": HELDOUT_INDEX_OFFSET, "seed": cfg.run.seed,
                       "propagation": e.propagation,
-                      "learned": {"top_k": learned.top_k, "max_depth": learned.max_depth,
-                                  "min_margin": learned.min_margin},
+                      "learned": learned.solver_kwargs(),
+                      "expert": e.expert.solver_kwargs() if args.expert else None,
                       "node_limit": node_limit, "time_limit_s": time_limit, "repeats": args.repeats,
                       "workers": args.workers, "results": summary}, indent=1))
     return 0

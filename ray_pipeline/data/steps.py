@@ -117,15 +117,11 @@ def label_instance(inst: Instance, trace: dict[str, Any], data: DataSection, bas
                    compiled=compiled)
         cands = s.dom_wdeg_order(s.unassigned())[: lab.top_k]
         feats = candidate_features(s, cands, depth)
-        costs, censored = [], []
-        for c in cands:
-            probe = Solver(inst, heuristic=tr.heuristic, propagation=tr.propagation, domains=dom, weights=weights,
-                           first_var=c, node_limit=lab.node_budget, compiled=compiled).solve()
-            over = probe.status == "UNKNOWN"
-            costs.append(float(lab.node_budget + 1 if over else probe.stats.nodes))
-            censored.append(over)
-            stats["probes"] += 1
-            stats["probe_nodes"] += probe.stats.nodes
+        nodes = s.probe_costs(cands, lab.node_budget)  # the expert heuristic's probes, too
+        costs = [float(c) for c in nodes]
+        censored = [c > lab.node_budget for c in nodes]
+        stats["probes"] += s.stats.probes
+        stats["probe_nodes"] += s.stats.probe_nodes
         best = int(np.argmin(costs))
         states.append({
             "state_id": f"{inst.name}/{idx:06d}", "decision": idx, "depth": depth, "n_cands": len(cands),

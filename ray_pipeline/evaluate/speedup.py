@@ -14,11 +14,12 @@ import numpy as np
 
 
 def solve_all(item: dict[str, Any], heuristics: list[str], propagation: str, node_limit: int, time_limit: float,
-              model: Optional[dict[str, bytes]], top_k: int, max_depth: Optional[int], repeats: int = 1,
-              min_margin: float = 0.0) -> list[dict[str, Any]]:
+              model: Optional[dict[str, bytes]], settings: dict[str, dict[str, Any]], repeats: int = 1
+              ) -> list[dict[str, Any]]:
     """Runs as a Ray task, on any node. `item` holds the instance as JSON (or a DIMACS file path, for local
-    use); `model` is {file name: bytes} of the learned heuristic's model (ONNX, or model.pt + model.json).
-    Timing: see `solve_rounds`."""
+    use); `model` is {file name: bytes} of the learned heuristic's model (ONNX, or model.pt + model.json);
+    `settings`: heuristic -> its Solver keyword arguments (learned: top_k, max_depth, min_margin; expert: top_k,
+    max_depth, probe_budget). Timing: see `solve_rounds`."""
     from ..problems.instance import loads
     from ..problems.readers import read_instance
 
@@ -30,15 +31,14 @@ def solve_all(item: dict[str, Any], heuristics: list[str], propagation: str, nod
 
         with unpacked(model, "model") as d:
             scorer = load_scorer(d / next(n for n in model if n != "model.json"))
-    runs = [(h, h, top_k, max_depth, min_margin) for h in heuristics if h != "learned" or scorer is not None]
+    runs = [(h, h, settings.get(h, {})) for h in heuristics if h != "learned" or scorer is not None]
     meta = {k: item[k] for k in ("split", "family", "size")}
     return solve_rounds(inst, item["name"], meta, runs, propagation, node_limit, time_limit, scorer, repeats)
 
 
-def solve_rounds(inst, name: str, meta: dict[str, Any],
-                 runs: list[tuple[str, str, Optional[int], Optional[int], float]], propagation: str,
-                 node_limit: int, time_limit: float, scorer, repeats: int) -> list[dict[str, Any]]:
-    """One row per run (label, heuristic, top_k, max_depth, min_margin), timed over interleaved rounds (the
+def solve_rounds(inst, name: str, meta: dict[str, Any], runs: list[tuple[str, str, dict[str, Any]]],
+                 propagation: str, node_limit: int, time_limit: float, scorer, repeats: int) -> list[dict[str, Any]]:
+    """One row per run (label, heuristic, its Solver keyword arguments), timed over interleaved rounds (the
     evaluate stage's task and `bench learned` share it). Wall time is the minimum over `repeats` rounds
     (r1, r2, ..., r1, r2, ...): searches are deterministic, so only the clock varies between rounds, and the
     minimum is the least disturbed run. A run that hit a limit is not repeated (its time is the limit)."""
@@ -47,12 +47,11 @@ def solve_rounds(inst, name: str, meta: dict[str, Any],
     compiled = compile_instance(inst)  # immutable: every run and round shares it
     rows: dict[str, dict[str, Any]] = {}
     for rnd in range(max(1, repeats)):
-        for label, h, top_k, max_depth, min_margin in runs:
+        for label, h, kwargs in runs:
             if rnd and rows[label]["status"] == "UNKNOWN":
                 continue
             r = Solver(inst, heuristic=h, propagation=propagation, node_limit=node_limit, time_limit=time_limit,
-                       scorer=scorer if h == "learned" else None, top_k=top_k, max_depth=max_depth,
-                       min_margin=min_margin, compiled=compiled, seed=0).solve()
+                       scorer=scorer if h == "learned" else None, compiled=compiled, seed=0, **kwargs).solve()
             st = r.stats
             if label in rows:
                 row = rows[label]
@@ -64,7 +63,8 @@ def solve_rounds(inst, name: str, meta: dict[str, Any],
                 continue
             rows[label] = {"instance": name, **meta, "heuristic": label, "status": r.status, "nodes": st.nodes,
                            "backtracks": st.backtracks, "time_s": st.time_s, "model_calls": st.model_calls,
-                           "model_time_s": st.model_time_s, "feature_time_s": st.feature_time_s, "runs": 1}
+                           "model_time_s": st.model_time_s, "feature_time_s": st.feature_time_s,
+                           "probes": st.probes, "probe_nodes": st.probe_nodes, "runs": 1}
     return list(rows.values())
 
 
@@ -120,7 +120,7 @@ def summarize(rows: list[dict[str, Any]], baseline: str) -> dict[str, Any]:
                      and by[(i, h)]["status"] != "UNKNOWN" and by[(i, baseline)]["status"] != "UNKNOWN"]
             hr = [by[(i, h)] for i in insts if (i, h) in by]
             out[split][h] = {
-                "solved": solved, "of": len(insts), **_ratios(pairs),
+                "solved": solved, "of": len(hr), **_ratios(pairs),  # the expert runs on fewer instances
                 "by_status": {st: _ratios(ps) for st in ("SAT", "UNSAT")
                               if (ps := [(a, b) for a, b in pairs if b["status"] == st])},
                 "median_nodes": statistics.median([r["nodes"] for r in hr]) if hr else None,

@@ -22,6 +22,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-depth", type=int, default=None, help="learned: call the model only up to this depth")
     p.add_argument("--min-margin", type=float, default=0.0,
                    help="learned: leave dom/wdeg's choice unless another candidate scores higher by more than this")
+    p.add_argument("--probe-budget", type=int, default=1000,
+                   help="expert: nodes per probe (--top-k candidates probed at each decision up to --max-depth)")
     p.add_argument("--node-limit", type=int, default=None)
     p.add_argument("--time-limit", type=float, default=None, help="seconds")
     p.add_argument("--restarts", action="store_true", help="Luby restarts (weights are kept)")
@@ -43,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
         return fail("--heuristic learned needs --model PATH (an exported model.onnx)")
     if args.model and args.heuristic != "learned":
         return fail("--model is only used with --heuristic learned")
-    for name in ("node_limit", "top_k", "max_depth"):
+    for name in ("node_limit", "top_k", "max_depth", "probe_budget"):
         v = getattr(args, name)
         if v is not None and v < (0 if name == "max_depth" else 1):
             return fail(f"--{name.replace('_', '-')} must be positive, got {v}")
@@ -62,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
             return fail(str(e))
     solver = Solver(inst, heuristic=args.heuristic, propagation=args.propagation, value_order=args.value_order,
                     node_limit=args.node_limit, time_limit=args.time_limit, seed=args.seed, scorer=scorer,
-                    top_k=args.top_k, max_depth=args.max_depth, min_margin=args.min_margin, restarts=args.restarts)
+                    top_k=args.top_k, max_depth=args.max_depth, min_margin=args.min_margin, restarts=args.restarts,
+                    probe_budget=args.probe_budget)
     result = solver.solve()
     one_based = inst.family in ("cnf", "col")
     assignment = {}
@@ -75,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         st = result.stats
         print(f"{inst.name}: {result.status}  nodes={st.nodes} backtracks={st.backtracks} "
-              f"time={st.time_s:.3f}s model_calls={st.model_calls}")
+              f"time={st.time_s:.3f}s model_calls={st.model_calls}" +
+              (f" probes={st.probes} probe_nodes={st.probe_nodes}" if st.probes else ""))
         if result.assignment is not None and inst.family == "cnf":
             print("v " + " ".join(str(v + 1 if a else -(v + 1)) for v, a in enumerate(result.assignment)) + " 0")
         elif result.assignment is not None:

@@ -25,7 +25,7 @@ import numpy as np
 from ..problems.instance import Instance
 from .schema import INPUT_FEATURES
 
-HEURISTICS = ("lex", "random", "mrv", "dom-deg", "dom-wdeg", "learned")
+HEURISTICS = ("lex", "random", "mrv", "dom-deg", "dom-wdeg", "learned", "expert")
 PROPAGATIONS = ("fc", "mac")
 VALUE_ORDERS = ("lex", "min-conflicts")
 
@@ -80,6 +80,9 @@ class Stats:
     model_calls: int = 0
     model_time_s: float = 0.0  # inside the scorer (a native MLP: timed in the core)
     feature_time_s: float = 0.0  # building the scorer's input
+    probes: int = 0  # the expert's probe searches (their nodes are not in `nodes`)
+    probe_nodes: int = 0
+    probe_time_s: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -140,7 +143,7 @@ class Solver:
                  value_order: str = "lex", node_limit: Optional[int] = None, time_limit: Optional[float] = None,
                  seed: int = 0, scorer: Optional[Scorer] = None, top_k: Optional[int] = None,
                  max_depth: Optional[int] = None, min_margin: float = 0.0, restarts: bool = False,
-                 restart_base: int = 100, tracer: Optional[Tracer] = None, var_rank: Optional[Sequence[int]] = None,
+                 restart_base: int = 100, probe_budget: int = 1000, tracer: Optional[Tracer] = None, var_rank: Optional[Sequence[int]] = None,
                  val_rank: Optional[Sequence[Sequence[int]]] = None, domains: Optional[Sequence[int]] = None,
                  weights: Optional[Sequence[int]] = None, first_var: Optional[int] = None,
                  compiled: Optional["Compiled"] = None):
@@ -178,7 +181,7 @@ class Solver:
             c.native, heuristic, propagation == "mac", value_order == "min-conflicts",
             -1 if node_limit is None else int(node_limit), float(time_limit or 0.0), int(seed) & _WORD_MASK,
             int(top_k or 0), -1 if max_depth is None else int(max_depth), float(min_margin), bool(restarts),
-            int(restart_base), -1 if first_var is None else int(first_var), 0,
+            int(restart_base), -1 if first_var is None else int(first_var), 0, int(probe_budget),
             None if domains is None else _to_words(domains, c.W), None if weights is None else [int(w) for w in weights],
             None if var_rank is None else self.var_rank,
             None if val_rank is None else [list(r) for r in val_rank],
@@ -213,6 +216,15 @@ class Solver:
     def _value(self, x: int) -> int:
         """The value the search tries first on x."""
         return self._core.first_value(x)
+
+    def probe_costs(self, cands: Sequence[int], budget: int) -> list[int]:
+        """Per candidate: nodes to finish the subproblem of the current state with it branched on first (dom/wdeg,
+        or this solver's plain heuristic), budget+1 when over `budget` (censored). The label step's and the
+        expert heuristic's one definition of a probe."""
+        costs = self._core.probe_costs([int(c) for c in cands], int(budget))
+        core = self._core.stats()
+        self.stats.probes, self.stats.probe_nodes = core["probes"], core["probe_nodes"]
+        return costs
 
     def features(self, cands: Sequence[int], depth: int) -> np.ndarray:
         """[len(cands), N_INPUT] float32 feature rows of the current state (names: solver.schema)."""

@@ -34,6 +34,7 @@ rp::Heuristic heuristic_of(const std::string& h) {
     if (h == "dom-deg") return rp::Heuristic::DomDeg;
     if (h == "dom-wdeg") return rp::Heuristic::DomWdeg;
     if (h == "learned") return rp::Heuristic::Learned;
+    if (h == "expert") return rp::Heuristic::Expert;
     throw std::invalid_argument("unknown heuristic '" + h + "'");
 }
 
@@ -73,7 +74,7 @@ class PySolver {
 public:
     PySolver(std::shared_ptr<rp::Compiled> c, const std::string& heuristic, bool mac, bool min_conflicts,
              long long node_limit, double time_limit, std::uint64_t seed, int top_k, int max_depth, double min_margin,
-             bool restarts, long long restart_base, int first_var, long long count_limit,
+             bool restarts, long long restart_base, int first_var, long long count_limit, long long probe_budget,
              std::optional<std::vector<rp::Word>> domains, std::optional<std::vector<long long>> weights,
              std::optional<std::vector<int>> var_rank, std::optional<std::vector<std::vector<int>>> val_rank,
              nb::object tracer, nb::object policy, std::shared_ptr<rp::Mlp> mlp) {
@@ -92,6 +93,7 @@ public:
         o.restart_base = restart_base;
         o.first_var = first_var;
         o.count_limit = count_limit;
+        o.probe_budget = probe_budget;
         hooks_.tracer = std::move(tracer);
         hooks_.policy = std::move(policy);
         const bool has_policy = hooks_.policy.is_valid() && !hooks_.policy.is_none();
@@ -207,11 +209,12 @@ NB_MODULE(ray_pipeline_native, m) {
 
     nb::class_<PySolver>(m, "Solver")
         .def(nb::init<std::shared_ptr<rp::Compiled>, const std::string&, bool, bool, long long, double, std::uint64_t,
-                      int, int, double, bool, long long, int, long long, std::optional<std::vector<rp::Word>>,
+                      int, int, double, bool, long long, int, long long, long long, std::optional<std::vector<rp::Word>>,
                       std::optional<std::vector<long long>>, std::optional<std::vector<int>>,
                       std::optional<std::vector<std::vector<int>>>, nb::object, nb::object, std::shared_ptr<rp::Mlp>>(),
              "compiled"_a, "heuristic"_a, "mac"_a, "min_conflicts"_a, "node_limit"_a, "time_limit"_a, "seed"_a,
              "top_k"_a, "max_depth"_a, "min_margin"_a, "restarts"_a, "restart_base"_a, "first_var"_a, "count_limit"_a,
+             "probe_budget"_a,
              "domains"_a.none(), "weights"_a.none(), "var_rank"_a.none(), "val_rank"_a.none(), "tracer"_a.none(),
              "policy"_a.none(), "mlp"_a.none())
         .def("solve", &PySolver::solve)
@@ -231,6 +234,9 @@ NB_MODULE(ray_pipeline_native, m) {
                  d["feature_time_s"] = st.feature_time_s;
                  d["policy_time_s"] = st.policy_time_s;
                  d["model_calls"] = st.model_calls;
+                 d["probes"] = st.probes;
+                 d["probe_nodes"] = st.probe_nodes;
+                 d["probe_time_s"] = st.probe_time_s;
                  return d;
              })
         .def("solutions", [](PySolver& s) { return s.core().solutions(); })
@@ -241,6 +247,10 @@ NB_MODULE(ray_pipeline_native, m) {
         .def("dom_wdeg_order", [](PySolver& s, const std::vector<int>& c) { return s.core().dom_wdeg_order(c); })
         .def("active_clauses", [](PySolver& s) { return s.core().active_clauses(); })
         .def("first_value", [](PySolver& s, int x) { return s.core().first_value(x); })
+        .def("probe_costs", [](PySolver& s, const std::vector<int>& cands, long long budget) {
+            nb::gil_scoped_release release;
+            return s.core().probe_costs(cands, budget);
+        })
         .def("features", [](PySolver& s, const std::vector<int>& cands, int depth) {
             return to_numpy(s.core().features(cands, depth));
         })

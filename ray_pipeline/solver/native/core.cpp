@@ -201,6 +201,31 @@ public:
 
     int first_value(int x) const override { return value(in_range(x)); }
 
+    std::vector<long long> probe_costs(const std::vector<int>& cands, long long budget) override {
+        for (int x : cands) in_range(x);
+        if (budget < 0) throw std::invalid_argument("probe budget must be >= 0");
+        Options po;
+        const bool plain = o_.heuristic != Heuristic::Learned && o_.heuristic != Heuristic::Expert;
+        po.heuristic = plain ? o_.heuristic : Heuristic::DomWdeg;
+        po.mac = o_.mac;
+        po.value_order = o_.value_order;
+        po.seed = o_.seed;
+        po.node_limit = budget;
+        // Within a search with a time limit the probes share it: the search stops at its next node anyway.
+        if (deadline_ < INF) po.time_limit = std::max(1e-6, deadline_ - now_s());
+        std::vector<long long> costs;
+        costs.reserve(cands.size());
+        for (int c : cands) {
+            po.first_var = c;
+            Core<FW> probe(c_, po, &dom_, &w_, &rank_, has_val_rank_ ? &val_rank_ : nullptr, nullptr);
+            const bool done = probe.solve() != "UNKNOWN";
+            costs.push_back(done ? probe.stats().nodes : budget + 1);
+            ++st_.probes;
+            st_.probe_nodes += probe.stats().nodes;
+        }
+        return costs;
+    }
+
     // A port of the pure-Python feature code (tests/reference/py_features.py), operation for operation in
     // double precision, so both give the same float32 values (tests/unit/test_native_features.py).
     std::vector<float> features(const std::vector<int>& cands, int depth) const override {
@@ -600,6 +625,9 @@ private:
             case Heuristic::Learned:
                 if (cands.size() > 1 && (o_.max_depth < 0 || depth <= o_.max_depth)) return select_learned(cands, depth);
                 return best_ratio(cands, true);  // dom/wdeg below max_depth
+            case Heuristic::Expert:
+                if (cands.size() > 1 && (o_.max_depth < 0 || depth <= o_.max_depth)) return select_expert(cands);
+                return best_ratio(cands, true);
             case Heuristic::DomWdeg:
             default:
                 return best_ratio(cands, true);
@@ -641,6 +669,19 @@ private:
             if (scores[i] > scores[best]) best = i;  // first maximum: ties keep the dom/wdeg order
         // Overrule dom/wdeg only on a clear gap (see Solver(min_margin=...)).
         if (best && scores[best] - scores[0] <= o_.min_margin) return top[0];
+        return top[best];
+    }
+
+    // The labeller run online: probe the dom/wdeg top-K, branch on the cheapest (ties: dom/wdeg order).
+    int select_expert(const std::vector<int>& cands) {
+        std::vector<int> top = dom_wdeg_order(cands);
+        if (o_.top_k > 0 && static_cast<int>(top.size()) > o_.top_k) top.resize(o_.top_k);
+        const double t0 = now_s();
+        const std::vector<long long> costs = probe_costs(top, o_.probe_budget);
+        st_.probe_time_s += now_s() - t0;
+        std::size_t best = 0;
+        for (std::size_t i = 1; i < top.size(); ++i)
+            if (costs[i] < costs[best]) best = i;
         return top[best];
     }
 

@@ -57,7 +57,7 @@ enum Feature : int {
 };
 std::vector<std::string> feature_names();
 
-enum class Heuristic { Lex, Random, Mrv, DomDeg, DomWdeg, Learned };
+enum class Heuristic { Lex, Random, Mrv, DomDeg, DomWdeg, Learned, Expert };
 enum class ValueOrder { Lex, MinConflicts };
 
 struct Options {
@@ -67,13 +67,14 @@ struct Options {
     long long node_limit = -1;      // < 0: none
     double time_limit = 0.0;        // <= 0: none
     std::uint64_t seed = 0;
-    int top_k = 0;                  // 0: all candidates
-    int max_depth = -1;             // < 0: every depth
+    int top_k = 0;                  // learned/expert: the dom/wdeg top-K candidates they choose among (0: all)
+    int max_depth = -1;             // learned/expert: only at decisions up to this depth (< 0: every depth)
     double min_margin = 0.0;
     bool restarts = false;
     long long restart_base = 100;
     int first_var = -1;
     long long count_limit = 0;
+    long long probe_budget = 1000;  // expert: node budget of each probe (over it: cost budget+1, censored)
     // The learned heuristic scored in the core (no Python call); without it, by Hooks::score.
     std::shared_ptr<const Mlp> mlp;
 };
@@ -84,6 +85,8 @@ struct Stats {
     double feature_time_s = 0.0;  // computing the learned heuristic's feature rows
     double policy_time_s = 0.0;   // scoring them (the native MLP, or the call out through Hooks::score)
     long long model_calls = 0;
+    long long probes = 0, probe_nodes = 0;  // the expert's probes (not counted in nodes)
+    double probe_time_s = 0.0;
 };
 
 // What the core calls back for: decisions (tracing) and candidate scores (the learned heuristic).
@@ -132,6 +135,11 @@ public:
     // Feature rows (candidates x N_FEATURES, row-major) of the current state, as the learned heuristic sees them.
     virtual std::vector<float> features(const std::vector<int>& cands, int depth) const = 0;
     virtual Trace& trace() = 0;
+    // Probe labels of the current state: for each candidate c, the nodes a dom/wdeg search (this solver's
+    // heuristic if it is a plain one) needs to finish the subproblem with c branched on first, from these
+    // domains and weights; budget+1 when it does not finish within `budget` nodes (censored). The expert
+    // heuristic and the label step share this one definition.
+    virtual std::vector<long long> probe_costs(const std::vector<int>& cands, long long budget) = 0;
 };
 
 std::unique_ptr<SolverCore> make_solver(std::shared_ptr<const Compiled> c, const Options& opt,
