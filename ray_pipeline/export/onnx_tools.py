@@ -2,8 +2,8 @@
 
 Facts this relies on (checked on this machine, see docs): the dynamo exporter needs onnxscript and must not
 see a dynamic dimension of size 1 at export time; its files need `quant_pre_process` before ORT
-quantization; for models this small, INT8 buys size more often than speed, so both are measured and the
-faster one at equal accuracy is kept.
+quantization; for models this small, INT8 buys size more often than speed: both are measured and reported,
+and which file is deployed does not depend on the timing (export.stage.choose_files).
 """
 from __future__ import annotations
 
