@@ -44,9 +44,9 @@ def export_onnx(model: torch.nn.Module, kind: Kind, path: Path, meta: dict[str, 
     return path
 
 
-def save_native_mlp(model: torch.nn.Module, kind: Kind, path: Path) -> Path:
-    """The model as the solver core's native MLP file (solver.policy): Normalize, then Linear/ReLU layers.
-    Refuses any other layer: the core evaluates exactly this and nothing else."""
+def save_native_mlp(model: torch.nn.Module, kind: Kind, path: Path, meta: dict[str, str] | None = None) -> Path:
+    """The model as the solver core's native MLP file (solver.policy): Normalize, then Linear/ReLU layers, and
+    `meta` strings (as export_onnx's metadata). Refuses any other layer: the core evaluates exactly this."""
     from ..models.nets import Normalize
     from ..solver.policy import save_mlp
 
@@ -62,7 +62,7 @@ def save_native_mlp(model: torch.nn.Module, kind: Kind, path: Path) -> Path:
         elif not isinstance(m, torch.nn.Dropout):  # dropout is the identity at inference
             raise ExportError(f"{kind.name}: layer {m!r} has no native counterpart")
     save_mlp(path, kind=kind.name, mean=norm.mean.numpy(), std=norm.std.numpy(), clip=Normalize.CLIP,
-             layers=[tuple(x) for x in layers])
+             layers=[tuple(x) for x in layers], meta=meta)
     return path
 
 

@@ -8,12 +8,13 @@ import logging
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
-from .. import atomic
+from .. import atomic, learned_setting
 from ..kinds import KINDS, deployed
+from ..learned_setting import KEY
 from ..pipeline import StageContext, StageResult
 
 log = logging.getLogger(__name__)
@@ -38,20 +39,22 @@ def _ranking(scores: np.ndarray, a: dict[str, np.ndarray]) -> dict[str, float]:
 
 
 def export_one(kind: str, model_files: dict[str, bytes], data: dict[str, np.ndarray], k_max: int,
-               opts: dict[str, Any]) -> tuple[dict[str, Any], dict[str, bytes]]:
+               opts: dict[str, Any], setting: Optional[str] = None) -> tuple[dict[str, Any], dict[str, bytes]]:
     """Runs as a Ray task (one per model), on any node: the model files and the dataset rows arrive as
-    values, the ONNX files go back as bytes for the driver to write. Everything measured runs in this one
-    process. Raises (and returns no file) when ONNX Runtime disagrees with PyTorch."""
+    values, the ONNX files (and model.json) go back as bytes for the driver to write. Everything measured
+    runs in this one process. Raises (and returns no file) when ONNX Runtime disagrees with PyTorch.
+    `setting`: the learned heuristic's evaluated setting (learned_setting, as text) to store in every file of
+    this model, or None for a model the evaluate stage does not run as the learned heuristic."""
     from ..storage import unpacked
 
     with unpacked(model_files, f"export-{kind}") as mdir:
-        out = _export_in(kind, mdir, data, k_max, opts)
-        files = sorted(mdir.glob("model*.onnx")) + sorted(mdir.glob("model.native.npz"))
+        out = _export_in(kind, mdir, data, k_max, opts, setting)
+        files = sorted(mdir.glob("model*.onnx")) + sorted(mdir.glob("model.native.npz")) + [mdir / "model.json"]
         return out, {p.name: p.read_bytes() for p in files}
 
 
-def _export_in(kind: str, mdir: Path, data: dict[str, np.ndarray], k_max: int, opts: dict[str, Any]
-               ) -> dict[str, Any]:
+def _export_in(kind: str, mdir: Path, data: dict[str, np.ndarray], k_max: int, opts: dict[str, Any],
+               setting: Optional[str] = None) -> dict[str, Any]:
     import torch
 
     from ..models import io as model_io
@@ -60,8 +63,12 @@ def _export_in(kind: str, mdir: Path, data: dict[str, np.ndarray], k_max: int, o
     torch.set_num_threads(1)
     model, spec = model_io.load(mdir)
     kd = KINDS[kind]
+    stored = {KEY: setting} if setting is not None else {}  # in the ONNX metadata and the native file
+    # model.json too: set, or removed when an earlier export stored one and this model is no longer evaluated
+    spec = {k: v for k, v in spec.items() if k != KEY}
+    atomic.write_json(mdir / "model.json", {**spec, **({KEY: json.loads(setting)} if setting is not None else {})})
     meta = {"kind": kind, "features": json.dumps(spec["features"]), "train_key": spec["train_key"],
-            "dataset_hash": spec["dataset_hash"]}
+            "dataset_hash": spec["dataset_hash"], **stored}
     fp32 = mdir / "model.onnx"
     partial = mdir / ".model.onnx.partial"  # renamed to model.onnx only once it matches PyTorch
     ot.export_onnx(model, kd, partial, meta)
@@ -111,7 +118,7 @@ def _export_in(kind: str, mdir: Path, data: dict[str, np.ndarray], k_max: int, o
 
     variants: dict[str, Any] = {"pytorch": (torch_run, None), "onnx-fp32": (ort_runner(fp32), fp32)}
     if kd.native:  # the core's own evaluation of the MLP, held to ONNX Runtime FP32 on every test row
-        native = _export_native(model, kd, mdir, flat, variants["onnx-fp32"][0], opts["native_atol"])
+        native = _export_native(model, kd, mdir, flat, variants["onnx-fp32"][0], opts["native_atol"], stored)
         out["native_parity"] = native["parity"]
         if native["runner"] is not None:
             variants["native"] = (native["runner"], native["path"])
@@ -188,7 +195,8 @@ def choose_files(table: list[dict[str, Any]], int8_max_top1_drop: float) -> dict
             "deploy": "model.native.npz" if "native" in by_name else "model.onnx"}
 
 
-def _export_native(model, kd, mdir: Path, rows: np.ndarray, onnx_fp32, atol: float) -> dict[str, Any]:
+def _export_native(model, kd, mdir: Path, rows: np.ndarray, onnx_fp32, atol: float, meta: dict[str, str]
+                   ) -> dict[str, Any]:
     """Write model.native.npz and compare the core's evaluation with ONNX Runtime FP32 on `rows`; over `atol`
     the file is removed (it is never deployed) and the parity row says why."""
     from ..solver.policy import NativeMlp
@@ -196,7 +204,7 @@ def _export_native(model, kd, mdir: Path, rows: np.ndarray, onnx_fp32, atol: flo
 
     path = mdir / "model.native.npz"
     partial = mdir / ".model.native.npz.partial"
-    ot.save_native_mlp(model, kd, partial)
+    ot.save_native_mlp(model, kd, partial, meta)
     mlp = NativeMlp(partial)
     diff = np.abs(mlp(rows) - onnx_fp32(rows).astype(np.float64))
     parity = {"rows": int(len(rows)), "max_abs_diff": float(diff.max(initial=0.0)), "atol": atol,
@@ -222,12 +230,15 @@ def run(ctx: StageContext) -> StageResult:
     cfg, paths = ctx.cfg, ctx.paths
     manifest = ds_lib.read_manifest(paths.dataset)
     opts = cfg.export.model_dump(mode="json")
+    # the setting the evaluate stage runs the learned heuristic with goes into the files of the model it runs
+    setting = learned_setting.from_config(cfg).to_text()
     task = ray.remote(num_cpus=1)(export_one)
     refs = {}
     for k in KINDS:
         model_io.load(paths.model(k))  # a damaged model fails here, naming its file, before any task starts
         refs[k] = task.remote(k, pack(paths.model(k), ("model.pt", "model.json")),
-                              _rows(paths.dataset, k, manifest["top_k"]), manifest["top_k"], opts)
+                              _rows(paths.dataset, k, manifest["top_k"]), manifest["top_k"], opts,
+                              setting if k == cfg.evaluate.learned.model else None)
     done = {k: ray.get(r) for k, r in refs.items()}  # every task finished: only now is any file replaced
     results = {}
     for k, (r, files) in done.items():
