@@ -280,7 +280,7 @@ class LearnedSection(_Section):
                               "candidate higher by more than this (score units; pick it with bench learned)")
     runtime: Literal["deployed", "native", "onnx", "onnx-int8", "torch"] = Field(
         "deployed", description="deployed = the file the export stage chose: the native MLP (scored inside the "
-        "solver core) when it matches ONNX Runtime, else FP32 or INT8 ONNX, whichever is faster")
+        "solver core) when it matches ONNX Runtime, else FP32 ONNX (export.stage.choose_files)")
 
 
     def solver_kwargs(self) -> dict[str, Any]:
@@ -324,7 +324,8 @@ class ExportSection(_Section):
     quantize_dynamic: bool = True
     quantize_static: bool = True
     calibration_rows: int = Field(256, ge=8)
-    int8_max_top1_drop: float = Field(0.01, ge=0, description="INT8 kept only within this top-1 drop")
+    int8_max_top1_drop: float = Field(0.01, ge=0, description="INT8 within this top-1 drop of FP32 is reported as "
+                                      "within tolerance (INT8 is never deployed by default: export.stage.choose_files)")
     prune_amounts: list[float] = Field(default_factory=lambda: [0.3, 0.5])
     latency_calls: int = Field(2000, ge=10)
 

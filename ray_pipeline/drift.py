@@ -229,17 +229,6 @@ def label_setting(ref: ModelRef) -> dict[str, Any]:
     return setting
 
 
-def learned_setting(ref: ModelRef) -> dict[str, Any]:
-    """evaluate.learned of the run (top_k, max_depth, min_margin) with this project's defaults."""
-    try:
-        cfg = json.loads((ref.run / "manifest.json").read_text()).get("config", {})
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
-        cfg = {}
-    learned = ((cfg.get("evaluate") or {}).get("learned") or {})
-    return {"top_k": learned.get("top_k", 8), "max_depth": learned.get("max_depth", 0),
-            "min_margin": learned.get("min_margin", 0.0)}
-
-
 def observe(instances: Sequence[Any], setting: dict[str, Any], node_limit: int = 20_000,
             time_limit: float = 10.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Candidate rows of the decision states a dom/wdeg search visits (as the dataset samples them), the

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -13,7 +14,7 @@ from .errors import ModelError
 from .features import FEATURE_VERSION, INPUT_FEATURES, N_INPUT
 from .kinds import kind_of
 
-__all__ = ["ModelError", "OnnxScorer", "load_scorer", "ort_session"]
+__all__ = ["ModelError", "OnnxScorer", "load_scorer", "load_for_search", "ort_session"]
 
 
 def ort_session(path: str | Path, threads: int = 1):
@@ -89,3 +90,13 @@ def load_scorer(path: str | Path):
 
         return load_scorer_pt(path)
     return OnnxScorer(path)
+
+
+def load_for_search(path: str | Path, flags: Mapping[str, Any] | None = None):
+    """(scorer, settings) to run the learned heuristic with a model file outside the evaluate stage: each
+    setting from `flags` when given, else the one stored in the file (how the pipeline evaluated it), else the
+    default (learned_setting.choose; `Chosen.describe` says which)."""
+    from .learned_setting import choose, stored_in
+
+    scorer = load_scorer(path)
+    return scorer, choose(stored_in(getattr(scorer, "meta", {}), str(path)), flags or {})

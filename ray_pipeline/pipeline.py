@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from .config import STAGES, Config, stable_hash
 from .console import stage_event
+from .learned_setting import CONFIG_KEYS as LEARNED_SETTING_KEYS
 from .manifest import Manifest
 from .paths import RunPaths
 
@@ -61,7 +62,8 @@ SPECS: dict[str, StageSpec] = {
         StageSpec("generate", ("data", "debug.fail_instance_every"), (), "ray_pipeline.data.stage:run"),
         StageSpec("train", ("train",), ("generate",), "ray_pipeline.train.stage:run"),
         StageSpec("tune", ("tune", "train"), ("generate",), "ray_pipeline.tune.stage:run"),
-        StageSpec("export", ("export",), ("generate", "train"), "ray_pipeline.export.stage:run"),
+        # export also stores the evaluate stage's learned-heuristic setting in the model it evaluates
+        StageSpec("export", ("export", *LEARNED_SETTING_KEYS), ("generate", "train"), "ray_pipeline.export.stage:run"),
         StageSpec("evaluate", ("evaluate",), ("generate", "train", "export"), "ray_pipeline.evaluate.stage:run"),
         StageSpec("report", (), ("generate", "train", "tune", "export", "evaluate"), "ray_pipeline.reports.stage:run"),
     ]

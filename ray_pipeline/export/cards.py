@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from .. import learned_setting
 from ..config import Config
 from ..kinds import kind_of
 
@@ -35,6 +36,10 @@ def model_card(kind: str, spec: dict[str, Any], export: dict[str, Any], train: d
     if export.get("deploy"):
         lines.append(f"- deploy: `{export['deploy']}` (INT8 choice `{export.get('int8_choice')}`, within the "
                      f"top-1 tolerance: {export.get('int8_within_tolerance')})")
+    stored = learned_setting.stored_in(spec, "model.json")
+    if stored is not None:
+        lines.append(f"- evaluated as the learned heuristic with {stored.describe()}; stored in every file of "
+                     f"this model, `ray-pipeline solve --model` runs it so by default")
     keys = [k for k in ("top1", "rmse_log_nodes") if k in export["variants"][0]]
     lines += ["", "| variant | size (KB) | latency 1 call (us) | latency batch (us) | rows/s | "
               + " | ".join(keys) + " |", "|---" * (5 + len(keys)) + "|"]

@@ -2,8 +2,8 @@
 
 Facts this relies on (checked on this machine, see docs): the dynamo exporter needs onnxscript and must not
 see a dynamic dimension of size 1 at export time; its files need `quant_pre_process` before ORT
-quantization; for models this small, INT8 buys size more often than speed, so both are measured and the
-faster one at equal accuracy is kept.
+quantization; for models this small, INT8 buys size more often than speed: both are measured and reported,
+and which file is deployed does not depend on the timing (export.stage.choose_files).
 """
 from __future__ import annotations
 
@@ -44,9 +44,9 @@ def export_onnx(model: torch.nn.Module, kind: Kind, path: Path, meta: dict[str, 
     return path
 
 
-def save_native_mlp(model: torch.nn.Module, kind: Kind, path: Path) -> Path:
-    """The model as the solver core's native MLP file (solver.policy): Normalize, then Linear/ReLU layers.
-    Refuses any other layer: the core evaluates exactly this and nothing else."""
+def save_native_mlp(model: torch.nn.Module, kind: Kind, path: Path, meta: dict[str, str] | None = None) -> Path:
+    """The model as the solver core's native MLP file (solver.policy): Normalize, then Linear/ReLU layers, and
+    `meta` strings (as export_onnx's metadata). Refuses any other layer: the core evaluates exactly this."""
     from ..models.nets import Normalize
     from ..solver.policy import save_mlp
 
@@ -62,7 +62,7 @@ def save_native_mlp(model: torch.nn.Module, kind: Kind, path: Path) -> Path:
         elif not isinstance(m, torch.nn.Dropout):  # dropout is the identity at inference
             raise ExportError(f"{kind.name}: layer {m!r} has no native counterpart")
     save_mlp(path, kind=kind.name, mean=norm.mean.numpy(), std=norm.std.numpy(), clip=Normalize.CLIP,
-             layers=[tuple(x) for x in layers])
+             layers=[tuple(x) for x in layers], meta=meta)
     return path
 
 

@@ -83,8 +83,9 @@ def load(model_dir: Path, expect: dict[str, Any] | None = None) -> tuple[torch.n
 class TorchScorer:
     """A scorer callback for the solver from a PyTorch model (development; deployment uses ONNX)."""
 
-    def __init__(self, model: torch.nn.Module, kind: Kind):
+    def __init__(self, model: torch.nn.Module, kind: Kind, meta: dict[str, Any] | None = None):
         self.model, self.kind = model.eval(), kind
+        self.meta = dict(meta or {})  # the model.json spec: the metadata an exported file carries, and more
         torch.set_num_threads(1)
 
     @torch.inference_mode()
@@ -97,4 +98,4 @@ def load_scorer_pt(path: Path) -> TorchScorer:
     kind = kind_of(spec["kind"], str(path))
     if not kind.scorer:
         raise ModelError(f"{path}: a {kind.name} model is not a variable scorer")
-    return TorchScorer(model, kind)
+    return TorchScorer(model, kind, spec)

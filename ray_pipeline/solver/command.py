@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import Any
 
 from .core import HEURISTICS, PROPAGATIONS, VALUE_ORDERS, Solver
 
@@ -15,13 +16,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--strict", action="store_true",
                    help="refuse a .col graph with self-loop edges (default: drop them with a warning)")
     p.add_argument("--heuristic", choices=HEURISTICS, default="dom-wdeg")
-    p.add_argument("--propagation", choices=PROPAGATIONS, default="mac")
+    # with --model, the four settings below default to the ones stored in the model (how the pipeline evaluated
+    # it; a file without them: the config's defaults, with a note); a flag given here wins
+    p.add_argument("--propagation", choices=PROPAGATIONS, default=None,
+                   help="default: the model's setting with --model, else mac")
     p.add_argument("--value-order", choices=VALUE_ORDERS, default="lex")
-    p.add_argument("--model", default=None, help="scorer for --heuristic learned: model.onnx (or a model.pt)")
-    p.add_argument("--top-k", type=int, default=8, help="learned: score only the best K candidates by dom/wdeg")
-    p.add_argument("--max-depth", type=int, default=None, help="learned: call the model only up to this depth")
-    p.add_argument("--min-margin", type=float, default=0.0,
-                   help="learned: leave dom/wdeg's choice unless another candidate scores higher by more than this")
+    p.add_argument("--model", default=None,
+                   help="scorer for --heuristic learned: model.native.npz, model.onnx (or a model.pt)")
+    p.add_argument("--top-k", type=int, default=None,
+                   help="learned: score only the best K candidates by dom/wdeg (default: the model's setting with "
+                        "--model, else 8)")
+    p.add_argument("--max-depth", type=_depth, default=None,
+                   help="learned: call the model only up to this depth, or 'all' (default: the model's setting with "
+                        "--model, else all)")
+    p.add_argument("--min-margin", type=float, default=None,
+                   help="learned: leave dom/wdeg's choice unless another candidate scores higher by more than this "
+                        "(default: the model's setting with --model, else 0)")
     p.add_argument("--probe-budget", type=int, default=1000,
                    help="expert: nodes per probe (--top-k candidates probed at each decision up to --max-depth)")
     p.add_argument("--node-limit", type=int, default=None)
@@ -29,6 +39,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--restarts", action="store_true", help="Luby restarts (weights are kept)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random heuristic")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+
+
+# Without a model (every heuristic but `learned`) these flags default to what they always did; with one, to the
+# setting stored in the model (learned_setting.choose).
+_SEARCH_DEFAULTS: dict[str, Any] = {"top_k": 8, "max_depth": None, "min_margin": 0.0, "propagation": "mac"}
+
+
+def _depth(text: str) -> int | str:
+    if text == "all":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a depth (an integer >= 0) or 'all', got {text!r}") from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -45,34 +69,44 @@ def run(args: argparse.Namespace) -> int:
         return fail("--heuristic learned needs --model PATH (an exported model.onnx)")
     if args.model and args.heuristic != "learned":
         return fail("--model is only used with --heuristic learned")
-    for name in ("node_limit", "top_k", "max_depth", "probe_budget"):
+    for name in ("node_limit", "top_k", "probe_budget"):
         v = getattr(args, name)
-        if v is not None and v < (0 if name == "max_depth" else 1):
+        if v is not None and v < 1:
             return fail(f"--{name.replace('_', '-')} must be positive, got {v}")
     if args.time_limit is not None and args.time_limit <= 0:
         return fail(f"--time-limit must be positive, got {args.time_limit}")
+    if args.max_depth is not None and args.max_depth != "all" and args.max_depth < 0:
+        return fail(f"--max-depth must be >= 0 or 'all', got {args.max_depth}")
+    if args.min_margin is not None and args.min_margin < 0:
+        return fail(f"--min-margin must be >= 0, got {args.min_margin}")
     try:
         inst = read_instance(args.path, fmt=args.format, colors=args.colors, strict=args.strict)
     except InstanceError as e:
         return fail(str(e))
-    scorer = None
+    flags = {k: getattr(args, k) for k in _SEARCH_DEFAULTS if getattr(args, k) is not None}
+    if flags.get("max_depth") == "all":
+        flags["max_depth"] = None  # the solver's "always"
+    scorer, kwargs = None, {**_SEARCH_DEFAULTS, **flags}
     if args.model:
-        from ..inference import ModelError, load_scorer
+        from ..inference import ModelError, load_for_search
         try:
-            scorer = load_scorer(args.model)
+            scorer, setting = load_for_search(args.model, flags)
         except ModelError as e:
             return fail(str(e))
-    solver = Solver(inst, heuristic=args.heuristic, propagation=args.propagation, value_order=args.value_order,
-                    node_limit=args.node_limit, time_limit=args.time_limit, seed=args.seed, scorer=scorer,
-                    top_k=args.top_k, max_depth=args.max_depth, min_margin=args.min_margin, restarts=args.restarts,
-                    probe_budget=args.probe_budget)
+        kwargs = setting.solver_kwargs()
+        print(setting.describe(args.model), file=sys.stderr)  # stderr: the last stdout line stays the result
+    solver = Solver(inst, heuristic=args.heuristic, value_order=args.value_order, node_limit=args.node_limit,
+                    time_limit=args.time_limit, seed=args.seed, scorer=scorer, restarts=args.restarts,
+                    probe_budget=args.probe_budget, **kwargs)
     result = solver.solve()
     one_based = inst.family in ("cnf", "col")
     assignment = {}
     if result.assignment is not None:
         assignment = {str(v + 1 if one_based else v): a for v, a in enumerate(result.assignment)}
     out = {"status": result.status, "instance": inst.name, "heuristic": args.heuristic,
-           "propagation": args.propagation, "assignment": assignment, "stats": result.stats.to_dict()}
+           "propagation": kwargs["propagation"], "assignment": assignment, "stats": result.stats.to_dict()}
+    if args.model:
+        out["setting"] = setting.as_dict()
     if args.json:
         print(json.dumps(out, sort_keys=True))
     else:

@@ -9,12 +9,14 @@ The file format is plain arrays (np.load with allow_pickle=False: nothing in it 
   mean, std, clip                   the input normalisation: clamp((x - mean) / std, -clip, clip)
   n_layers, relu                    layer count; relu[l] = a ReLU follows layer l
   w{l}, b{l}                        layer l's weight [out, in] and bias [out] (PyTorch's Linear layout)
+  any other scalar string           metadata, like an ONNX file's metadata_props (`meta` of save_mlp and
+                                    NativeMlp), e.g. `learned_setting` (ray_pipeline.learned_setting)
 """
 from __future__ import annotations
 
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
@@ -28,9 +30,10 @@ class PolicyFileError(ValueError):
     """A policy file that cannot be used; the message names the file and the reason."""
 
 
-def save_mlp(path: Path, *, kind: str, mean, std, clip: float, layers: list[tuple[np.ndarray, np.ndarray, bool]]
-             ) -> None:
-    """Write a native MLP policy file (callers write to a temporary name and rename it once checked)."""
+def save_mlp(path: Path, *, kind: str, mean, std, clip: float, layers: list[tuple[np.ndarray, np.ndarray, bool]],
+             meta: Optional[dict[str, str]] = None) -> None:
+    """Write a native MLP policy file (callers write to a temporary name and rename it once checked); `meta`
+    adds string entries (scalar string arrays) beside the model's own."""
     arrays: dict[str, Any] = {
         "kind": np.array(kind), "feature_version": np.array(FEATURE_VERSION), "features": np.array(INPUT_FEATURES),
         "mean": np.asarray(mean, dtype=np.float32), "std": np.asarray(std, dtype=np.float32),
@@ -39,6 +42,11 @@ def save_mlp(path: Path, *, kind: str, mean, std, clip: float, layers: list[tupl
     for i, (w, b, _) in enumerate(layers):
         arrays[f"w{i}"] = np.asarray(w, dtype=np.float32)
         arrays[f"b{i}"] = np.asarray(b, dtype=np.float32)
+    clash = sorted(set(meta or {}) & set(arrays))
+    if clash:
+        raise ValueError(f"save_mlp: metadata keys {clash} are the model's own arrays")
+    for name in sorted(meta or {}):  # sorted: the file stays a function of its contents
+        arrays[name] = np.array(str(meta[name]))
     # np.savez stamps each member with the current time; fixed stamps keep the file a function of the weights
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as z:
         for name, arr in arrays.items():
@@ -94,6 +102,8 @@ class NativeMlp:
         except ValueError as e:  # the core's own checks (shapes, finite values), as std::invalid_argument
             raise PolicyFileError(f"{path}: {e}") from None
         self.kind, self.arrays = str(a["kind"]), a
+        # the file's scalar strings (kind, feature_version, anything save_mlp was given): its metadata
+        self.meta = {k: str(v) for k, v in a.items() if v.dtype.kind == "U" and v.ndim == 0}
         self.params = sum(a[f"w{i}"].size + a[f"b{i}"].size for i in range(n))
 
     def __call__(self, x: np.ndarray) -> np.ndarray:

@@ -32,6 +32,8 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
+from .. import learned_setting
+from ..errors import ModelError
 from ..kinds import KINDS
 from ..paths import RunPaths
 from . import explore, runs
@@ -297,7 +299,7 @@ class Model:
     run_dir: Path
     spec: dict[str, Any]
     scorer_file: Path
-    setting: dict[str, Any]
+    setting: Any  # learned_setting.Chosen: the setting stored with the model (or the defaults), for the card
 
 
 def _model(s: Settings, key: str) -> Model:
@@ -310,7 +312,11 @@ def _model(s: Settings, key: str) -> Model:
                          404)
     ref = drift.resolve_model(RunPaths.of(s.root, run).model(name))
     assert ref.scorer_file is not None  # explorable_models lists only exported ones
-    return Model(run, name, ref.dir, ref.run, ref.spec, ref.scorer_file, drift.learned_setting(ref))
+    try:
+        setting = learned_setting.choose(learned_setting.stored_in(ref.spec, str(ref.dir / "model.json")), {})
+    except ModelError as err:
+        raise BadRequest(str(err), 400) from None
+    return Model(run, name, ref.dir, ref.run, ref.spec, ref.scorer_file, setting)
 
 
 @dataclass
@@ -478,8 +484,10 @@ def _card(m: Model) -> str:
             ("features", len(spec.get("features") or [])), ("training families", ", ".join(families) if families else "all"),
             ("dataset hash", spec.get("dataset_hash")), ("hparams", json.dumps(spec.get("hparams"))),
             ("deployed file", m.scorer_file.name),
-            ("evaluated setting", f"top-{m.setting['top_k']}, model called to depth {m.setting['max_depth']}, "
-                                  f"min margin {m.setting['min_margin']}")]
+            ("evaluated setting", m.setting.stored.describe() if m.setting.stored else
+             "not stored in this model (exported before models carried it): the live solve uses the defaults "
+             f"top-{m.setting.values['top_k']}, depth {m.setting.values['max_depth']}, min margin "
+             f"{m.setting.values['min_margin']:g}; re-export it to store the setting it was evaluated with")]
     rows = "".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in meta)
     return f"<div class='side'><div><table>{rows}</table></div><div><pre>{e(text)}</pre></div></div>"
 
@@ -505,9 +513,8 @@ def _solve_table(r: dict[str, Any]) -> str:
         rows.append("<tr><th>cost predictor</th><td colspan='2'>no cost model in this run</td></tr>")
     lim = r["limits"]
     return (f"<table id='solves'><tr><th></th><th>learned</th><th>dom/wdeg</th></tr>{''.join(rows)}</table>"
-            f"<small>MAC; limits {lim['node_limit']:,} nodes, {lim['time_limit']:g} s each; learned = "
-            f"top-{r['setting']['top_k']} by dom/wdeg scored to depth {r['setting']['max_depth']}, margin "
-            f"{r['setting']['min_margin']}</small>")
+            f"<small>{e(r['setting']['propagation'].upper())}; limits {lim['node_limit']:,} nodes, "
+            f"{lim['time_limit']:g} s each; <span id='setting'>{e(r['setting_text'])}</span></small>")
 
 
 def _root_table(root: Optional[dict[str, Any]]) -> str:
@@ -601,8 +608,8 @@ async def explorer(request: web.Request) -> web.Response:
                      f"<a href='{link('/explore', model=key, instance=tok, solve=1, node_limit=node_limit, time_limit=time_limit)}'>solve</a> · "
                      f"<a href='{link('/explore', model=key, instance=tok, drift=1)}'>drift check</a></p>")
         if q.get("solve"):
-            r = await _in_pool(request, explore.solve_pair, str(st.path), st.colors, str(m.scorer_file), m.setting,
-                               node_limit, time_limit, str(m.run_dir), display_root, timeout=2 * time_limit + 60)
+            r = await _in_pool(request, explore.solve_pair, str(st.path), st.colors, str(m.scorer_file), node_limit,
+                               time_limit, str(m.run_dir), display_root, timeout=2 * time_limit + 60)
             if "error" in r:
                 return page("Model Explorer", "".join(parts) + f"<div class='error' id='error'>{e(r['error'])}</div>",
                             400)

@@ -56,7 +56,7 @@ def _describe(inst: Any) -> dict[str, Any]:
 def _run(inst: Any, **kw: Any) -> tuple[dict[str, Any], Any]:
     from ..solver import Solver
 
-    solver = Solver(inst, propagation="mac", **kw)
+    solver = Solver(inst, **kw)
     rec = kw.get("scorer")
     if isinstance(rec, RootRecorder):
         rec.solver = solver
@@ -91,10 +91,12 @@ def read(path: str, colors: Optional[int], display_root: str = "") -> Any:
         raise InstanceError(msg.replace(display_root, "") if display_root else msg) from None
 
 
-def solve_pair(path: str, colors: Optional[int], scorer_file: str, setting: dict[str, Any], node_limit: int,
-               time_limit: float, run_dir: str, display_root: str = "") -> dict[str, Any]:
-    """Learned heuristic and dom/wdeg on one instance, side by side, with the same limits."""
-    from ..inference import ModelError, load_scorer
+def solve_pair(path: str, colors: Optional[int], scorer_file: str, node_limit: int, time_limit: float,
+               run_dir: str, display_root: str = "") -> dict[str, Any]:
+    """Learned heuristic and dom/wdeg on one instance, side by side, with the same limits and propagation. The
+    learned heuristic runs with the setting stored in the model file, as `ray-pipeline solve --model` does
+    without flags (the same function chooses it)."""
+    from ..inference import ModelError, load_for_search
     from ..problems import InstanceError
 
     try:
@@ -102,13 +104,14 @@ def solve_pair(path: str, colors: Optional[int], scorer_file: str, setting: dict
     except InstanceError as e:
         return {"error": str(e)}
     try:
-        rec = RootRecorder(load_scorer(scorer_file), setting["min_margin"])
+        scorer, setting = load_for_search(scorer_file)
     except ModelError as e:
         return {"error": str(e)}
-    learned, res = _run(inst, heuristic="learned", scorer=rec, top_k=setting["top_k"],
-                        max_depth=setting["max_depth"], min_margin=setting["min_margin"], node_limit=node_limit,
-                        time_limit=time_limit)
-    base, _ = _run(inst, heuristic="dom-wdeg", node_limit=node_limit, time_limit=time_limit)
+    kw = setting.solver_kwargs()
+    rec = RootRecorder(scorer, kw["min_margin"])
+    learned, res = _run(inst, heuristic="learned", scorer=rec, node_limit=node_limit, time_limit=time_limit, **kw)
+    base, _ = _run(inst, heuristic="dom-wdeg", propagation=kw["propagation"], node_limit=node_limit,
+                   time_limit=time_limit)
     root = rec.root
     if root is not None:
         one_based = inst.family in ("cnf", "col")  # as `ray-pipeline solve` prints them
@@ -121,7 +124,8 @@ def solve_pair(path: str, colors: Optional[int], scorer_file: str, setting: dict
     except Exception as e:  # noqa: BLE001 -- a broken cost model must not hide the solves
         cost = {"error": f"cost predictor: {type(e).__name__}: {str(e)[:200]}"}
     return {"instance": _describe(inst), "learned": learned, "dom-wdeg": base, "root": root, "cost": cost,
-            "limits": {"node_limit": node_limit, "time_limit": time_limit}, "setting": setting}
+            "limits": {"node_limit": node_limit, "time_limit": time_limit}, "setting": setting.as_dict(),
+            "setting_text": setting.describe(Path(scorer_file).name)}
 
 
 def drift_one(path: str, colors: Optional[int], model_dir: str, display_root: str = "") -> dict[str, Any]:

@@ -211,7 +211,7 @@ def test_bench_heldout_reproduces_the_evaluate_stage_and_extends_it(run_dir, cap
 
 
 def test_bench_learned_tunes_on_instances_outside_train_and_heldout(run_dir, capsys):
-    # the file the evaluate stage runs: FP32 or INT8, whichever the export stage's latency measurement deployed
+    # the file the evaluate stage runs: the one the export stage deployed (native MLP, else FP32 ONNX)
     deployed = json.loads((run_dir.models / "export_summary.json").read_text())["student"]["deploy"]
     model = run_dir.model("student") / deployed
     args = ["bench", "learned", str(CONFIGS / "quick.yaml"), f"run.root={run_dir.run.parent}", "run.name=smoke",

@@ -201,9 +201,10 @@ def test_explorer_upload_solve_matches_the_cli(server, ui_root, tmp_path):
     spec = json.loads((ui_root / "smoke" / "manifest.json").read_text())["config"]["evaluate"]["learned"]
     deployed = json.loads((ui_root / "smoke" / "models" / "export_summary.json").read_text())["student"]["deploy"]
     model = ui_root / "smoke" / "models" / "student" / deployed
-    for heuristic, extra in (("learned", ["--model", str(model), "--top-k", str(spec["top_k"]), "--max-depth",
-                                          str(spec["max_depth"]), "--min-margin", str(spec["min_margin"])]),
-                             ("dom-wdeg", [])):
+    # no setting flags: the deployed file carries the evaluated setting, and both sides must run it
+    assert json.loads((model.parent / "model.json").read_text())["learned_setting"]["top_k"] == spec["top_k"]
+    assert f"top-{spec['top_k']} by dom/wdeg, model called to depth {spec['max_depth']}" in dom
+    for heuristic, extra in (("learned", ["--model", str(model)]), ("dom-wdeg", [])):
         out = subprocess.run([str(BIN / "ray-pipeline"), "solve", str(CNF), "--heuristic", heuristic,
                               "--node-limit", "20000", "--time-limit", "20", "--json", *extra],
                              capture_output=True, text=True, timeout=120)

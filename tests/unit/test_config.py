@@ -46,6 +46,9 @@ def test_stage_hashes_follow_the_values_not_how_the_file_spells_them(tmp_path):
                               ("train.student.hidden=48", {"train", "tune"}),
                               ("export.latency_calls=10", {"export"}),
                               ("evaluate.node_limit=1000", {"evaluate"}),
+                              # the export stores the learned heuristic's setting in the model it evaluates
+                              ("evaluate.learned.min_margin=0.1", {"export", "evaluate"}),
+                              ("train.families=[rb, ksat]", {"train", "tune", "export"}),
                               ("run.seed=1", set(SPECS))):
         now = _stage_hashes(load_config(CONFIGS / "quick.yaml", [override]))
         assert {s for s in SPECS if now[s] != base[s]} == changed, override
