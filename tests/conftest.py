@@ -29,7 +29,8 @@ SMOKE_OVERRIDES = [
     "train.teacher.hidden=32", "train.student.hidden=8", "evaluate.max_instances=3", "evaluate.node_limit=5000",
     f"evaluate.files=[{BENCHMARKS}/sat/uf20-01.cnf, {BENCHMARKS}/col/myciel6.col:7]",
     "export.latency_calls=100", "export.parity_rows=64", "export.calibration_rows=32",
-    "evaluate.heuristics=[lex, mrv, dom-deg, dom-wdeg, learned]",  # quick.yaml leaves lex out; keep it covered
+    "evaluate.heuristics=[lex, mrv, dom-deg, dom-wdeg, learned, expert]",  # quick.yaml leaves lex out; keep it covered
+    "evaluate.expert.max_instances=2", "evaluate.expert.node_budget=300",
 ]
 
 

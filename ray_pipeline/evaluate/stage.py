@@ -147,6 +147,10 @@ def run(ctx: StageContext) -> StageResult:
                      "expert": {**e.expert.solver_kwargs(), "max_instances": e.expert.max_instances}
                      if "expert" in heuristics else None,
                      "summary": summary}
+    expert_on = {(r["split"], r["instance"]) for r in rows if r["heuristic"] == "expert"}
+    if expert_on:  # learned and expert side by side on the instances the expert ran on
+        ev["speedup"]["expert_subset"] = speedup.summarize(
+            [r for r in rows if (r["split"], r["instance"]) in expert_on], e.baseline)
     atomic.write_json(out_dir / "speedup_rows.json", rows)
     plots = speedup.plot(rows, summary, e.baseline, out_dir / "speedup")
     plots.append(_reliability_plot(ev["calibration"], out_dir / "reliability.png", d))

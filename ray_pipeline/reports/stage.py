@@ -127,6 +127,18 @@ def run(ctx: StageContext) -> StageResult:
               "of the same kind (these first)."]
         if by_status:
             L += ["", "Learned vs the baseline by the baseline's answer (geomean): " + "; ".join(by_status) + "."]
+        if sp.get("expert"):
+            x = sp["expert"]
+            L += ["", f"expert = the labeller run online: at each decision up to depth {x['max_depth']}, the top-"
+                  f"{x['top_k']} by dom/wdeg are probed ({x['probe_budget']} nodes each) and the cheapest is branched "
+                  f"on; it runs on the first {x['max_instances']} instances of each split (probes cost 10-100x a "
+                  "search). Its node ratio is the ceiling of imitating such labels; its time includes the probes."]
+            for split, s in sp.get("expert_subset", {}).items():
+                ex, lr = s.get("expert", {}), s.get("learned", {})
+                L.append(f"- {split}, the {s['instances']} instances the expert ran on: expert nodes "
+                         f"{_fmt(ex.get('geomean_node_ratio'))} {ex.get('geomean_node_ratio_ci95')}, time "
+                         f"{_fmt(ex.get('geomean_time_ratio'))}; learned nodes {_fmt(lr.get('geomean_node_ratio'))} "
+                         f"{lr.get('geomean_node_ratio_ci95')}, time {_fmt(lr.get('geomean_time_ratio'))}")
         for p in ev.get("plots", []):
             if Path(p).exists():
                 shutil.copyfile(p, out / Path(p).name)

@@ -1,5 +1,6 @@
 """The whole pipeline on a tiny config, on the session's Ray: one run, many assertions on what it wrote."""
 import json
+import statistics
 import sqlite3
 
 import numpy as np
@@ -59,6 +60,31 @@ def test_student_is_small_and_checks_pass(run_dir):
     for split in sp:  # every baseline ran on every instance
         assert {"lex", "mrv", "dom-deg", "dom-wdeg", "learned"} <= set(sp[split])
     assert sp["external"]["dom-wdeg"]["solved"] == 2
+
+
+def test_expert_ran_on_the_first_instances_of_each_split_beside_the_learned_heuristic(run_dir, capsys):
+    """evaluate.expert.max_instances=2 (SMOKE_OVERRIDES): the expert probed on the first 2 instances of each
+    split, its probes counted apart from its nodes; the report and the console show it beside learned; bench
+    heldout --expert reproduces its trees."""
+    rows = json.loads((run_dir.evaluation / "speedup_rows.json").read_text())
+    ev = json.loads((run_dir.evaluation / "evaluation.json").read_text())["speedup"]
+    for split in ev["summary"]:
+        names = list(dict.fromkeys(r["instance"] for r in rows if r["split"] == split))
+        expert = [r for r in rows if r["split"] == split and r["heuristic"] == "expert"]
+        assert [r["instance"] for r in expert] == names[:2]
+        assert all(r["probes"] > 0 and r["probe_nodes"] > 0 and r["status"] != "UNKNOWN" for r in expert)
+        assert ev["summary"][split]["expert"]["of"] == 2
+        assert ev["expert_subset"][split]["instances"] == 2 and "learned" in ev["expert_subset"][split]
+    assert all(r["probes"] == 0 for r in rows if r["heuristic"] != "expert")
+    assert ev["expert"] == {"top_k": 8, "max_depth": 1, "probe_budget": 300, "max_instances": 2}
+    report = (run_dir.reports / "report.md").read_text()
+    assert "expert = the labeller run online" in report and "the 2 instances the expert ran on" in report
+    assert main(["bench", "heldout", str(CONFIGS / "quick.yaml"), f"run.root={run_dir.run.parent}", "run.name=smoke",
+                 *TINY, "--size", "medium", "--count", "2", "--repeats", "1", "--workers", "1", "--expert"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    heldout = {r["instance"]: r["nodes"] for r in rows if r["split"] == "heldout" and r["heuristic"] == "expert"}
+    assert out["expert"]["probe_budget"] == 300 and out["results"]["expert"]["compared"] == 2
+    assert len(heldout) == 2 and out["results"]["expert"]["median_nodes"] == statistics.median(heldout.values())
 
 
 def _recomputed_test_hits(run_dir, kind, families) -> tuple[int, int]:
