@@ -350,7 +350,8 @@ private:
     void save(int v) {
         trail_var_.push_back(v);
         const Word* p = d(v);
-        trail_dom_.insert(trail_dom_.end(), p, p + W_);
+        if constexpr (FW == 1) trail_dom_.push_back(p[0]);
+        else trail_dom_.insert(trail_dom_.end(), p, p + W_);
     }
     void set_single(int v, int a) {
         save(v);
@@ -406,9 +407,36 @@ private:
             if (o_.mac || single) {
                 const Word* dx = d(x);
                 const int ax = single ? lowest(dx) : -1;
+                const int nx = popcount(x);
                 for (int e = cc_.arc_start[x]; e < cc_.arc_start[x + 1]; ++e) {
                     const int y = cc_.arc_y[e];
                     if (!multi(y) && !inq_[y]) continue;  // see the reference: its support cannot be lost
+                    if (nx > cc_.arc_maxc[e]) {  // every value of y keeps a support (Compiled::arc_maxc)
+                        ++st_.checks;
+                        continue;
+                    }
+                    if constexpr (FW == 1) {  // one word: the union stays in a register
+                        const Word* rows = cc_.sup_words.data() + cc_.arc_sup[e];
+                        Word u = 0;
+                        if (single) {
+                            u = rows[ax];
+                        } else {
+                            for (Word m = dx[0]; m; m &= m - 1) u |= rows[__builtin_ctzll(m)];
+                        }
+                        ++st_.checks;
+                        Word* dy = d(y);
+                        const Word ny = dy[0] & u;
+                        if (ny != dy[0]) {
+                            if (!ny) {
+                                ++w_[cc_.arc_cid[e]];
+                                return fail();
+                            }
+                            save(y);
+                            dy[0] = ny;
+                            push(y);
+                        }
+                        continue;
+                    }
                     const Word* u;
                     if (single) {
                         u = sup_row(e, ax);
@@ -834,6 +862,31 @@ void Compiled::finish() {
     arc_x.assign(n_arcs, 0);
     for (int x = 0; x < n; ++x)
         for (int e = arc_start[x]; e < arc_start[x + 1]; ++e) arc_x[e] = x;
+    // arc_maxc: for each value b of y's initial domain, count the values of x's initial domain whose support row
+    // lacks b (iterating over the missing bits only: loose constraints cost little); keep the maximum.
+    arc_maxc.assign(n_arcs, 0);
+    std::vector<int> conflicts(static_cast<std::size_t>(64) * W);
+    for (int x = 0; x < n; ++x) {
+        const Word* dx = init_dom.data() + static_cast<std::size_t>(x) * W;
+        for (int e = arc_start[x]; e < arc_start[x + 1]; ++e) {
+            const Word* dy = init_dom.data() + static_cast<std::size_t>(arc_y[e]) * W;
+            std::fill(conflicts.begin(), conflicts.end(), 0);
+            for (int a = 0; a < size[x]; ++a) {
+                if (!((dx[a >> 6] >> (a & 63)) & 1)) continue;
+                const Word* row = sup_words.data() + arc_sup[e] + static_cast<std::size_t>(a) * W;
+                for (int k = 0; k < W; ++k) {
+                    Word m = dy[k] & ~row[k];
+                    while (m) {
+                        ++conflicts[static_cast<std::size_t>(64) * k + __builtin_ctzll(m)];
+                        m &= m - 1;
+                    }
+                }
+            }
+            arc_maxc[e] = *std::max_element(conflicts.begin(), conflicts.end());
+            // x's own domain changes under a revision of x -> x: never skip one (the count would be stale)
+            if (arc_y[e] == x) arc_maxc[e] = std::numeric_limits<int>::max();
+        }
+    }
 }
 
 std::unique_ptr<SolverCore> make_solver(std::shared_ptr<const Compiled> c, const Options& opt,

@@ -33,6 +33,10 @@ struct Compiled {
     std::vector<Word> sup_words;
     std::vector<int> bin_arc;       // constraint id -> the arc (x -> y) of its first variable (for checking)
     std::vector<int> arc_x;         // arc -> its first variable (filled by finish())
+    // arc e (x -> y): the most values of x's initial domain that a single value of y's initial domain conflicts
+    // with (filled by finish()). While x keeps more values than that, every value of y keeps a support in x, so
+    // revising e cannot change y: the revision is skipped (counted all the same).
+    std::vector<int> arc_maxc;
     // clauses: literals [clause_start[j], clause_start[j+1]) of (lit_v, lit_a); occurrences of x
     std::vector<int> clause_start, lit_v, lit_a, occ_start, occ;
     int n_bin = 0, n_cons = 0;
