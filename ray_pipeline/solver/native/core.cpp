@@ -46,14 +46,29 @@ std::uint64_t splitmix(std::uint64_t& s) {
     return z ^ (z >> 31);
 }
 
+// W_, the words per domain: a compile-time constant when FW > 0 (every loop over words unrolls), else read from
+// Compiled.
+template <int FW>
+struct Words {
+    explicit Words(int) {}
+    static constexpr int W_ = FW;
+};
+template <>
+struct Words<0> {
+    explicit Words(int w) : W_(w) {}
+    const int W_;
+};
+
 // FW = words per domain known at compile time (1: every domain fits 64 values), or 0: read from Compiled.
 template <int FW>
-class Core final : public SolverCore {
+class Core final : public SolverCore, private Words<FW> {
+    using Words<FW>::W_;
+
 public:
     Core(std::shared_ptr<const Compiled> c, const Options& opt, const std::vector<Word>* domains,
          const std::vector<long long>* weights, const std::vector<int>* var_rank,
          const std::vector<std::vector<int>>* val_rank, Hooks* hooks)
-        : c_(std::move(c)), cc_(*c_), o_(opt), hooks_(hooks), W_(FW ? FW : cc_.W), n_(cc_.n), rng_(opt.seed) {
+        : Words<FW>(c->W), c_(std::move(c)), cc_(*c_), o_(opt), hooks_(hooks), n_(cc_.n), rng_(opt.seed) {
         const std::size_t nw = static_cast<std::size_t>(n_) * W_;
         if (domains) {
             if (domains->size() != nw) throw std::invalid_argument(std::to_string(domains->size() / W_) +
@@ -281,7 +296,6 @@ private:
     const Compiled& cc_;
     Options o_;
     Hooks* hooks_;
-    const int W_;
     const int n_;
     std::vector<Word> dom_;
     std::vector<long long> w_;
@@ -408,18 +422,22 @@ private:
                 const Word* dx = d(x);
                 const int ax = single ? lowest(dx) : -1;
                 const int nx = popcount(x);
+                const bool by_nib = FW == 1 && cc_.size[x] <= Compiled::kNibSize;  // see Compiled::nib
                 for (int e = cc_.arc_start[x]; e < cc_.arc_start[x + 1]; ++e) {
                     const int y = cc_.arc_y[e];
-                    if (!multi(y) && !inq_[y]) continue;  // see the reference: its support cannot be lost
                     if (nx > cc_.arc_maxc[e]) {  // every value of y keeps a support (Compiled::arc_maxc)
-                        ++st_.checks;
+                        st_.checks += multi(y) || inq_[y];  // a revision, unless skipped as below
                         continue;
                     }
+                    if (!multi(y) && !inq_[y]) continue;  // see the reference: its support cannot be lost
                     if constexpr (FW == 1) {  // one word: the union stays in a register
                         const Word* rows = cc_.sup_words.data() + cc_.arc_sup[e];
                         Word u = 0;
                         if (single) {
                             u = rows[ax];
+                        } else if (by_nib) {
+                            const Word* t = cc_.nib.data() + cc_.arc_nib[e];
+                            for (Word m = dx[0]; m; m >>= 4, t += 16) u |= t[m & 15];
                         } else {
                             for (Word m = dx[0]; m; m &= m - 1) u |= rows[__builtin_ctzll(m)];
                         }
@@ -885,6 +903,25 @@ void Compiled::finish() {
             arc_maxc[e] = *std::max_element(conflicts.begin(), conflicts.end());
             // x's own domain changes under a revision of x -> x: never skip one (the count would be stale)
             if (arc_y[e] == x) arc_maxc[e] = std::numeric_limits<int>::max();
+        }
+    }
+    arc_nib.clear();
+    nib.clear();
+    if (W == 1) {
+        arc_nib.assign(n_arcs, 0);
+        for (int x = 0; x < n; ++x) {
+            if (size[x] > kNibSize) continue;  // the core takes these rows one value at a time
+            for (int e = arc_start[x]; e < arc_start[x + 1]; ++e) {
+                arc_nib[e] = nib.size();
+                const Word* rows = sup_words.data() + arc_sup[e];
+                for (int t = 0; 4 * t < size[x]; ++t)
+                    for (int m = 0; m < 16; ++m) {
+                        Word u = 0;
+                        for (int i = 0; i < 4; ++i)
+                            if (((m >> i) & 1) && 4 * t + i < size[x]) u |= rows[4 * t + i];
+                        nib.push_back(u);
+                    }
+            }
         }
     }
 }
