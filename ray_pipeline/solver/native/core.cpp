@@ -112,6 +112,12 @@ public:
             throw std::invalid_argument("the policy MLP takes " + std::to_string(o_.mlp->n_in) + " features, the core has " +
                                         std::to_string(int(N_FEATURES)));
         inq_.assign(n_, 0);
+        if (track_) {
+            wsum_.assign(n_, 0);
+            for (int x = 0; x < n_; ++x)
+                for (int e = cc_.arc_start[x]; e < cc_.arc_start[x + 1]; ++e)
+                    if (multi(cc_.arc_y[e])) wsum_[x] += w_[cc_.arc_cid[e]];
+        }
     }
 
     void set_count_limit(long long limit) override { o_.count_limit = limit; }
@@ -314,6 +320,10 @@ private:
     std::uint64_t rng_;
     Trace tr_;
     std::vector<Word> u_;  // scratch: union of supports
+    // wsum_[x] = the sum of w_[cid] over x's arcs (x -> y, cid) with y unfixed: wdeg()'s binary part, kept up to
+    // date as domains and weights change (needs Compiled::arcs_paired).
+    const bool track_ = cc_.arcs_paired;
+    std::vector<long long> wsum_;
 
     int in_range(int x) const {
         if (x < 0 || x >= n_) throw std::out_of_range("variable " + std::to_string(x) + " out of range");
@@ -368,24 +378,44 @@ private:
         else trail_dom_.insert(trail_dom_.end(), p, p + W_);
     }
     void set_single(int v, int a) {
+        const bool was = multi(v);
         save(v);
         Word* p = d(v);
         for (int k = 0; k < W_; ++k) p[k] = 0;
         p[a >> 6] = Word(1) << (a & 63);
+        if (was) fixed(v, -1);
     }
     void remove_value(int v, int a) {
+        const bool was = multi(v);
         save(v);
         d(v)[a >> 6] &= ~(Word(1) << (a & 63));
+        if (was && !multi(v)) fixed(v, -1);
     }
     void undo(std::size_t mark) {
         while (trail_var_.size() > mark) {
             const int v = trail_var_.back();
             trail_var_.pop_back();
             Word* p = d(v);
+            const bool was = multi(v);
             const std::size_t off = trail_dom_.size() - W_;
             for (int k = 0; k < W_; ++k) p[k] = trail_dom_[off + k];
             trail_dom_.resize(off);
+            if (!was && multi(v)) fixed(v, +1);
         }
+    }
+    // v became fixed (sign -1) or unfixed again (+1): its neighbours' wsum_ lose or regain their arcs to v.
+    void fixed(int v, int sign) {
+        if (!track_) return;
+        for (int e = cc_.arc_start[v]; e < cc_.arc_start[v + 1]; ++e) wsum_[cc_.arc_y[e]] += sign * w_[cc_.arc_cid[e]];
+    }
+    // the constraint of arc e (x -> y) failed: its weight grows by one, and so does wsum_ of each end whose
+    // other end is unfixed.
+    void bump(int e) {
+        ++w_[cc_.arc_cid[e]];
+        if (!track_) return;
+        const int x = cc_.arc_x[e], y = cc_.arc_y[e];
+        wsum_[x] += multi(y);
+        wsum_[y] += multi(x);
     }
 
     // ------------------------------------------------------------------ propagation
@@ -446,11 +476,12 @@ private:
                         const Word ny = dy[0] & u;
                         if (ny != dy[0]) {
                             if (!ny) {
-                                ++w_[cc_.arc_cid[e]];
+                                bump(e);
                                 return fail();
                             }
                             save(y);
                             dy[0] = ny;
+                            if (!(ny & (ny - 1))) fixed(y, -1);  // y had two values or more (else ny = 0)
                             push(y);
                         }
                         continue;
@@ -481,11 +512,12 @@ private:
                     }
                     if (changed) {
                         if (empty) {
-                            ++w_[cc_.arc_cid[e]];
+                            bump(e);
                             return fail();
                         }
                         save(y);
                         for (int k = 0; k < W_; ++k) dy[k] &= u[k];
+                        if (!multi(y)) fixed(y, -1);  // y had two values or more (else it would be empty)
                         push(y);
                     }
                 }
@@ -617,6 +649,17 @@ private:
         return s;
     }
 
+    // wdeg()'s clause part (weighted)
+    long long clause_wdeg(int x, const std::vector<bool>* active) const {
+        long long s = 0;
+        if (active)
+            for (int o = cc_.occ_start[x]; o < cc_.occ_start[x + 1]; ++o) {
+                const int j = cc_.occ[o];
+                if ((*active)[j]) s += w_[cc_.n_bin + j];
+            }
+        return s;
+    }
+
     int select(int depth) {
         std::vector<int>& cands = cands_;
         cands.clear();
@@ -660,7 +703,7 @@ private:
         int best = -1;
         double bk = 0;
         for (int v : cands) {
-            const long long dd = wdeg(v, act, weighted);
+            const long long dd = weighted && track_ ? wsum_[v] + clause_wdeg(v, act) : wdeg(v, act, weighted);
             const double k = dd ? double(popcount(v)) / double(dd) : INF;
             if (best < 0 || k < bk || (k == bk && rank_[v] < rank_[best])) { best = v; bk = k; }
         }
@@ -904,6 +947,22 @@ void Compiled::finish() {
             // x's own domain changes under a revision of x -> x: never skip one (the count would be stale)
             if (arc_y[e] == x) arc_maxc[e] = std::numeric_limits<int>::max();
         }
+    }
+    // arcs_paired: each constraint's two arcs go opposite ways
+    arcs_paired = true;
+    {
+        std::vector<int> first(n_bin, -1), count(n_bin, 0);
+        for (std::size_t e = 0; e < n_arcs; ++e) {
+            const int cid = arc_cid[e];
+            if (++count[cid] == 1) {
+                first[cid] = static_cast<int>(e);
+            } else {
+                const int f = first[cid];
+                if (arc_x[f] != arc_y[e] || arc_y[f] != arc_x[e]) arcs_paired = false;
+            }
+        }
+        for (int cid = 0; cid < n_bin; ++cid)
+            if (count[cid] != 2) arcs_paired = false;
     }
     arc_nib.clear();
     nib.clear();

@@ -42,6 +42,10 @@ struct Compiled {
     // per 4 values (at most 4) instead of one per value. Table t (values 4t .. 4t+3) of arc e is
     // nib[arc_nib[e] + 16*t ...]; its entry m is the union of the rows of the values in m.
     static constexpr int kNibSize = 16;
+    // Every binary constraint has exactly two arcs, x -> y and y -> x (filled by finish()): the core then keeps
+    // each variable's sum of weights over its arcs to unfixed neighbours up to date instead of recomputing it
+    // at every decision.
+    bool arcs_paired = false;
     std::vector<std::size_t> arc_nib;
     std::vector<Word> nib;
     // clauses: literals [clause_start[j], clause_start[j+1]) of (lit_v, lit_a); occurrences of x
