@@ -46,14 +46,29 @@ std::uint64_t splitmix(std::uint64_t& s) {
     return z ^ (z >> 31);
 }
 
+// W_, the words per domain: a compile-time constant when FW > 0 (every loop over words unrolls), else read from
+// Compiled.
+template <int FW>
+struct Words {
+    explicit Words(int) {}
+    static constexpr int W_ = FW;
+};
+template <>
+struct Words<0> {
+    explicit Words(int w) : W_(w) {}
+    const int W_;
+};
+
 // FW = words per domain known at compile time (1: every domain fits 64 values), or 0: read from Compiled.
 template <int FW>
-class Core final : public SolverCore {
+class Core final : public SolverCore, private Words<FW> {
+    using Words<FW>::W_;
+
 public:
     Core(std::shared_ptr<const Compiled> c, const Options& opt, const std::vector<Word>* domains,
          const std::vector<long long>* weights, const std::vector<int>* var_rank,
          const std::vector<std::vector<int>>* val_rank, Hooks* hooks)
-        : c_(std::move(c)), cc_(*c_), o_(opt), hooks_(hooks), W_(FW ? FW : cc_.W), n_(cc_.n), rng_(opt.seed) {
+        : Words<FW>(c->W), c_(std::move(c)), cc_(*c_), o_(opt), hooks_(hooks), n_(cc_.n), rng_(opt.seed) {
         const std::size_t nw = static_cast<std::size_t>(n_) * W_;
         if (domains) {
             if (domains->size() != nw) throw std::invalid_argument(std::to_string(domains->size() / W_) +
@@ -97,6 +112,12 @@ public:
             throw std::invalid_argument("the policy MLP takes " + std::to_string(o_.mlp->n_in) + " features, the core has " +
                                         std::to_string(int(N_FEATURES)));
         inq_.assign(n_, 0);
+        if (track_) {
+            wsum_.assign(n_, 0);
+            for (int x = 0; x < n_; ++x)
+                for (int e = cc_.arc_start[x]; e < cc_.arc_start[x + 1]; ++e)
+                    if (multi(cc_.arc_y[e])) wsum_[x] += w_[cc_.arc_cid[e]];
+        }
     }
 
     void set_count_limit(long long limit) override { o_.count_limit = limit; }
@@ -306,7 +327,6 @@ private:
     const Compiled& cc_;
     Options o_;
     Hooks* hooks_;
-    const int W_;
     const int n_;
     std::vector<Word> dom_;
     std::vector<long long> w_;
@@ -325,6 +345,10 @@ private:
     std::uint64_t rng_;
     Trace tr_;
     std::vector<Word> u_;  // scratch: union of supports
+    // wsum_[x] = the sum of w_[cid] over x's arcs (x -> y, cid) with y unfixed: wdeg()'s binary part, kept up to
+    // date as domains and weights change (needs Compiled::arcs_paired).
+    const bool track_ = cc_.arcs_paired;
+    std::vector<long long> wsum_;
 
     int in_range(int x) const {
         if (x < 0 || x >= n_) throw std::out_of_range("variable " + std::to_string(x) + " out of range");
@@ -375,27 +399,48 @@ private:
     void save(int v) {
         trail_var_.push_back(v);
         const Word* p = d(v);
-        trail_dom_.insert(trail_dom_.end(), p, p + W_);
+        if constexpr (FW == 1) trail_dom_.push_back(p[0]);
+        else trail_dom_.insert(trail_dom_.end(), p, p + W_);
     }
     void set_single(int v, int a) {
+        const bool was = multi(v);
         save(v);
         Word* p = d(v);
         for (int k = 0; k < W_; ++k) p[k] = 0;
         p[a >> 6] = Word(1) << (a & 63);
+        if (was) fixed(v, -1);
     }
     void remove_value(int v, int a) {
+        const bool was = multi(v);
         save(v);
         d(v)[a >> 6] &= ~(Word(1) << (a & 63));
+        if (was && !multi(v)) fixed(v, -1);
     }
     void undo(std::size_t mark) {
         while (trail_var_.size() > mark) {
             const int v = trail_var_.back();
             trail_var_.pop_back();
             Word* p = d(v);
+            const bool was = multi(v);
             const std::size_t off = trail_dom_.size() - W_;
             for (int k = 0; k < W_; ++k) p[k] = trail_dom_[off + k];
             trail_dom_.resize(off);
+            if (!was && multi(v)) fixed(v, +1);
         }
+    }
+    // v became fixed (sign -1) or unfixed again (+1): its neighbours' wsum_ lose or regain their arcs to v.
+    void fixed(int v, int sign) {
+        if (!track_) return;
+        for (int e = cc_.arc_start[v]; e < cc_.arc_start[v + 1]; ++e) wsum_[cc_.arc_y[e]] += sign * w_[cc_.arc_cid[e]];
+    }
+    // the constraint of arc e (x -> y) failed: its weight grows by one, and so does wsum_ of each end whose
+    // other end is unfixed.
+    void bump(int e) {
+        ++w_[cc_.arc_cid[e]];
+        if (!track_) return;
+        const int x = cc_.arc_x[e], y = cc_.arc_y[e];
+        wsum_[x] += multi(y);
+        wsum_[y] += multi(x);
     }
 
     // ------------------------------------------------------------------ propagation
@@ -431,9 +476,41 @@ private:
             if (o_.mac || single) {
                 const Word* dx = d(x);
                 const int ax = single ? lowest(dx) : -1;
+                const int nx = popcount(x);
+                const bool by_nib = FW == 1 && cc_.size[x] <= Compiled::kNibSize;  // see Compiled::nib
                 for (int e = cc_.arc_start[x]; e < cc_.arc_start[x + 1]; ++e) {
                     const int y = cc_.arc_y[e];
+                    if (nx > cc_.arc_maxc[e]) {  // every value of y keeps a support (Compiled::arc_maxc)
+                        st_.checks += multi(y) || inq_[y];  // a revision, unless skipped as below
+                        continue;
+                    }
                     if (!multi(y) && !inq_[y]) continue;  // see the reference: its support cannot be lost
+                    if constexpr (FW == 1) {  // one word: the union stays in a register
+                        const Word* rows = cc_.sup_words.data() + cc_.arc_sup[e];
+                        Word u = 0;
+                        if (single) {
+                            u = rows[ax];
+                        } else if (by_nib) {
+                            const Word* t = cc_.nib.data() + cc_.arc_nib[e];
+                            for (Word m = dx[0]; m; m >>= 4, t += 16) u |= t[m & 15];
+                        } else {
+                            for (Word m = dx[0]; m; m &= m - 1) u |= rows[__builtin_ctzll(m)];
+                        }
+                        ++st_.checks;
+                        Word* dy = d(y);
+                        const Word ny = dy[0] & u;
+                        if (ny != dy[0]) {
+                            if (!ny) {
+                                bump(e);
+                                return fail();
+                            }
+                            save(y);
+                            dy[0] = ny;
+                            if (!(ny & (ny - 1))) fixed(y, -1);  // y had two values or more (else ny = 0)
+                            push(y);
+                        }
+                        continue;
+                    }
                     const Word* u;
                     if (single) {
                         u = sup_row(e, ax);
@@ -460,11 +537,12 @@ private:
                     }
                     if (changed) {
                         if (empty) {
-                            ++w_[cc_.arc_cid[e]];
+                            bump(e);
                             return fail();
                         }
                         save(y);
                         for (int k = 0; k < W_; ++k) dy[k] &= u[k];
+                        if (!multi(y)) fixed(y, -1);  // y had two values or more (else it would be empty)
                         push(y);
                     }
                 }
@@ -596,6 +674,17 @@ private:
         return s;
     }
 
+    // wdeg()'s clause part (weighted)
+    long long clause_wdeg(int x, const std::vector<bool>* active) const {
+        long long s = 0;
+        if (active)
+            for (int o = cc_.occ_start[x]; o < cc_.occ_start[x + 1]; ++o) {
+                const int j = cc_.occ[o];
+                if ((*active)[j]) s += w_[cc_.n_bin + j];
+            }
+        return s;
+    }
+
     int select(int depth) {
         std::vector<int>& cands = cands_;
         cands.clear();
@@ -642,7 +731,7 @@ private:
         int best = -1;
         double bk = 0;
         for (int v : cands) {
-            const long long dd = wdeg(v, act, weighted);
+            const long long dd = weighted && track_ ? wsum_[v] + clause_wdeg(v, act) : wdeg(v, act, weighted);
             const double k = dd ? double(popcount(v)) / double(dd) : INF;
             if (best < 0 || k < bk || (k == bk && rank_[v] < rank_[best])) { best = v; bk = k; }
         }
@@ -875,6 +964,66 @@ void Compiled::finish() {
     arc_x.assign(n_arcs, 0);
     for (int x = 0; x < n; ++x)
         for (int e = arc_start[x]; e < arc_start[x + 1]; ++e) arc_x[e] = x;
+    // arc_maxc: for each value b of y's initial domain, count the values of x's initial domain whose support row
+    // lacks b (iterating over the missing bits only: loose constraints cost little); keep the maximum.
+    arc_maxc.assign(n_arcs, 0);
+    std::vector<int> conflicts(static_cast<std::size_t>(64) * W);
+    for (int x = 0; x < n; ++x) {
+        const Word* dx = init_dom.data() + static_cast<std::size_t>(x) * W;
+        for (int e = arc_start[x]; e < arc_start[x + 1]; ++e) {
+            const Word* dy = init_dom.data() + static_cast<std::size_t>(arc_y[e]) * W;
+            std::fill(conflicts.begin(), conflicts.end(), 0);
+            for (int a = 0; a < size[x]; ++a) {
+                if (!((dx[a >> 6] >> (a & 63)) & 1)) continue;
+                const Word* row = sup_words.data() + arc_sup[e] + static_cast<std::size_t>(a) * W;
+                for (int k = 0; k < W; ++k) {
+                    Word m = dy[k] & ~row[k];
+                    while (m) {
+                        ++conflicts[static_cast<std::size_t>(64) * k + __builtin_ctzll(m)];
+                        m &= m - 1;
+                    }
+                }
+            }
+            arc_maxc[e] = *std::max_element(conflicts.begin(), conflicts.end());
+            // x's own domain changes under a revision of x -> x: never skip one (the count would be stale)
+            if (arc_y[e] == x) arc_maxc[e] = std::numeric_limits<int>::max();
+        }
+    }
+    // arcs_paired: each constraint's two arcs go opposite ways
+    arcs_paired = true;
+    {
+        std::vector<int> first(n_bin, -1), count(n_bin, 0);
+        for (std::size_t e = 0; e < n_arcs; ++e) {
+            const int cid = arc_cid[e];
+            if (++count[cid] == 1) {
+                first[cid] = static_cast<int>(e);
+            } else {
+                const int f = first[cid];
+                if (arc_x[f] != arc_y[e] || arc_y[f] != arc_x[e]) arcs_paired = false;
+            }
+        }
+        for (int cid = 0; cid < n_bin; ++cid)
+            if (count[cid] != 2) arcs_paired = false;
+    }
+    arc_nib.clear();
+    nib.clear();
+    if (W == 1) {
+        arc_nib.assign(n_arcs, 0);
+        for (int x = 0; x < n; ++x) {
+            if (size[x] > kNibSize) continue;  // the core takes these rows one value at a time
+            for (int e = arc_start[x]; e < arc_start[x + 1]; ++e) {
+                arc_nib[e] = nib.size();
+                const Word* rows = sup_words.data() + arc_sup[e];
+                for (int t = 0; 4 * t < size[x]; ++t)
+                    for (int m = 0; m < 16; ++m) {
+                        Word u = 0;
+                        for (int i = 0; i < 4; ++i)
+                            if (((m >> i) & 1) && 4 * t + i < size[x]) u |= rows[4 * t + i];
+                        nib.push_back(u);
+                    }
+            }
+        }
+    }
 }
 
 std::unique_ptr<SolverCore> make_solver(std::shared_ptr<const Compiled> c, const Options& opt,

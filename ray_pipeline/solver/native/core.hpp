@@ -33,6 +33,21 @@ struct Compiled {
     std::vector<Word> sup_words;
     std::vector<int> bin_arc;       // constraint id -> the arc (x -> y) of its first variable (for checking)
     std::vector<int> arc_x;         // arc -> its first variable (filled by finish())
+    // arc e (x -> y): the most values of x's initial domain that a single value of y's initial domain conflicts
+    // with (filled by finish()). While x keeps more values than that, every value of y keeps a support in x, so
+    // revising e cannot change y: the revision is skipped (counted all the same).
+    std::vector<int> arc_maxc;
+    // One word per domain (W == 1) only, for the arcs x -> y with size[x] <= kNibSize (filled by finish()): arc
+    // e's support rows as nibble tables, so that the union of the rows of a set of x's values takes one lookup
+    // per 4 values (at most 4) instead of one per value. Table t (values 4t .. 4t+3) of arc e is
+    // nib[arc_nib[e] + 16*t ...]; its entry m is the union of the rows of the values in m.
+    static constexpr int kNibSize = 16;
+    // Every binary constraint has exactly two arcs, x -> y and y -> x (filled by finish()): the core then keeps
+    // each variable's sum of weights over its arcs to unfixed neighbours up to date instead of recomputing it
+    // at every decision.
+    bool arcs_paired = false;
+    std::vector<std::size_t> arc_nib;
+    std::vector<Word> nib;
     // clauses: literals [clause_start[j], clause_start[j+1]) of (lit_v, lit_a); occurrences of x
     std::vector<int> clause_start, lit_v, lit_a, occ_start, occ;
     int n_bin = 0, n_cons = 0;
