@@ -200,3 +200,13 @@ def test_solve_cli_bad_input(tmp_path, capsys):
     assert main(["solve", str(BENCHMARKS / "sat" / "uf20-01.cnf"), "--heuristic", "learned", "--model",
                  str(notmodel)]) == 2
     assert "m.onnx: not an ONNX model" in capsys.readouterr().err
+
+
+def test_empty_domains_state_refused_instance_unsat():
+    """A state with a wiped-out domain is refused by name; an instance with one is UNSAT without search."""
+    inst = generate("rb", "small", 0, 0, {})
+    with pytest.raises(ValueError, match="domain of variable 3 is empty"):
+        Solver(inst, domains=[d if v != 3 else 0 for v, d in enumerate(inst.domains)])
+    inst.domains = [0] + inst.domains[1:]
+    r = Solver(inst).solve()
+    assert r.status == "UNSAT" and r.stats.nodes == 0

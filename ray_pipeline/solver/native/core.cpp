@@ -79,6 +79,13 @@ public:
                 if (dom_[i] & ~cc_.init_dom[i])
                     throw std::invalid_argument("domain of variable " + std::to_string(i / W_) +
                                                 " has values outside the instance's domain");
+            // An empty domain is a wiped-out state, never a decision state: refuse it (propagation reads a
+            // support row per value and has none to read).
+            for (int v = 0; v < n_; ++v) {
+                Word any = 0;
+                for (int k = 0; k < W_; ++k) any |= dom_[static_cast<std::size_t>(v) * W_ + k];
+                if (!any) throw std::invalid_argument("domain of variable " + std::to_string(v) + " is empty");
+            }
         } else {
             dom_ = cc_.init_dom;
         }
@@ -148,7 +155,15 @@ private:
         try {
             std::vector<int> all(n_);
             for (int v = 0; v < n_; ++v) all[v] = v;
-            if (!propagate(all)) {
+            // An instance with an empty domain (states with one are refused above) has no solution; propagation
+            // assumes every domain has a value.
+            bool empty = false;
+            for (int v = 0; v < n_ && !empty; ++v) {
+                Word any = 0;
+                for (int k = 0; k < W_; ++k) any |= dom_[static_cast<std::size_t>(v) * W_ + k];
+                empty = !any;
+            }
+            if (empty || !propagate(all)) {
                 status = "UNSAT";
             } else {
                 const std::size_t root = trail_var_.size();
