@@ -112,8 +112,8 @@ def run(ctx: StageContext) -> StageResult:
                          "after": analysis.calibration(scores[d]["test"], data["test"][0]["target"], t,
                                                        e.ece_bins),
                          # where T was fitted; the test figures above show whether it transfers
-                         "val_nll": {"before": round(analysis.nll(val_scores, val_target, 1.0), 4),
-                                     "after": round(analysis.nll(val_scores, val_target, t), 4)}}
+                         "val_top1_log_loss": {"before": round(analysis.top1_log_loss(val_scores, val_target, 1.0), 4),
+                                               "after": round(analysis.top1_log_loss(val_scores, val_target, t), 4)}}
     ev["errors"] = {sp: analysis.error_analysis(scores[d][sp], data[sp][0], data[sp][1])
                     for sp in ("test", "heldout")}
 

@@ -150,7 +150,10 @@ def run(ctx: StageContext) -> StageResult:
               "Checks: " + ", ".join(f"{c['name']} {'ok' if c['passed'] else 'FAILED'}"
                                      for c in ev["checks"][d.name]) + ".", "",
               f"{d.name.capitalize()} calibration on test ({cal['before']['bins']} bins): ECE {cal['before']['ece']:.3f} at T=1, "
-              f"{cal['after']['ece']:.3f} at T={cal['after']['temperature']} fitted on val. "
+              f"{cal['after']['ece']:.3f} at T={cal['after']['temperature']} fitted on val; on the "
+              f"{cal['after'].get('unique_best_states', '?')} states with one strictly best candidate "
+              f"{_fmt(cal['before'].get('ece_unique_best'))} / {_fmt(cal['after'].get('ece_unique_best'))} "
+              "(with tied-best candidates the softmax splits its mass among them). "
               "![reliability](reliability.png)", "",
               f"Cost predictor (test): {json.dumps(ev['cost'].get('test', {}))}", "", "Suggestions:", ""]
         L += [f"- {s}" for s in ev["suggestions"]]

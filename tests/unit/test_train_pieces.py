@@ -57,7 +57,19 @@ def test_temperature_scaling_lowers_validation_nll():
     target = np.zeros((200, 5), np.float32)
     target[np.arange(200), rng.integers(0, 5, 200)] = 1
     t = analysis.fit_temperature(scores, target)
-    assert t > 1 and analysis.nll(scores, target, t) < analysis.nll(scores, target, 1.0)
+    assert t > 1 and analysis.top1_log_loss(scores, target, t) < analysis.top1_log_loss(scores, target, 1.0)
+    before, after = (analysis.calibration(scores, target, x, 10)["ece"] for x in (1.0, t))
+    assert after < before / 2  # random labels: the fitted T takes the top probability down towards 1/5
+
+
+def test_calibration_reports_states_with_one_best_candidate_apart():
+    scores = np.array([[2.0, 0.0, 0.0], [2.0, 2.0, 0.0], [0.0, 1.0, 3.0]], np.float32)
+    target = np.array([[1, 0, 0], [1, 1, 0], [0, 1, 0]], np.float32)
+    c = analysis.calibration(scores, target, 1.0, 10)
+    assert c["unique_best_states"] == 2 and c["accuracy"] == pytest.approx(2 / 3, abs=1e-4)
+    p_top = np.exp(3.0) / (1 + np.exp(1.0) + np.exp(3.0))  # state 3: top pick wrong, confident
+    p1 = np.exp(2.0) / (np.exp(2.0) + 2)
+    assert c["ece_unique_best"] == pytest.approx((abs(p1 - 1) + abs(p_top - 0)) / 2, abs=1e-4)
 
 
 def test_tune_params_land_in_the_model_section_and_the_best_config_validates():
