@@ -19,12 +19,12 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from .kinds import KINDS, known_kind, known_scorer
 
 FAMILIES = ("nqueens", "coloring", "sudoku", "rb", "ksat")
-SIZES = ("small", "medium", "large", "xlarge")
+SIZES = ("small", "medium", "large", "xlarge", "xxlarge")  # smallest first; per family: problems.SIZE_DEFAULTS
 HEURISTICS = ("lex", "random", "mrv", "dom-deg", "dom-wdeg", "learned", "expert")
 STAGES = ("generate", "train", "tune", "export", "evaluate", "report")
 
 Family = Literal["nqueens", "coloring", "sudoku", "rb", "ksat"]
-Size = Literal["small", "medium", "large", "xlarge"]
+Size = Literal["small", "medium", "large", "xlarge", "xxlarge"]
 Heuristic = Literal["lex", "random", "mrv", "dom-deg", "dom-wdeg", "learned", "expert"]
 Propagation = Literal["fc", "mac"]
 ValueOrder = Literal["lex", "min-conflicts"]
@@ -82,6 +82,17 @@ class FamilySpec(_Section):
     sizes: list[Size] = Field(min_length=1)
     count: int = Field(ge=1, description="base instances per size (before augmentation)")
     params: dict[str, float | int | bool | str] = Field(default_factory=dict, description="generator knobs")
+
+    @model_validator(mode="after")
+    def _sizes_of_family(self) -> "FamilySpec":
+        # found here, naming the key, instead of in a Ray Data task halfway through the generate stage
+        from .problems.generators import SIZE_DEFAULTS
+
+        missing = [z for z in self.sizes if z not in SIZE_DEFAULTS[self.family]]
+        if missing:
+            raise ValueError(f"{self.family} has no size {', '.join(missing)} (its sizes: "
+                             f"{', '.join(SIZE_DEFAULTS[self.family])})")
+        return self
 
 
 class GenerateSection(_Section):

@@ -7,6 +7,8 @@ from TUNING_INDEX_OFFSET, so they share no (family, size, index) with the traini
 Held-out instances are built exactly as the generate stage builds data.generate.heldout (indices from
 HELDOUT_INDEX_OFFSET, same seed): the first ones are the run's held-out instances, the rest more of the same kind,
 never trained or tuned on. The evaluate stage benchmarks a handful (its report's table); a 5% effect needs ~100.
+A family/size the config does not hold out (`--size xxlarge`: Model RB n=50) is built the same way, none of it
+the run's own, and the JSON says so (`in_config_heldout`, `note`; see `heldout_params`).
 Per instance, in one process, interleaved rounds of dom/wdeg and the other runs; node counts are deterministic,
 wall time is the minimum over the rounds and includes features and model calls. Prints JSON: per run the
 geometric-mean (95% bootstrap interval) / median node and time ratios vs dom/wdeg, wins and losses, the same by
@@ -21,7 +23,7 @@ import multiprocessing
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from .. import atomic
 from ..config import load_config
@@ -35,7 +37,8 @@ def _add_common(p: argparse.ArgumentParser, count: int, count_help: str, node_li
     p.add_argument("--model", help="ONNX or model.pt (default: the file the evaluate stage would run, from "
                    "evaluate.learned and the run's export summary)")
     p.add_argument("--family", default="rb")
-    p.add_argument("--size", default="large")
+    p.add_argument("--size", default="large", help="a size of the family (problems.SIZE_DEFAULTS); bench heldout "
+                   "also takes one data.generate.heldout does not list, built the same way (its JSON notes it)")
     p.add_argument("--count", type=int, default=count, help=count_help)
     p.add_argument("--repeats", type=int, default=2, help="interleaved timing rounds; the minimum time is kept")
     p.add_argument("--node-limit", type=int, default=node_limit)
@@ -79,10 +82,35 @@ def _evaluated_model(cfg) -> Path:
     return learned_model_path(cfg.evaluate.learned, paths, export)
 
 
-def _heldout_spec(cfg, family: str, size: str):
-    """The data.generate.heldout entry for family/size, or None: tuning instances are drawn like the held-out
-    ones (generator knobs included), and held-out instances are built from it."""
-    return next((s for s in cfg.data.generate.heldout if s.family == family and size in s.sizes), None)
+def heldout_params(cfg, family: str, size: str) -> tuple[dict[str, Any], Optional[str]]:
+    """The generator knobs of family/size's held-out instances (tuning instances are drawn the same way), and a
+    note when data.generate.heldout does not list family/size (None when it does).
+
+    Listed: that entry's knobs, so the first instances are the run's own held-out ones. Not listed (e.g. RB
+    xxlarge, n=50, measured against a run that held out n=35): the same construction (indices from
+    HELDOUT_INDEX_OFFSET, the run's seed) at the size's own defaults, with the family's knobs (FAMILY_DEFAULTS
+    keys: alpha, r, p, forced for RB; never a size knob such as n) taken from the family's held-out entries.
+    Such instances are still never trained or tuned on (no stage builds an index that high), but the run's
+    evaluate stage saw none of them; the note says so and names the sizes the run trained on."""
+    from ..problems.generators import FAMILY_DEFAULTS, params_for
+
+    params_for(family, size)  # an unknown family or size fails here, by name
+    heldout = cfg.data.generate.heldout
+    spec = next((s for s in heldout if s.family == family and size in s.sizes), None)
+    if spec is not None:
+        return dict(spec.params), None
+    knob_sets = {json.dumps({k: v for k, v in s.params.items() if k in FAMILY_DEFAULTS[family]}, sort_keys=True)
+                 for s in heldout if s.family == family}
+    if len(knob_sets) > 1:
+        raise ValueError(f"data.generate.heldout lists {family} with different knobs ({', '.join(sorted(knob_sets))})"
+                         f" and no {family}/{size}: add a {family}/{size} entry to say which")
+    params = json.loads(knob_sets.pop()) if knob_sets else {}
+    trained = sorted({z for s in cfg.data.generate.families if s.family == family for z in s.sizes})
+    note = (f"{family}/{size} is not in data.generate.heldout: instances built the same way (indices from "
+            f"HELDOUT_INDEX_OFFSET, seed {cfg.run.seed}, knobs {params or 'the generator defaults'}), never trained "
+            f"or tuned on, none of them evaluated by the run; {family} sizes the run trained on: "
+            f"{', '.join(trained) or 'none'}")
+    return params, note
 
 
 def _load(model: str) -> None:
@@ -124,8 +152,8 @@ def _measure(args: argparse.Namespace, cfg, model: str, params: dict[str, Any], 
     return summary
 
 
-def _check(args: argparse.Namespace, cfg, model: str) -> dict[str, Any]:
-    """Every bad argument fails here, named, before any worker starts."""
+def _check(args: argparse.Namespace, cfg, model: str) -> tuple[dict[str, Any], Optional[str]]:
+    """Every bad argument fails here, named, before any worker starts. Returns `heldout_params`."""
     from ..problems.generators import params_for
 
     for flag, v in (("--count", args.count), ("--repeats", args.repeats), ("--workers", args.workers)):
@@ -133,11 +161,10 @@ def _check(args: argparse.Namespace, cfg, model: str) -> dict[str, Any]:
             raise ValueError(f"{flag} must be >= 1, got {v}")
     if args.rows and not args.rows.resolve().parent.is_dir():  # found out now, not after the whole measurement
         raise ValueError(f"--rows {args.rows}: no such directory {args.rows.resolve().parent}")
-    spec = _heldout_spec(cfg, args.family, args.size)
-    params = dict(spec.params) if spec else {}
-    params_for(args.family, args.size, params)  # unknown family / size / knob
+    params, note = heldout_params(cfg, args.family, args.size)
+    params_for(args.family, args.size, params)  # unknown knob
     _load(model)  # ModelError is a ValueError and names the file
-    return params
+    return params, note
 
 
 def run(args: argparse.Namespace) -> int:
@@ -149,7 +176,7 @@ def run(args: argparse.Namespace) -> int:
         top_ks = _values("--top-k", args.top_k, int, 2)
         depths = _values("--max-depth", args.max_depth, int, 0)
         margins = _values("--min-margin", args.min_margin, float, 0)
-        params = _check(args, cfg, model)
+        params, _ = _check(args, cfg, model)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -173,12 +200,12 @@ def run_heldout(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, list(args.overrides))
     model = args.model or str(_evaluated_model(cfg))
     try:
-        params = _check(args, cfg, model)
-        if _heldout_spec(cfg, args.family, args.size) is None:
-            raise ValueError(f"data.generate.heldout has no {args.family}/{args.size} instances")
+        params, note = _check(args, cfg, model)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if note:
+        print(f"note: {note}", file=sys.stderr)
     e = cfg.evaluate
     node_limit = e.node_limit if args.node_limit is None else args.node_limit
     time_limit = e.time_limit_s if args.time_limit is None else args.time_limit
@@ -188,6 +215,7 @@ def run_heldout(args: argparse.Namespace) -> int:
         runs.append(("expert", "expert", e.expert.solver_kwargs()))
     summary = _measure(args, cfg, model, params, "heldout", HELDOUT_INDEX_OFFSET, runs, node_limit, time_limit)
     print(json.dumps({"benchmark": "heldout", "model": model, "family": args.family, "size": args.size,
+                      "params": params, "in_config_heldout": note is None, "note": note,
                       "heldout_index_offset": HELDOUT_INDEX_OFFSET, "seed": cfg.run.seed,
                       "propagation": e.propagation,
                       "learned": learned.solver_kwargs(),

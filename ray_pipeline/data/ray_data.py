@@ -27,7 +27,7 @@ from typing import Any, Iterator, Optional
 
 import pyarrow as pa
 
-from ..config import DataSection, DebugSection
+from ..config import SIZES, DataSection, DebugSection
 from . import steps
 
 ROW_SCHEMA = pa.schema([
@@ -163,7 +163,7 @@ def num_blocks(n_specs: int, instances_per_block: int) -> int:
 
 # Blocks of the largest instances go first (longest-processing-time order): the cheap ones fill in at the end,
 # so no worker waits on a last slow block (in spec order, the run ended on the larger size's blocks).
-_SIZE_FIRST = {"xlarge": 0, "large": 1, "medium": 2, "small": 3}
+_SIZE_FIRST = {z: i for i, z in enumerate(reversed(SIZES))}  # SIZES runs smallest first
 
 
 def build(specs: list[dict[str, Any]], data: DataSection, debug: Optional[DebugSection] = None,

@@ -133,6 +133,18 @@ def summarize(rows: list[dict[str, Any]], baseline: str) -> dict[str, Any]:
     return out
 
 
+def summarize_groups(rows: list[dict[str, Any]], baseline: str) -> dict[str, Any]:
+    """`summarize` within each split per family and per family/size: {split: {"cnf": ..., "cnf/uf50": ...}}.
+    A learned heuristic trained on one family is zero-shot on the others, and a split's pooled ratio can hide
+    a family where it loses; for external files the size is the file's group (`stage.file_group`)."""
+    out: dict[str, Any] = {}
+    for split in sorted({r["split"] for r in rows}):
+        rs = [r for r in rows if r["split"] == split]
+        regrouped = [dict(r, split=key) for r in rs for key in (r["family"], f"{r['family']}/{r['size']}")]
+        out[split] = summarize(regrouped, baseline)
+    return out
+
+
 def plot(rows: list[dict[str, Any]], summary: dict[str, Any], baseline: str, path_prefix) -> list[str]:
     from ..plots import pyplot, save
 

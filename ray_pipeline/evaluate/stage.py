@@ -2,8 +2,10 @@
 benchmark of the exported student against lex / MRV / dom-deg / dom-wdeg (Ray tasks over instances)."""
 from __future__ import annotations
 
+import glob
 import json
 import logging
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -45,22 +47,37 @@ def pick_instances(paths, split: str, limit: int) -> list[dict[str, Any]]:
     return picked
 
 
+def file_group(path: Path) -> str:
+    """The group of an external file, from its name: a SATLIB-style numbered sample `uf50-01.cnf` -> `uf50`
+    (its suite); any other name is a group of its own (`queen6_6.col` -> `queen6_6`)."""
+    return re.sub(r"-\d+$", "", path.stem)
+
+
 def file_items(files: list[str]) -> list[dict[str, Any]]:
-    """DIMACS/JSON files read on the driver; the instances travel to the tasks as JSON (any node)."""
+    """DIMACS/JSON files read on the driver; the instances travel to the tasks as JSON (any node). A relative
+    path is resolved from the working directory (the repository root for `make demo`); a glob pattern
+    (`benchmarks/public/sat/*.cnf`) stands for its matches in sorted order, and one matching nothing is an error.
+    Each item's `size` is its file group (`file_group`), so the evaluation summarises the external split per
+    family (cnf, col) and per group (uf20, uf50, uuf50, ...)."""
     from ..problems.instance import dumps
     from ..problems.readers import read_instance
 
     items = []
     for i, f in enumerate(files):
         base, _, k = f.rpartition(":") if f.rsplit(":", 1)[-1].isdigit() else (f, "", "")
-        p = Path(base).expanduser().resolve()
-        spec = f"{p}:{k}" if k else str(p)
-        try:
-            inst = read_instance(spec)  # fail here, naming the key, before any task starts
-        except Exception as e:
-            raise ValueError(f"evaluate.files[{i}]: {e}") from None
-        items.append({"name": p.name + (f":{k}" if k else ""), "split": "external", "family": inst.family,
-                      "size": "external", "path": spec, "instance_json": dumps(inst)})
+        base = str(Path(base).expanduser())
+        matches = sorted(glob.glob(base)) if glob.has_magic(base) else [base]
+        if not matches:
+            raise ValueError(f"evaluate.files[{i}]: {f!r} matches no file (relative to {Path.cwd()})")
+        for m in matches:
+            p = Path(m).resolve()
+            spec = f"{p}:{k}" if k else str(p)
+            try:
+                inst = read_instance(spec)  # fail here, naming the key, before any task starts
+            except Exception as e:
+                raise ValueError(f"evaluate.files[{i}]: {e}") from None
+            items.append({"name": p.name + (f":{k}" if k else ""), "split": "external", "family": inst.family,
+                          "size": file_group(p), "path": spec, "instance_json": dumps(inst)})
     return items
 
 
@@ -146,7 +163,7 @@ def run(ctx: StageContext) -> StageResult:
                      "learned": {"model": str(model_path), **e.learned.solver_kwargs()},
                      "expert": {**e.expert.solver_kwargs(), "max_instances": e.expert.max_instances}
                      if "expert" in heuristics else None,
-                     "summary": summary}
+                     "summary": summary, "groups": speedup.summarize_groups(rows, e.baseline)}
     expert_on = {(r["split"], r["instance"]) for r in rows if r["heuristic"] == "expert"}
     if expert_on:  # learned and expert side by side on the instances the expert ran on
         ev["speedup"]["expert_subset"] = speedup.summarize(

@@ -40,6 +40,38 @@ def _fmt(v: Any, nd: int = 3) -> str:
     return str(v)
 
 
+def _group_table(groups: dict[str, Any], baseline: str) -> list[str]:
+    """The speedup per family and family/size (for external files: cnf / col and the file-name groups) of each
+    split that has more than one group: solved, and geomean node / time ratio vs the baseline per heuristic."""
+    splits = {sp: g for sp, g in groups.items() if sum("/" in k for k in g) > 1}
+    if not splits:
+        return []
+    hs = sorted({h for g in splits.values() for s in g.values() for h in s if h != "instances"},
+                key=lambda h: (h != baseline, h))
+    L = ["", f"Per family and group (solved; geomean node / time ratio vs {baseline}; the intervals are in "
+         "evaluation.json `speedup.groups`). The learned heuristic is trained on `train.families` only: the "
+         "other families, and the external files, are zero-shot.", "",
+         "| split | group | instances | " + " | ".join(hs) + " |", "|---|---|---|" + "---|" * len(hs)]
+    for split, g in splits.items():
+        sub = {f: [k for k in g if k.startswith(f + "/")] for f in g if "/" not in f}
+        # each family, then its groups; a family of one group is that group's row only
+        keys = [k for f in sorted(sub) for k in ([f] if len(sub[f]) > 1 else []) + sorted(sub[f])]
+        for key in keys:
+            cells = []
+            for h in hs:
+                r = g[key].get(h)
+                if r is None:
+                    cells.append("-")
+                elif h == baseline:
+                    cells.append(f"{r['solved']}/{r['of']}")
+                else:
+                    cells.append(f"{r['solved']}/{r['of']}; {_fmt(r['geomean_node_ratio'])} / "
+                                 f"{_fmt(r['geomean_time_ratio'])}")
+            name = f"**{key}** (all)" if "/" not in key else key
+            L.append(f"| {split} | {name} | {g[key]['instances']} | " + " | ".join(cells) + " |")
+    return L
+
+
 def run(ctx: StageContext) -> StageResult:
     from ..registry import Registry
 
@@ -127,6 +159,7 @@ def run(ctx: StageContext) -> StageResult:
               "of the same kind (these first)."]
         if by_status:
             L += ["", "Learned vs the baseline by the baseline's answer (geomean): " + "; ".join(by_status) + "."]
+        L += _group_table(sp.get("groups", {}), sp["baseline"])
         if sp.get("expert"):
             x = sp["expert"]
             L += ["", f"expert = the labeller run online: at each decision up to depth {x['max_depth']}, the top-"

@@ -33,6 +33,7 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from .. import learned_setting
+from ..config import SIZES
 from ..errors import ModelError
 from ..kinds import KINDS
 from ..paths import RunPaths
@@ -42,7 +43,6 @@ log = logging.getLogger("ray_pipeline.ui")
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 FAMILIES = ("rb", "ksat", "coloring", "nqueens", "sudoku")
-SIZES = ("small", "medium", "large", "xlarge")
 
 
 @dataclass

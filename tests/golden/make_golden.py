@@ -5,6 +5,8 @@ version before the native core): `python tests/golden/make_golden.py`. Every run
 counters that pin the search tree (nodes, backtracks, propagations, checks, max depth, restarts); decision
 traces and probe results are recorded as well. The native core must reproduce every figure
 (tests/unit/test_native_golden.py). Re-run only if the search itself is meant to change, and say so.
+The 10 rb/xxlarge cases (Model RB n=50, a size added after the switch) were made the same way from
+tests/reference on 2026-11-29; the 228 earlier cases came from the cached parts, unchanged byte for byte.
 
 Instances: every family x size, 10 indices each (200), plus the public DIMACS files in benchmarks/public
 (CNF as they are; .col at their chromatic number and one colour fewer). Node limits keep the reference run

@@ -61,6 +61,12 @@ def test_student_is_small_and_checks_pass(run_dir):
     for split in sp:  # every baseline ran on every instance
         assert {"lex", "mrv", "dom-deg", "dom-wdeg", "learned"} <= set(sp[split])
     assert sp["external"]["dom-wdeg"]["solved"] == 2
+    # the external files per family and file group (uf20-01.cnf -> cnf/uf20), as the report's table shows them
+    groups = ev["speedup"]["groups"]["external"]
+    assert set(groups) == {"cnf", "cnf/uf20", "col", "col/myciel6"}
+    assert groups["cnf/uf20"]["learned"]["solved"] == groups["col/myciel6"]["learned"]["solved"] == 1
+    report = (run_dir.reports / "report.md").read_text()
+    assert "| external | cnf/uf20 | 1 | 1/1 |" in report and "| external | col/myciel6 | 1 | 1/1 |" in report
 
 
 def test_expert_ran_on_the_first_instances_of_each_split_beside_the_learned_heuristic(run_dir, capsys):
@@ -233,8 +239,13 @@ def test_bench_heldout_reproduces_the_evaluate_stage_and_extends_it(run_dir, cap
     assert len({i for i, _ in mine} - {r["instance"] for r in evaluated}) == 1
     assert main([*args[:-2], "--rows", str(tmp_path / "no" / "rows.json")]) == 2
     assert "no such directory" in capsys.readouterr().err
-    assert main([*args[:-6], "--size", "large", "--count", "1"]) == 2
-    assert "data.generate.heldout has no rb/large instances" in capsys.readouterr().err
+    # a size the config does not hold out is built the same way, and the JSON says none of it is the run's
+    assert main([*args[:-6], "--size", "large", "--count", "1"]) == 0
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)
+    assert out["in_config_heldout"] is False and out["results"]["instances"] == 1
+    assert out["note"].startswith("rb/large is not in data.generate.heldout") and "trained on: small" in out["note"]
+    assert "note: rb/large is not in data.generate.heldout" in captured.err
 
 
 def test_bench_learned_tunes_on_instances_outside_train_and_heldout(run_dir, capsys):

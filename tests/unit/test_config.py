@@ -134,3 +134,18 @@ def test_cli_bad_config_exits_nonzero_naming_each_key(tmp_path, capsys):
 def test_cli_missing_config_file(capsys):
     assert main(["generate", "/no/such.yaml"]) == 2
     assert "/no/such.yaml" in capsys.readouterr().err
+
+
+def test_a_size_must_exist_for_its_family():
+    """`xxlarge` (Model RB n=50) is defined for RB only: asking another family for it fails validation, naming
+    the key, instead of failing in a Ray Data task halfway through the generate stage."""
+    from ray_pipeline.config import SIZES
+    from ray_pipeline.problems import SIZE_DEFAULTS
+
+    assert set(SIZES) == {z for sizes in SIZE_DEFAULTS.values() for z in sizes}
+    assert [SIZE_DEFAULTS["rb"][z]["n"] for z in SIZES] == [20, 30, 35, 40, 50]  # SIZES runs smallest first
+    cfg = load_config(CONFIGS / "quick.yaml", ["data.generate.heldout=[{family: rb, sizes: [xxlarge], count: 3}]"])
+    assert cfg.data.generate.heldout[0].sizes == ["xxlarge"]
+    with pytest.raises(ConfigError) as ei:
+        load_config(CONFIGS / "quick.yaml", ["data.generate.heldout=[{family: ksat, sizes: [large, xxlarge], count: 3}]"])
+    assert "data.generate.heldout.0: ksat has no size xxlarge (its sizes: small, medium, large, xlarge)" in str(ei.value)
