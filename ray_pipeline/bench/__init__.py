@@ -27,6 +27,11 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
         p.add_argument("config", nargs="?", default="configs/quick.yaml")
         p.add_argument("overrides", nargs="*", metavar="key.path=value")
         p.set_defaults(bench_fn=_lazy(name))
+        if name == "data":
+            p.add_argument("--scale", type=int, default=4, help="the config's Model RB counts times this (720 "
+                           "instances for quick.yaml): a real run has thousands; a short one measures start-up")
+            p.add_argument("--instances-per-block", type=int, default=60,
+                           help="instances per Ray Data task (default.yaml: 16 over 11k instances)")
 
 
 def _lazy(name: str):
