@@ -26,6 +26,7 @@ STAGES = ("generate", "train", "tune", "export", "evaluate", "report")
 Family = Literal["nqueens", "coloring", "sudoku", "rb", "ksat"]
 Size = Literal["small", "medium", "large", "xlarge", "xxlarge"]
 Heuristic = Literal["lex", "random", "mrv", "dom-deg", "dom-wdeg", "learned", "expert"]
+PlainHeuristic = Literal["lex", "random", "mrv", "dom-deg", "dom-wdeg"]  # needs no model and no probes
 Propagation = Literal["fc", "mac"]
 ValueOrder = Literal["lex", "min-conflicts"]
 Stage = Literal["generate", "train", "tune", "export", "evaluate", "report"]
@@ -105,7 +106,7 @@ class AugmentSection(_Section):
 
 
 class TraceSection(_Section):
-    heuristic: Heuristic = "dom-wdeg"
+    heuristic: PlainHeuristic = "dom-wdeg"
     propagation: Propagation = "mac"
     node_limit: int = Field(20000, ge=1)
     # A safety valve only: a run that hits it is non-deterministic, so it is counted and reported.
@@ -293,7 +294,6 @@ class LearnedSection(_Section):
         "deployed", description="deployed = the file the export stage chose: the native MLP (scored inside the "
         "solver core) when it matches ONNX Runtime, else FP32 ONNX (export.stage.choose_files)")
 
-
     def solver_kwargs(self) -> dict[str, Any]:
         return {"top_k": self.top_k, "max_depth": self.max_depth, "min_margin": self.min_margin}
 
@@ -301,10 +301,12 @@ class LearnedSection(_Section):
 class ExpertSection(_Section):
     """The labeller run online (heuristic `expert`): at each decision up to max_depth, probe the dom/wdeg top-K
     with a budget each and branch on the cheapest. Its node ratio vs dom/wdeg is the ceiling of imitating these
-    labels; its time shows what the probes cost."""
+    labels; its time shows what the probes cost. It is the ceiling of data.label's labels when its settings match
+    them (top_k, node_budget; max_depth: where the labels were sampled); other settings measure another expert.
+    `solve --heuristic expert` takes these defaults."""
     top_k: int = Field(8, ge=1)
     max_depth: Optional[int] = Field(1, ge=0, description="probe only up to this depth (None = always)")
-    node_budget: int = Field(20000, ge=1, description="nodes per probe; over it the candidate counts as budget+1")
+    node_budget: int = Field(5000, ge=1, description="nodes per probe; over it the candidate counts as budget+1")
     max_instances: int = Field(20, ge=1, description="per split: the expert's probes cost far more than search; "
                                "it runs on the first instances of each split only")
 
@@ -314,7 +316,7 @@ class ExpertSection(_Section):
 
 class EvaluateSection(_Section):
     heuristics: list[Heuristic] = Field(default_factory=lambda: ["lex", "mrv", "dom-deg", "dom-wdeg", "learned"])
-    baseline: Heuristic = "dom-wdeg"
+    baseline: PlainHeuristic = "dom-wdeg"
     propagation: Propagation = "mac"
     node_limit: int = Field(50000, ge=1)
     time_limit_s: float = Field(30.0, gt=0)

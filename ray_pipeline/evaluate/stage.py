@@ -148,8 +148,12 @@ def run(ctx: StageContext) -> StageResult:
         load_scorer(model_path)  # a missing or unusable model fails here, naming its file, before any task
         model = ray.put(pack(model_path.parent, (model_path.name, "model.json")))
     settings = {"learned": e.learned.solver_kwargs(), "expert": e.expert.solver_kwargs()}
-    refs = [task.remote(it, _item_heuristics(heuristics, it, items, e.expert.max_instances), e.propagation,
-                        e.node_limit, e.time_limit_s, model, settings, e.repeats) for it in items]
+    position, seen = [], Counter()  # an item's place in its split: the expert runs on the first N of each
+    for it in items:
+        position.append(seen[it["split"]])
+        seen[it["split"]] += 1
+    refs = [task.remote(it, _item_heuristics(heuristics, pos, e.expert.max_instances), e.propagation,
+                        e.node_limit, e.time_limit_s, model, settings, e.repeats) for it, pos in zip(items, position)]
     log.info("evaluate: %d instances x %d heuristics as Ray tasks (learned = %s)", len(items), len(heuristics),
              model_path.name)
     pending = list(refs)
@@ -187,14 +191,11 @@ def run(ctx: StageContext) -> StageResult:
                        output_hash=output_hash(paths))
 
 
-def _item_heuristics(heuristics: list[str], item: dict[str, Any], items: list[dict[str, Any]], expert_max: int
-                     ) -> list[str]:
+def _item_heuristics(heuristics: list[str], position: int, expert_max: int) -> list[str]:
     """The expert (probing at every decision near the root) costs 10-100x a search: it runs on the first
-    `expert_max` instances of each split only; the summary's `of` counts say on how many."""
-    if "expert" not in heuristics:
-        return heuristics
-    same_split = [it for it in items if it["split"] == item["split"]]
-    if same_split.index(item) < expert_max:
+    `expert_max` instances of each split only (`position`: the item's place in its split); the summary's `of`
+    counts say on how many."""
+    if "expert" not in heuristics or position < expert_max:
         return heuristics
     return [h for h in heuristics if h != "expert"]
 

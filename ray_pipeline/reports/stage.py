@@ -165,7 +165,8 @@ def run(ctx: StageContext) -> StageResult:
             L += ["", f"expert = the labeller run online: at each decision up to depth {x['max_depth']}, the top-"
                   f"{x['top_k']} by dom/wdeg are probed ({x['probe_budget']} nodes each) and the cheapest is branched "
                   f"on; it runs on the first {x['max_instances']} instances of each split (probes cost 10-100x a "
-                  "search). Its node ratio is the ceiling of imitating such labels; its time includes the probes."]
+                  "search). Its node ratio is the ceiling of imitating such labels; its time includes the probes and is one "
+                  "run (the others: the best of the rounds), so its time ratio leans high."]
             for split, s in sp.get("expert_subset", {}).items():
                 ex, lr = s.get("expert", {}), s.get("learned", {})
                 L.append(f"- {split}, the {s['instances']} instances the expert ran on: expert nodes "

@@ -32,8 +32,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-margin", type=float, default=None,
                    help="learned: leave dom/wdeg's choice unless another candidate scores higher by more than this "
                         "(default: the model's setting with --model, else 0)")
-    p.add_argument("--probe-budget", type=int, default=1000,
-                   help="expert: nodes per probe (--top-k candidates probed at each decision up to --max-depth)")
+    p.add_argument("--probe-budget", type=int, default=None,
+                   help="expert: nodes per probe (--top-k candidates probed at each decision up to --max-depth; "
+                        "defaults: the config's evaluate.expert, i.e. top-8, depth <= 1, 5,000 nodes)")
     p.add_argument("--node-limit", type=int, default=None)
     p.add_argument("--time-limit", type=float, default=None, help="seconds")
     p.add_argument("--restarts", action="store_true", help="Luby restarts (weights are kept)")
@@ -69,6 +70,8 @@ def run(args: argparse.Namespace) -> int:
         return fail("--heuristic learned needs --model PATH (an exported model.onnx)")
     if args.model and args.heuristic != "learned":
         return fail("--model is only used with --heuristic learned")
+    if args.probe_budget is not None and args.heuristic != "expert":
+        return fail("--probe-budget is only used with --heuristic expert")
     for name in ("node_limit", "top_k", "probe_budget"):
         v = getattr(args, name)
         if v is not None and v < 1:
@@ -87,6 +90,13 @@ def run(args: argparse.Namespace) -> int:
     if flags.get("max_depth") == "all":
         flags["max_depth"] = None  # the solver's "always"
     scorer, kwargs = None, {**_SEARCH_DEFAULTS, **flags}
+    if args.heuristic == "expert":  # one place for the expert's defaults: config.ExpertSection
+        from ..config import ExpertSection
+
+        expert = ExpertSection().solver_kwargs()
+        if args.probe_budget is not None:
+            expert["probe_budget"] = args.probe_budget
+        kwargs = {**_SEARCH_DEFAULTS, **expert, **flags}
     if args.model:
         from ..inference import ModelError, load_for_search
         try:
@@ -96,8 +106,7 @@ def run(args: argparse.Namespace) -> int:
         kwargs = setting.solver_kwargs()
         print(setting.describe(args.model), file=sys.stderr)  # stderr: the last stdout line stays the result
     solver = Solver(inst, heuristic=args.heuristic, value_order=args.value_order, node_limit=args.node_limit,
-                    time_limit=args.time_limit, seed=args.seed, scorer=scorer, restarts=args.restarts,
-                    probe_budget=args.probe_budget, **kwargs)
+                    time_limit=args.time_limit, seed=args.seed, scorer=scorer, restarts=args.restarts, **kwargs)
     result = solver.solve()
     one_based = inst.family in ("cnf", "col")
     assignment = {}

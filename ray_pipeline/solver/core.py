@@ -155,6 +155,8 @@ class Solver:
             raise ValueError(f"unknown value order {value_order!r}; choose from {VALUE_ORDERS}")
         if heuristic == "learned" and scorer is None:
             raise ValueError("heuristic 'learned' needs a scorer")
+        if probe_budget < 0:
+            raise ValueError(f"probe_budget must be >= 0, got {probe_budget}")
         self.inst = inst
         self.heuristic, self.value_order = heuristic, value_order
         self.scorer, self.top_k, self.max_depth, self.min_margin = scorer, top_k, max_depth, min_margin
@@ -224,6 +226,7 @@ class Solver:
         costs = self._core.probe_costs([int(c) for c in cands], int(budget))
         core = self._core.stats()
         self.stats.probes, self.stats.probe_nodes = core["probes"], core["probe_nodes"]
+        self.stats.probe_time_s = core["probe_time_s"]
         return costs
 
     def features(self, cands: Sequence[int], depth: int) -> np.ndarray:

@@ -81,3 +81,53 @@ def test_probe_budget_must_be_non_negative():
     inst = generate("rb", "small", 0, 0, {})
     with pytest.raises(ValueError, match="probe budget"):
         Solver(inst).probe_costs([0], -1)
+
+
+def test_probes_after_a_timed_solve_do_not_inherit_its_deadline():
+    """A solver stopped by its node limit, with a time limit long passed: probes from its state are the same as
+    from a fresh solver on that state (the finished search's deadline once censored every probe)."""
+    import time
+
+    inst = generate("rb", "medium", 5, 0, {})
+    s = Solver(inst, node_limit=30, time_limit=0.05)
+    assert s.solve().status == "UNKNOWN"
+    time.sleep(0.1)
+    cands = s.dom_wdeg_order(s.unassigned())[:4]
+    fresh = Solver(inst, domains=s.dom, weights=s.weights)
+    assert s.probe_costs(cands, 2000) == fresh.probe_costs(cands, 2000)
+    assert min(fresh.probe_costs(cands, 2000)) <= 2000
+
+
+def test_expert_settings_are_refused_where_they_do_not_belong(capsys):
+    from ray_pipeline.cli import main
+    from ray_pipeline.config import ConfigError, load_config
+
+    from ..conftest import BENCHMARKS, CONFIGS
+
+    for key in ("data.trace.heuristic", "evaluate.baseline"):  # no model, no probes there
+        with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+            load_config(CONFIGS / "quick.yaml", [f"{key}=expert"])
+    assert main(["solve", str(BENCHMARKS / "sat" / "uf20-01.cnf"), "--probe-budget", "10"]) == 2
+    assert "--probe-budget is only used with --heuristic expert" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="probe_budget"):
+        Solver(generate("rb", "small", 0, 0, {}), heuristic="expert", probe_budget=-1)
+
+
+def test_solve_cli_expert_takes_the_config_defaults(capsys):
+    import json
+
+    from ray_pipeline.cli import main
+    from ray_pipeline.config import ExpertSection
+
+    from ..conftest import BENCHMARKS
+
+    path = str(BENCHMARKS / "sat" / "uuf50-01.cnf")
+    assert main(["solve", path, "--heuristic", "expert", "--json"]) == 0
+    got = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["stats"]
+    from ray_pipeline.problems import read_instance
+
+    want = Solver(read_instance(path), heuristic="expert", **ExpertSection().solver_kwargs()).solve().stats
+    assert (got["nodes"], got["probes"], got["probe_nodes"]) == (want.nodes, want.probes, want.probe_nodes)
+    assert main(["solve", path, "--heuristic", "expert", "--probe-budget", "7", "--max-depth", "0", "--json"]) == 0
+    small = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["stats"]
+    assert small["probes"] < got["probes"] and small["probe_nodes"] <= 8 * small["probes"]

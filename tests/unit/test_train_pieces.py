@@ -51,7 +51,7 @@ def test_regression_metrics_and_ece():
     assert e == pytest.approx(0.5 * 0.4 + 0.5 * 0.4) and sum(r["n"] for r in rows) == 4
 
 
-def test_temperature_scaling_lowers_validation_nll():
+def test_temperature_scaling_lowers_the_top1_log_loss_and_ece():
     rng = np.random.default_rng(0)
     scores = rng.normal(size=(200, 5)).astype(np.float32) * 8  # over-confident
     target = np.zeros((200, 5), np.float32)

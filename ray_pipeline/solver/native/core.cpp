@@ -81,11 +81,8 @@ public:
                                                 " has values outside the instance's domain");
             // An empty domain is a wiped-out state, never a decision state: refuse it (propagation reads a
             // support row per value and has none to read).
-            for (int v = 0; v < n_; ++v) {
-                Word any = 0;
-                for (int k = 0; k < W_; ++k) any |= dom_[static_cast<std::size_t>(v) * W_ + k];
-                if (!any) throw std::invalid_argument("domain of variable " + std::to_string(v) + " is empty");
-            }
+            const int v = first_empty();
+            if (v >= 0) throw std::invalid_argument("domain of variable " + std::to_string(v) + " is empty");
         } else {
             dom_ = cc_.init_dom;
         }
@@ -132,9 +129,10 @@ public:
     std::string solve() override {
         if (solved_) throw std::logic_error("solve() called twice on one solver");
         solved_ = true;
-        // Search recurses once per positive decision (at most n deep): give big instances a stack to match.
+        // Search recurses once per positive decision (at most n deep): give big instances a stack to match. A
+        // probe runs inside its parent's search (up to 2n frames on one stack): it gets its own above half the limit.
         const std::size_t need = static_cast<std::size_t>(n_) * 1024 + (std::size_t(8) << 20);
-        if (n_ <= kMainStackVars) return solve_here();
+        if (n_ <= (nested_ ? kMainStackVars / 2 : kMainStackVars)) return solve_here();
         std::string status;
         std::exception_ptr error;
         run_with_stack(need, [&] {
@@ -147,23 +145,35 @@ public:
 private:
     static constexpr int kMainStackVars = 4000;  // 4k frames fit any default thread stack (>= 1 MiB) easily
     bool solved_ = false;
+    bool nested_ = false;  // a probe of another solver's search
+
+    int first_empty() const {
+        for (int v = 0; v < n_; ++v) {
+            Word any = 0;
+            for (int k = 0; k < W_; ++k) any |= dom_[static_cast<std::size_t>(v) * W_ + k];
+            if (!any) return v;
+        }
+        return -1;
+    }
+
+    // The search's deadline while it runs; none before or after (probe_costs from a finished solver's state
+    // must not inherit a deadline that has passed).
+    struct Deadline {
+        double& d;
+        Deadline(double& slot, double value) : d(slot) { d = value; }
+        ~Deadline() { d = INF; }
+    };
 
     std::string solve_here() {
         const double t0 = now_s();
-        deadline_ = o_.time_limit > 0 ? t0 + o_.time_limit : INF;
+        const Deadline running(deadline_, o_.time_limit > 0 ? t0 + o_.time_limit : INF);
         std::string status = "UNKNOWN";
         try {
             std::vector<int> all(n_);
             for (int v = 0; v < n_; ++v) all[v] = v;
             // An instance with an empty domain (states with one are refused above) has no solution; propagation
             // assumes every domain has a value.
-            bool empty = false;
-            for (int v = 0; v < n_ && !empty; ++v) {
-                Word any = 0;
-                for (int k = 0; k < W_; ++k) any |= dom_[static_cast<std::size_t>(v) * W_ + k];
-                empty = !any;
-            }
-            if (empty || !propagate(all)) {
+            if (first_empty() >= 0 || !propagate(all)) {
                 status = "UNSAT";
             } else {
                 const std::size_t root = trail_var_.size();
@@ -254,10 +264,13 @@ public:
         for (int c : cands) {
             po.first_var = c;
             Core<FW> probe(c_, po, &dom_, &w_, &rank_, has_val_rank_ ? &val_rank_ : nullptr, nullptr);
+            probe.nested_ = true;
+            const double t0 = now_s();
             const bool done = probe.solve() != "UNKNOWN";
             costs.push_back(done ? probe.stats().nodes : budget + 1);
             ++st_.probes;
             st_.probe_nodes += probe.stats().nodes;
+            st_.probe_time_s += now_s() - t0;
         }
         return costs;
     }
@@ -780,9 +793,7 @@ private:
     int select_expert(const std::vector<int>& cands) {
         std::vector<int> top = dom_wdeg_order(cands);
         if (o_.top_k > 0 && static_cast<int>(top.size()) > o_.top_k) top.resize(o_.top_k);
-        const double t0 = now_s();
         const std::vector<long long> costs = probe_costs(top, o_.probe_budget);
-        st_.probe_time_s += now_s() - t0;
         std::size_t best = 0;
         for (std::size_t i = 1; i < top.size(); ++i)
             if (costs[i] < costs[best]) best = i;
@@ -956,6 +967,12 @@ void Compiled::finish() {
     if (arc_cid.size() != n_arcs || arc_sup.size() != n_arcs || static_cast<std::size_t>(arc_start[n]) != n_arcs) bad("arc arrays");
     for (int x = 0; x < n; ++x) {
         if (size[x] < 0 || size[x] > 64 * W) bad("variable size");
+        // values at or past size[x] have no support rows (nor lookup tables)
+        for (int k = 0; k < W; ++k) {
+            const int lo = 64 * k, keep = std::max(0, std::min(64, size[x] - lo));
+            const Word allowed = keep == 64 ? ~Word(0) : (Word(1) << keep) - 1;
+            if (init_dom[static_cast<std::size_t>(x) * W + k] & ~allowed) bad("domain value past the variable size");
+        }
         if (arc_start[x] > arc_start[x + 1]) bad("arc_start not sorted");
         for (int e = arc_start[x]; e < arc_start[x + 1]; ++e) {
             if (arc_y[e] < 0 || arc_y[e] >= n || arc_cid[e] < 0 || arc_cid[e] >= n_bin) bad("arc target");
