@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 from typing import Optional
 
 from . import console
@@ -110,9 +111,11 @@ def _pipeline(args: argparse.Namespace) -> int:
     from .preflight import PreflightError, check_before_ray
 
     cfg = load_config(args.config, args.overrides)
-    if getattr(args, "files", None):  # part of the config, so the stage hash sees them
-        cfg = cfg.model_copy(update={"evaluate": cfg.evaluate.model_copy(
-            update={"files": list(cfg.evaluate.files) + list(args.files)})})
+    # --files is part of the config, so the stage hash sees them; relative paths are anchored here, at the start
+    from .evaluate.stage import anchor_files
+
+    files = anchor_files(list(cfg.evaluate.files) + list(getattr(args, "files", None) or []), Path.cwd())
+    cfg = cfg.model_copy(update={"evaluate": cfg.evaluate.model_copy(update={"files": files})})
     if args.command == "run":
         targets = cfg.stages
         if args.stages:

@@ -53,6 +53,18 @@ def file_group(path: Path) -> str:
     return re.sub(r"-\d+$", "", path.stem)
 
 
+def anchor_files(files: list[str], base: Path) -> list[str]:
+    """evaluate.files made absolute against `base` (the directory the command was started in), `:K` suffixes and
+    glob patterns kept. Done when the run starts: inside a Ray Job the working directory can be replaced while the
+    driver runs (seen after the train stage: os.getcwd() then fails), so nothing may depend on it later."""
+    out = []
+    for f in files:
+        path, sep, k = f.rpartition(":") if f.rsplit(":", 1)[-1].isdigit() else (f, "", "")
+        p = Path(path).expanduser()
+        out.append(str(p if p.is_absolute() else base / p) + sep + k)
+    return out
+
+
 def file_items(files: list[str]) -> list[dict[str, Any]]:
     """DIMACS/JSON files read on the driver; the instances travel to the tasks as JSON (any node). A relative
     path is resolved from the working directory (the repository root for `make demo`); a glob pattern
@@ -68,7 +80,7 @@ def file_items(files: list[str]) -> list[dict[str, Any]]:
         base = str(Path(base).expanduser())
         matches = sorted(glob.glob(base)) if glob.has_magic(base) else [base]
         if not matches:
-            raise ValueError(f"evaluate.files[{i}]: {f!r} matches no file (relative to {Path.cwd()})")
+            raise ValueError(f"evaluate.files[{i}]: {f!r} matches no file")
         for m in matches:
             p = Path(m).resolve()
             spec = f"{p}:{k}" if k else str(p)

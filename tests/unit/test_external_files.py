@@ -45,3 +45,24 @@ def test_groups_summarise_each_family_and_each_file_group(monkeypatch):
     assert groups["col/myciel6"]["dom-wdeg"]["solved"] == 1
     whole = speedup.summarize(rows, "dom-wdeg")["external"]["mrv"]
     assert whole["compared"] == groups["cnf"]["mrv"]["compared"] + groups["col"]["mrv"]["compared"] == 5
+
+
+def test_files_are_anchored_at_the_start_and_read_without_a_working_directory(tmp_path, monkeypatch):
+    """Inside a Ray Job the driver's working directory was replaced while it ran (os.getcwd() failed in the
+    evaluate stage): evaluate.files are made absolute when the command starts, and reading them later needs no
+    working directory at all."""
+    from ray_pipeline.evaluate.stage import anchor_files
+
+    anchored = anchor_files(["benchmarks/public/sat/uf20-0[12].cnf", "benchmarks/public/col/myciel6.col:7",
+                             str(REPO / "benchmarks/public/sat/uuf50-01.cnf")], REPO)
+    assert anchored == [str(REPO / "benchmarks/public/sat/uf20-0[12].cnf"),
+                        str(REPO / "benchmarks/public/col/myciel6.col") + ":7",
+                        str(REPO / "benchmarks/public/sat/uuf50-01.cnf")]
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    monkeypatch.chdir(gone)
+    gone.rmdir()
+    with pytest.raises(FileNotFoundError):
+        os.getcwd()
+    names = [it["name"] for it in file_items(anchored)]
+    assert names == ["uf20-01.cnf", "uf20-02.cnf", "myciel6.col:7", "uuf50-01.cnf"]
