@@ -151,7 +151,7 @@ class DataSection(_Section):
     label: LabelSection = LabelSection()
     purify: PurifySection = PurifySection()
     split: SplitSection = SplitSection()
-    instances_per_block: int = Field(2, ge=1, description="instances per Ray Data block (one task each)")
+    instances_per_block: int = Field(2, ge=1, description="instances per Ray Data block (one worker-actor call each)")
     max_error_rate: float = Field(0.05, ge=0, le=1, description="quarantined instances tolerated, as a fraction")
 
 
