@@ -86,7 +86,7 @@ class FamilySpec(_Section):
 
     @model_validator(mode="after")
     def _sizes_of_family(self) -> "FamilySpec":
-        # found here, naming the key, instead of in a Ray Data task halfway through the generate stage
+        # found here, naming the key, instead of in a Ray Data worker halfway through the generate stage
         from .problems.generators import SIZE_DEFAULTS
 
         missing = [z for z in self.sizes if z not in SIZE_DEFAULTS[self.family]]

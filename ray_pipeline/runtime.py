@@ -168,14 +168,6 @@ def configure_ray_data(cfg: Config) -> None:
     if os.environ.get("RAY_DATA_DISABLE_PROGRESS_BARS") == "1":
         ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
-    # Actor pools (the data stage's workers) start every actor before the first block goes out; otherwise the
-    # first actor up takes two blocks at once and a small run never reaches the second node. The wait is bounded
-    # so a pool the cluster cannot place fails with Ray Data's timeout error instead of hanging.
-    ctx.wait_for_min_actors_s = 600
-    # ... and blocks go to the least busy actor, not to one on the node that holds the block: the data stage's
-    # input blocks are a few instance specs made on the driver, so locality sent every block to the head's
-    # actor (two in flight each) and left the other nodes idle.
-    ctx.execution_options.actor_locality_enabled = False
 
 
 def cluster_cpus() -> float:

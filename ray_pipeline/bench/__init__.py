@@ -31,7 +31,7 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
             p.add_argument("--scale", type=int, default=6, help="the config's Model RB counts times this (1,080 "
                            "instances for quick.yaml): a real run has thousands; a short one measures start-up")
             p.add_argument("--instances-per-block", type=int, default=30,
-                           help="instances per Ray Data task (default.yaml: 16 over 11k instances)")
+                           help="instances per block, one worker-actor call each (default.yaml: 16 over 11k instances)")
             p.add_argument("--rounds", type=int, default=3,
                            help="1- and 2-worker runs alternated this many times (1,2 then 2,1 ...); medians")
 

@@ -1,7 +1,7 @@
 """`ray-pipeline bench data [CONFIG]`: dataset throughput with 1 and 2 Ray Data workers, side by side.
 
 The same instance specs go through the same Ray Data pipeline (generate -> trace -> label -> drop) on one
-embedded Ray, capped at 1 concurrent task and at 2, in --rounds alternating rounds; instances/s, labelled
+embedded Ray, with 1 and with 2 worker actors, in --rounds alternating rounds; instances/s, labelled
 states/s and the ratio, as medians over rounds with each round's figures beside them.
 Beside it, the machine's own ceiling: the same pure steps in 1 and in 2 plain processes, no Ray at all (two
 busy cores share caches and clock: on the 2-vCPU machines here that ratio is itself below 2).
@@ -18,7 +18,7 @@ from ..config import load_config
 
 
 def _steps(specs: list[dict], data_json: str) -> int:
-    """generate -> trace -> label for these specs in this process (what one Ray Data task runs); states."""
+    """generate -> trace -> label for these specs in this process (what one worker runs for a block); states."""
     from ..config import DataSection
     from ..data import steps
 
@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     # The config's Model RB families (its bulk) times --scale, no augmentation, blocks of --instances-per-block.
     # Measured on 2 CPUs (README, dataset stage): each worker actor starts in ~2 s, a fixed cost per build, so
-    # a short benchmark measures start-up; blocks of 30 (~4 s of work) keep the last blocks' imbalance small.
+    # a short benchmark measures start-up; blocks of 30 (~2.5 s of work) keep the last blocks' imbalance small.
     fams = [f for f in cfg.data.generate.families if f.family == "rb"] or cfg.data.generate.families[:1]
     data = cfg.data.model_copy(update={
         "generate": cfg.data.generate.model_copy(update={
@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
         "instances_per_block": args.instances_per_block})
     specs = steps.instance_specs(data, cfg.run.seed)
     # No dashboard: Ray Data needs no State API (Tune+Train do), and on 2 CPUs the dashboard's processes take
-    # their share from the two workers (1.78x -> 1.92x in the measurement above).
+    # their share from the two workers (with tasks of 60 instances: 1.78x with it, 1.92x without).
     info = init_ray(cfg.model_copy(update={"ray": cfg.ray.model_copy(update={"num_cpus": 2,
                                                                               "include_dashboard": False})}))
     out = {"benchmark": "data", "instances": len(specs), "instances_per_block": data.instances_per_block,
@@ -99,8 +99,8 @@ def run(args: argparse.Namespace) -> int:
            "families": [f"{f.family}:{','.join(f.sizes)}" for f in fams],
            "label": cfg.data.label.model_dump(), "cluster_cpus": info.num_cpus}
     try:
-        # warm-up: two blocks, so both worker processes exist and have imported everything (a cold second worker
-        # started ~3 s late and was charged to the 2-worker run)
+        # warm-up: one build, so the package's files and the native module are in the page cache (each build
+        # starts its own worker actors: their start-up, ~2 s, is in every timed build)
         list(ray_data.build(specs[:2 * data.instances_per_block], data, workers=2))
         rounds = []
         for order in _orders(args.rounds):

@@ -7,8 +7,9 @@ generate -> trace -> label -> drop-uninformative run in one worker-actor call pe
 
 A crash of the native core (a segfault kills the worker process, so no exception reaches Python) is
 quarantined like any error: before each instance's step the worker leaves a marker in the build's journal
-directory and removes it after; Ray Data restarts a worker actor that died and retries its block, and the
-retry finds the marker, records the instance (with its seed) as failed and goes on with the rest of its block.
+directory and removes it after; Ray Data restarts a worker actor that died and retries its blocks, and the
+retry finds the marker, records the instance (with its seed) as failed and goes on with the rest of its block
+(a block queued behind it on the same actor is retried too and runs normally: markers are per instance).
 Ray Data would otherwise retry a deterministic crash forever. The journal is node-local (the temp directory of
 whichever node runs the block: workers never read the run directory, which may live on the driver's disk
 only); a retry placed on another node crashes there once more, leaves its marker, and the next retry
@@ -23,6 +24,7 @@ import shutil
 import socket
 import tempfile
 import uuid
+import warnings
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
@@ -181,13 +183,13 @@ def build(specs: list[dict[str, Any]], data: DataSection, debug: Optional[DebugS
     """Run generate -> trace -> label -> drop-uninformative on Ray Data; yield rows as blocks finish, largest
     sizes first (callers that need spec order sort by `ordinal`; the data stage does).
 
-    `workers` is the number of worker actors (the data benchmark compares 1 and 2); None = one per CPU of the
-    cluster, at most one per block. A worker that dies is restarted and its blocks retried (Ray Data's actor
-    defaults); the journal then quarantines the instance that killed it.
+    `workers` is the number of worker actors (the data benchmark compares 1 and 2); None = one per whole CPU
+    of the live nodes, at most one per block. The pool does not grow: an autoscaling cluster is sized at the
+    start of the build. A worker that dies is restarted and its blocks retried, which the journal relies on to
+    quarantine the instance that killed it.
     """
+    import ray
     import ray.data
-
-    from ..runtime import cluster_cpus
 
     journal = Path(tempfile.gettempdir()) / f"ray-pipeline-inflight-{uuid.uuid4().hex}"  # per node, see above
     journal.mkdir(parents=True)
@@ -195,9 +197,25 @@ def build(specs: list[dict[str, Any]], data: DataSection, debug: Optional[DebugS
         order = sorted(specs, key=lambda s: (_SIZE_FIRST.get(s["size"], len(_SIZE_FIRST)), s["ordinal"]))
         blocks = num_blocks(len(specs), data.instances_per_block)
         ds = ray.data.from_items(order, override_num_blocks=blocks)
-        size = workers or max(1, min(blocks, int(cluster_cpus())))
+        # Settings for this dataset only (`ds.context` is its own copy of the DataContext):
+        # - every actor is up before the first block goes out (else the first one up takes two blocks at once
+        #   and a small run never reaches the second node); bounded, so a pool the cluster cannot place fails
+        #   with Ray Data's timeout error instead of waiting;
+        # - blocks go to the least busy actor, not to one on the node that holds the block: the input blocks
+        #   are instance specs made on the driver, so locality sent every block to the head's actor. The
+        #   setter is deprecated (Ray Data "manages locality internally" after January 2027); its warning is
+        #   silenced here, the behaviour is checked by the multi-node test.
+        ds.context.wait_for_min_actors_s = 300
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            ds.context.execution_options.actor_locality_enabled = False
+        slots = sum(int(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n["Alive"])  # whole CPUs a node
+        size = workers or max(1, min(blocks, slots))
         compute = ray.data.ActorPoolStrategy(size=size, max_tasks_in_flight_per_actor=2)
-        kw = dict(batch_format="pyarrow", batch_size=None, compute=compute, zero_copy_batch=False, num_cpus=1)
+        # Restart a dead worker and retry its blocks, without limit (Ray Data's defaults for actor pools, spelled
+        # out because the crash journal depends on them); the journal ends a deterministic crash's retries.
+        kw = dict(batch_format="pyarrow", batch_size=None, compute=compute, zero_copy_batch=False, num_cpus=1,
+                  max_restarts=-1, max_task_retries=-1)
         ds = ds.map_batches(BlockWorker, fn_kwargs={"data": data, "debug": debug, "journal": str(journal)}, **kw)
         for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None, prefetch_batches=0):
             yield from batch.to_pylist()

@@ -86,12 +86,15 @@ def test_quarantine_below_and_above_the_error_bound(two_runs, capsys):
 
 
 @pytest.mark.timeout(300)  # without the crash journal Ray Data retries a deterministic crash forever: a hang
-def test_a_crashing_worker_is_quarantined_with_the_instance_seed(two_runs):
+@pytest.mark.parametrize("per_block", [16, 2])  # 2 blocks; 12 blocks, so one is queued behind the crash
+def test_a_crashing_worker_is_quarantined_with_the_instance_seed(two_runs, per_block):
     from ray_pipeline.data import steps
 
     # ordinal 5 = the 6th instance spec; its worker dies with SIGSEGV while tracing it (as a core crash would)
-    assert _generate(two_runs, "crash", "debug.segfault_instance=5", "data.max_error_rate=0.5") == 0
-    d = two_runs / "crash" / "datasets" / "main"
+    name = f"crash-{per_block}"
+    assert _generate(two_runs, name, "debug.segfault_instance=5", "data.max_error_rate=0.5",
+                     f"data.instances_per_block={per_block}") == 0
+    d = two_runs / name / "datasets" / "main"
     errors = pq.read_table(d / "errors.parquet").to_pylist()
     assert [(e["ordinal"], e["step"]) for e in errors] == [(5, "trace")]
     e = errors[0]
@@ -103,7 +106,11 @@ def test_a_crashing_worker_is_quarantined_with_the_instance_seed(two_runs):
     a = pq.read_table(two_runs / "a" / "datasets" / "main" / "instances.parquet")
     c = pq.read_table(d / "instances.parquet")
     assert c.num_rows == a.num_rows - 1 and spec["instance_id"] not in c["instance_id"].to_pylist()
-    assert not [p for p in (two_runs / "crash" / "datasets").iterdir() if p.name.startswith(".")]  # no leftovers
+    for f in ("decisions.parquet", "states_train.parquet"):  # the rows of the instances around it are whole
+        assert pq.read_table(d / f).num_rows == pq.read_table(two_runs / "a" / "datasets" / "main" / f).num_rows - \
+            sum(1 for r in pq.read_table(two_runs / "a" / "datasets" / "main" / f, columns=["instance_id"])
+                .column("instance_id").to_pylist() if r == spec["instance_id"])
+    assert not [p for p in (two_runs / name / "datasets").iterdir() if p.name.startswith(".")]  # no leftovers
 
 
 def read_config_data():

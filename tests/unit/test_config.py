@@ -138,7 +138,7 @@ def test_cli_missing_config_file(capsys):
 
 def test_a_size_must_exist_for_its_family():
     """`xxlarge` (Model RB n=50) is defined for RB only: asking another family for it fails validation, naming
-    the key, instead of failing in a Ray Data task halfway through the generate stage."""
+    the key, instead of failing in a Ray Data worker halfway through the generate stage."""
     from ray_pipeline.config import SIZES
     from ray_pipeline.problems import SIZE_DEFAULTS
 
