@@ -31,17 +31,23 @@ def _steps(specs: list[dict], data_json: str) -> int:
     return n
 
 
-def _orders(rounds: int) -> list[tuple[int, int]]:
-    """1-then-2 and 2-then-1 in turn, so a drift in the machine's speed over the run (another tenant, clock)
-    is charged to both sides alike."""
-    return [(1, 2) if r % 2 == 0 else (2, 1) for r in range(rounds)]
-
-
-def _summary(rounds: list[dict]) -> dict:
-    """Medians over rounds: one round's ratio swings with the machine (1.73-2.07x for plain processes here)."""
-    ratios = [r["speedup"] for r in rounds]
+def _rounds(build, rounds: int) -> dict:
+    """`build(n)` (n = 1 or 2 workers; it returns the labelled states) timed in `rounds` alternating rounds,
+    1-then-2 and 2-then-1 in turn, so a drift in the machine's speed (another tenant, clock) is charged to both
+    sides alike. Medians over rounds: one round's ratio swings with the machine (1.64-1.91x here)."""
+    out = []
+    for r in range(rounds):
+        wall, states = {}, {}
+        for n in ((1, 2) if r % 2 == 0 else (2, 1)):
+            t0 = time.perf_counter()
+            states[n] = build(n)
+            wall[n] = time.perf_counter() - t0
+        assert states[1] == states[2], "1 and 2 workers labelled different states"
+        out.append({"order": [1, 2] if r % 2 == 0 else [2, 1], "states": states[1],
+                    "wall_s": {"1": round(wall[1], 2), "2": round(wall[2], 2)}, "speedup": round(wall[1] / wall[2], 3)})
+    ratios = [r["speedup"] for r in out]
     return {"speedup_median": round(statistics.median(ratios), 3), "speedup_min": min(ratios),
-            "speedup_max": max(ratios), "rounds": rounds}
+            "speedup_max": max(ratios), "rounds": out}
 
 
 def _ceiling(specs: list[dict], data, rounds: int) -> dict:
@@ -51,23 +57,14 @@ def _ceiling(specs: list[dict], data, rounds: int) -> dict:
 
     data_json = data.model_dump_json()
     ctx = mp.get_context("spawn")  # a clean child: no Ray state forked from this process
-    out = []
     with ctx.Pool(2) as pool:
         pool.apply(_steps, ([], data_json))  # warm-up: imports in both children
         pool.apply(_steps, ([], data_json))
-        for order in _orders(rounds):
-            wall, states = {}, {}
-            for procs in order:
-                t0 = time.perf_counter()
-                if procs == 1:
-                    states[1] = pool.apply(_steps, (specs, data_json))
-                else:
-                    states[2] = sum(pool.starmap(_steps, [(specs[0::2], data_json), (specs[1::2], data_json)]))
-                wall[procs] = time.perf_counter() - t0
-            assert states[1] == states[2]
-            out.append({"one_process_s": round(wall[1], 2), "two_processes_s": round(wall[2], 2),
-                        "speedup": round(wall[1] / wall[2], 3)})
-    return _summary(out)
+
+        def build(n: int) -> int:
+            return sum(pool.starmap(_steps, [(specs[i::n], data_json) for i in range(n)]))
+
+        return _rounds(build, rounds)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -102,29 +99,22 @@ def run(args: argparse.Namespace) -> int:
         # warm-up: one build, so the package's files and the native module are in the page cache (each build
         # starts its own worker actors: their start-up, ~2 s, is in every timed build)
         list(ray_data.build(specs[:2 * data.instances_per_block], data, workers=2))
-        rounds = []
-        for order in _orders(args.rounds):
-            runs = {}
-            for workers in order:
-                t0 = time.perf_counter()
-                rows = list(ray_data.build(specs, data, workers=workers))
-                wall = time.perf_counter() - t0
-                states = sum(len(json.loads(r["states_json"])) + r["dropped_states"] for r in rows)
-                runs[workers] = {"wall_s": round(wall, 2), "instances_per_s": round(len(rows) / wall, 3),
-                                 "labelled_states_per_s": round(states / wall, 3), "states": states}
-            assert runs[1]["states"] == runs[2]["states"], "1 and 2 workers labelled different states"
-            rounds.append({"order": list(order), "1": runs[1], "2": runs[2],
-                           "speedup": round(runs[2]["instances_per_s"] / runs[1]["instances_per_s"], 3)})
+
+        def build(n: int) -> int:
+            rows = list(ray_data.build(specs, data, workers=n))
+            return sum(len(json.loads(r["states_json"])) + r["dropped_states"] for r in rows)
+
+        ray_rounds = _rounds(build, args.rounds)
     finally:
         if info.started:
             shutdown_ray()
-    ray_summary = _summary(rounds)
-    out["runs"] = {str(w): {k: statistics.median(r[str(w)][k] for r in rounds)
-                            for k in ("wall_s", "instances_per_s", "labelled_states_per_s", "states")}
-                   for w in (1, 2)}
-    out["speedup_2_vs_1"] = ray_summary["speedup_median"]
-    out["speedup_2_vs_1_range"] = [ray_summary["speedup_min"], ray_summary["speedup_max"]]
-    out["rounds"] = rounds
+    walls = {w: round(statistics.median(r["wall_s"][w] for r in ray_rounds["rounds"]), 2) for w in ("1", "2")}
+    states = ray_rounds["rounds"][0]["states"]
+    out["runs"] = {w: {"wall_s": walls[w], "instances_per_s": round(len(specs) / walls[w], 3),
+                       "labelled_states_per_s": round(states / walls[w], 3), "states": states} for w in walls}
+    out["speedup_2_vs_1"] = ray_rounds["speedup_median"]
+    out["speedup_2_vs_1_range"] = [ray_rounds["speedup_min"], ray_rounds["speedup_max"]]
+    out["rounds"] = ray_rounds["rounds"]
     out["machine_ceiling_no_ray"] = _ceiling(specs, data, args.rounds)
     out["share_of_ceiling"] = round(out["speedup_2_vs_1"] / out["machine_ceiling_no_ray"]["speedup_median"], 3)
     print(json.dumps(out, indent=1))

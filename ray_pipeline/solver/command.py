@@ -89,14 +89,14 @@ def run(args: argparse.Namespace) -> int:
     flags = {k: getattr(args, k) for k in _SEARCH_DEFAULTS if getattr(args, k) is not None}
     if flags.get("max_depth") == "all":
         flags["max_depth"] = None  # the solver's "always"
-    scorer, kwargs = None, {**_SEARCH_DEFAULTS, **flags}
+    defaults = dict(_SEARCH_DEFAULTS)
     if args.heuristic == "expert":  # one place for the expert's defaults: config.ExpertSection
         from ..config import ExpertSection
 
-        expert = ExpertSection().solver_kwargs()
+        defaults.update(ExpertSection().solver_kwargs())
         if args.probe_budget is not None:
-            expert["probe_budget"] = args.probe_budget
-        kwargs = {**_SEARCH_DEFAULTS, **expert, **flags}
+            flags["probe_budget"] = args.probe_budget
+    scorer, kwargs = None, {**defaults, **flags}
     if args.model:
         from ..inference import ModelError, load_for_search
         try:
