@@ -218,8 +218,11 @@ class TrainSection(_Section):
     cache_shards: bool = Field(True, description="each worker reads its dataset shard once and serves later epochs "
                                "from memory (Ray Data's per-epoch start-up dominated small epochs); turn off when a "
                                "shard does not fit in a worker's memory")
-    target: Literal["best", "soft"] = Field("soft", description="scorer training target: uniform over the cheapest "
-                                            "candidates, or softmax(-log(cost/min cost)/T) over all of them")
+    target: Literal["best", "soft", "binary"] = Field(
+        "soft", description="scorer training target: a softmax over the state's candidates trained towards uniform "
+        "over the cheapest ones (best) or softmax(-log(cost/min cost)/T) (soft); or binary: each candidate's own "
+        "sigmoid of being one of the cheapest, distilled sigmoid to sigmoid, whose top value is a calibrated "
+        "confidence (a softmax splits it over tied-best candidates)")
     target_temperature: float = Field(0.5, gt=0, description="T of the soft target")
     families: Optional[list[Family]] = Field(None, description="train the scorers on these families' states only "
                                              "(a specialist); None = all families of the dataset")

@@ -71,12 +71,17 @@ class Kind:
         scores = model(x, mask)
         eps = c.optim.label_smoothing if train else 0.0
         d = c.distill
+        binary = c.spec.get("scores") == "binary"
         if d is not None and d.teachers:  # the kinds that learn from teachers (the student)
-            p_t = losses.teacher_probs([batch[f"t_{n}"] for n in d.teachers], list(d.teachers.values()), mask,
-                                       d.temperature)
-            loss = losses.distill(scores, mask, label, p_t, d.alpha, d.temperature, eps)
+            logits, weights = [batch[f"t_{n}"] for n in d.teachers], list(d.teachers.values())
+            if binary:
+                p_t = losses.teacher_probs_binary(logits, weights, d.temperature)
+                loss = losses.distill_binary(scores, mask, label, p_t, d.alpha, d.temperature, eps)
+            else:
+                p_t = losses.teacher_probs(logits, weights, mask, d.temperature)
+                loss = losses.distill(scores, mask, label, p_t, d.alpha, d.temperature, eps)
         else:
-            loss = losses.listwise_ce(scores, mask, label, eps)
+            loss = (losses.binary_ce if binary else losses.listwise_ce)(scores, mask, label, eps)
         return loss, (metrics.ranking_sums(scores, mask, target, batch.get("costs")) if not train else {})
 
     def metric_sum_keys(self) -> list[str]:

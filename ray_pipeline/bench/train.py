@@ -17,7 +17,6 @@ def run(args: argparse.Namespace) -> int:
     from ..cli import main as cli_main
     from ..data import dataset as ds_lib
     from ..manifest import Manifest
-    from ..models import io as model_io
     from ..paths import RunPaths
     from ..storage import Storage
     from ..runtime import init_ray, shutdown_ray
@@ -38,8 +37,8 @@ def run(args: argparse.Namespace) -> int:
         section = driver.model_section(cfg, kind.name)
         section["optim"]["epochs"] = 4
         section["optim"]["early_stopping_patience"] = 100
-        spec = model_io.make_spec(kind.name, driver.hparams_of(kind.name, section), manifest["norm"][kind.norm_key],
-                                  train_key="bench", dataset_hash=data_hash, seed=cfg.run.seed)
+        spec = driver.model_spec(cfg, kind.name, section, manifest["norm"][kind.norm_key], train_key="bench",
+                                 dataset_hash=data_hash)
         storage = Storage.of(paths.run, cfg.run.storage, cfg.run.name)
         driver.sync_dataset(paths, storage)
         datasets = {sp: driver.scorer_dataset(paths.dataset, sp, manifest["top_k"], storage=storage)

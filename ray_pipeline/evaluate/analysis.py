@@ -3,7 +3,8 @@
 - correctness checks of a trained scorer (shapes, finiteness, permutation equivariance, determinism, batch
   consistency), each reported by name;
 - ranking metrics per family and size; regression metrics of the cost predictor;
-- calibration of the scorer's softmax (ECE, reliability diagram data) and temperature scaling fitted on val;
+- calibration of the scorer's top-1 confidence (ECE, reliability diagram data) and temperature scaling fitted
+  on val;
 - confidence threshold analysis (accuracy vs coverage);
 - error analysis: worst states, error by family/size/depth, and suggestions derived from those numbers.
 """
@@ -83,6 +84,10 @@ def regression_report(pred: np.ndarray, y: np.ndarray, names: tuple[str, ...]) -
 
 
 # ------------------------------------------------------------------------------------------ calibration
+# What a scorer's scores mean (model.json "scores"): "listwise" = logits of a softmax over the state's candidates
+# (train.target best/soft), "binary" = each candidate's own logit of being one of the cheapest (train.target
+# binary). The event calibrated is the same for both: the top candidate is one of the tied-best. Its confidence is
+# the top softmax probability, or the top candidate's sigmoid.
 def _probs(scores: np.ndarray, t: float) -> np.ndarray:
     z = scores / t
     z = z - np.max(z, axis=1, keepdims=True)
@@ -90,40 +95,55 @@ def _probs(scores: np.ndarray, t: float) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def nll(scores: np.ndarray, target: np.ndarray, t: float) -> float:
+def _top1(scores: np.ndarray, target: np.ndarray, t: float, binary: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(confidence, hit) of each state's top candidate at temperature t."""
+    top = scores.argmax(axis=1)
+    if binary:
+        conf = 1.0 / (1.0 + np.exp(-scores[np.arange(len(scores)), top].astype(np.float64) / t))
+    else:
+        conf = _probs(scores, t).max(axis=1)
+    return conf, target[np.arange(len(scores)), top] > 0
+
+
+def nll(scores: np.ndarray, target: np.ndarray, t: float, binary: bool = False) -> float:
+    """The label's negative log-likelihood: the softmax mass on the tied-best candidates, or (binary) the mean
+    per-candidate log loss of "is one of the cheapest"."""
+    if binary:
+        valid = np.isfinite(scores)
+        p = np.clip(1.0 / (1.0 + np.exp(-scores[valid].astype(np.float64) / t)), 1e-12, 1 - 1e-12)
+        y = target[valid] > 0
+        return float(-np.where(y, np.log(p), np.log1p(-p)).mean()) if len(p) else 0.0
     p = (_probs(scores, t) * (target > 0)).sum(axis=1)  # probability mass on the tied-best candidates
     return float(-np.log(np.maximum(p, 1e-12)).mean())
 
 
-def top1_log_loss(scores: np.ndarray, target: np.ndarray, t: float) -> float:
-    """Log loss of the event the calibration figures are about: confidence = the top softmax probability,
+def top1_log_loss(scores: np.ndarray, target: np.ndarray, t: float, binary: bool = False) -> float:
+    """Log loss of the event the calibration figures are about: confidence = the top candidate's probability,
     outcome = the top candidate is one of the tied-best (the same event ECE bins)."""
-    p = _probs(scores, t)
-    conf = np.clip(p.max(axis=1), 1e-7, 1 - 1e-7)
-    hit = target[np.arange(len(p)), p.argmax(axis=1)] > 0
+    conf, hit = _top1(scores, target, t, binary)
+    conf = np.clip(conf, 1e-7, 1 - 1e-7)
     return float(-np.where(hit, np.log(conf), np.log1p(-conf)).mean())
 
 
-def fit_temperature(scores: np.ndarray, target: np.ndarray) -> float:
+def fit_temperature(scores: np.ndarray, target: np.ndarray, binary: bool = False) -> float:
     """One scalar T > 0 fitted on validation (temperature scaling, Guo et al. 2017): grid in log space, then
     refined. The loss is the log loss of the top-1 event, not the NLL of the label: with tied-best candidates
-    (4 in 10 states) the softmax spreads mass over them, so NLL's T (0.18 on a quick run) left test ECE at 0.14
+    (4 in 10 states) a softmax spreads mass over them, so NLL's T (0.18 on a quick run) left test ECE at 0.14
     where this one's (0.15) gives 0.10."""
     if len(scores) == 0:
         return 1.0
     grid = np.exp(np.linspace(math.log(0.02), math.log(50.0), 81))
-    best = min(grid, key=lambda t: top1_log_loss(scores, target, t))
+    best = min(grid, key=lambda t: top1_log_loss(scores, target, t, binary))
     fine = best * np.exp(np.linspace(-0.1, 0.1, 21))
     # T = 1 is a candidate: scaling never makes the validation loss worse than leaving the model alone
-    return float(min([*fine, 1.0], key=lambda t: top1_log_loss(scores, target, t)))
+    return float(min([*fine, 1.0], key=lambda t: top1_log_loss(scores, target, t, binary)))
 
 
-def calibration(scores: np.ndarray, target: np.ndarray, t: float, bins: int) -> dict[str, Any]:
-    p = _probs(scores, t)
-    conf = p.max(axis=1)
-    correct = (target[np.arange(len(p)), p.argmax(axis=1)] > 0).astype(float)
+def calibration(scores: np.ndarray, target: np.ndarray, t: float, bins: int, binary: bool = False) -> dict[str, Any]:
+    conf, hit = _top1(scores, target, t, binary)
+    correct = hit.astype(float)
     e, rows = ece(conf, correct, bins)
-    # Where one candidate is strictly best the top probability can mean "this one is best"; with ties it
+    # Where one candidate is strictly best the top softmax probability can mean "this one is best"; with ties it
     # cannot (mass split over equals), so ECE is also given on those states alone.
     unique = (target > 0).sum(axis=1) == 1
     e_unique = ece(conf[unique], correct[unique], bins)[0] if unique.any() else None
@@ -132,7 +152,8 @@ def calibration(scores: np.ndarray, target: np.ndarray, t: float, bins: int) -> 
         sel = conf >= th
         thresholds.append({"threshold": th, "coverage": round(float(sel.mean()), 4) if len(sel) else 0.0,
                            "accuracy": round(float(correct[sel].mean()), 4) if sel.any() else None})
-    return {"temperature": round(t, 4), "ece": round(e, 4), "nll": round(nll(scores, target, t), 4),
+    return {"temperature": round(t, 4), "ece": round(e, 4), "nll": round(nll(scores, target, t, binary), 4),
+            "scores": "binary" if binary else "listwise",
             "ece_unique_best": None if e_unique is None else round(e_unique, 4),
             "unique_best_states": int(unique.sum()),
             "accuracy": round(float(correct.mean()), 4) if len(correct) else None, "bins": bins,

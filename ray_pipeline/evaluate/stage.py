@@ -121,7 +121,9 @@ def run(ctx: StageContext) -> StageResult:
     # ---- model-level evaluation on dataset states
     data = {sp: _states(paths, sp, k_max) for sp in ("val", "test", "heldout")}
     d = deployed().name  # the scorer the solver calls: checked, calibrated and benchmarked below
-    models = {k.name: model_io.load(paths.model(k.name))[0] for k in scorers()}
+    loaded = {k.name: model_io.load(paths.model(k.name)) for k in scorers()}
+    models = {k: m for k, (m, _) in loaded.items()}
+    binary = loaded[d][1].get("scores") == "binary"  # what the deployed scorer's scores mean (calibration)
     scores = {k: {sp: analysis.scores_of(m, data[sp][0]) for sp in data} for k, m in models.items()}
     for k, m in models.items():
         ev["checks"][k] = analysis.checks(m, k, data["test"][0], seed=cfg.run.seed)
@@ -135,14 +137,14 @@ def run(ctx: StageContext) -> StageResult:
     cost_model, _ = model_io.load(paths.model(cost_predictor().name))
     ev["cost"] = _cost_metrics(paths, cost_model)
     val_scores, val_target = scores[d]["val"], data["val"][0]["target"]
-    t = analysis.fit_temperature(val_scores, val_target)
-    ev["calibration"] = {"before": analysis.calibration(scores[d]["test"], data["test"][0]["target"], 1.0,
-                                                        e.ece_bins),
-                         "after": analysis.calibration(scores[d]["test"], data["test"][0]["target"], t,
-                                                       e.ece_bins),
+    t = analysis.fit_temperature(val_scores, val_target, binary)
+    test_scores, test_target = scores[d]["test"], data["test"][0]["target"]
+    ev["calibration"] = {"before": analysis.calibration(test_scores, test_target, 1.0, e.ece_bins, binary),
+                         "after": analysis.calibration(test_scores, test_target, t, e.ece_bins, binary),
                          # where T was fitted; the test figures above show whether it transfers
-                         "val_top1_log_loss": {"before": round(analysis.top1_log_loss(val_scores, val_target, 1.0), 4),
-                                               "after": round(analysis.top1_log_loss(val_scores, val_target, t), 4)}}
+                         "val_top1_log_loss": {
+                             "before": round(analysis.top1_log_loss(val_scores, val_target, 1.0, binary), 4),
+                             "after": round(analysis.top1_log_loss(val_scores, val_target, t, binary), 4)}}
     ev["errors"] = {sp: analysis.error_analysis(scores[d][sp], data[sp][0], data[sp][1])
                     for sp in ("test", "heldout")}
 
@@ -254,7 +256,8 @@ def _reliability_plot(cal: dict[str, Any], path: Path, model: str) -> Path:
         rows = [r for r in cal[key]["reliability"] if r["n"]]
         ax.plot([r["conf"] for r in rows], [r["acc"] for r in rows], marker="o", color=color,
                 label=f"{key}: T={cal[key]['temperature']}, ECE={cal[key]['ece']:.3f}")
-    ax.set_xlabel("confidence (max softmax over candidates)")
+    ax.set_xlabel("confidence (top candidate's " + ("sigmoid)" if cal["after"].get("scores") == "binary"
+                                                    else "softmax probability)"))
     ax.set_ylabel("accuracy (chosen candidate is a cheapest one)")
     ax.set_title(f"{model} reliability (test)")
     ax.legend(fontsize=7)

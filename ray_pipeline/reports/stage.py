@@ -187,7 +187,9 @@ def run(ctx: StageContext) -> StageResult:
               f"{cal['after']['ece']:.3f} at T={cal['after']['temperature']} fitted on val; on the "
               f"{cal['after'].get('unique_best_states', '?')} states with one strictly best candidate "
               f"{_fmt(cal['before'].get('ece_unique_best'))} / {_fmt(cal['after'].get('ece_unique_best'))} "
-              "(with tied-best candidates the softmax splits its mass among them). "
+              + ("(each candidate's own sigmoid of being a cheapest one: train.target binary). "
+                 if cal["after"].get("scores") == "binary" else
+                 "(with tied-best candidates the softmax splits its mass among them). ") +
               "![reliability](reliability.png)", "",
               f"Cost predictor (test): {json.dumps(ev['cost'].get('test', {}))}", "", "Suggestions:", ""]
         L += [f"- {s}" for s in ev["suggestions"]]

@@ -43,7 +43,8 @@ def _pad_batch(batch: pa.Table, k_max: int, target: str, temperature: float,
         batch = batch.filter(pa.compute.is_in(batch["family"], value_set=pa.array(families)))
     a = ds_lib.to_arrays(batch, k_max, soft_temperature=temperature if target == "soft" else None)
     out = {"x": a["x"], "mask": a["mask"], "target": a["target"], "best": a["best"], "costs": a["costs"],
-           "label": a["soft"] if target == "soft" else a["target"]}
+           "label": a["soft"] if target == "soft" else (a["target"] > 0).astype(np.float32) if target == "binary"
+           else a["target"]}
     if "state_id" in batch.column_names:
         out["state_id"] = np.asarray(batch["state_id"].to_pylist(), dtype=object)
     return out
@@ -113,6 +114,15 @@ def model_section(cfg: Config, kind: str) -> dict[str, Any]:
 
 def hparams_of(kind: str, section: dict[str, Any]) -> dict[str, Any]:
     return {k: section[k] for k in kind_of(kind).hparams}
+
+
+def model_spec(cfg: Config, kind: str, section: dict[str, Any], norm: dict[str, list[float]], **extra: Any
+               ) -> dict[str, Any]:
+    """model.json of a `kind` model this config trains; a scorer's also says what its scores mean (binary:
+    per-candidate sigmoid logits; listwise: softmax logits), which its loss and its calibration read."""
+    if kind_of(kind).scorer:
+        extra["scores"] = "binary" if cfg.train.target == "binary" else "listwise"
+    return model_io.make_spec(kind, hparams_of(kind, section), norm, seed=cfg.run.seed, **extra)
 
 
 def train_key(cfg: Config, kind: str, section: dict[str, Any], dataset_hash: str) -> str:

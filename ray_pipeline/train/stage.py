@@ -14,7 +14,7 @@ from typing import Any
 
 from .. import atomic
 from ..console import progress
-from ..config import Config
+from ..config import Config, stable_hash
 from ..data import dataset as ds_lib
 from ..kinds import KINDS, deployed, scorers, top1_ratio_key
 from ..models import io as model_io
@@ -55,8 +55,8 @@ def run(ctx: StageContext) -> StageResult:
 
 def output_hash(paths: RunPaths) -> str:
     """Over the models present: one that disappears (or changes) no longer matches the recorded hash."""
-    return "".join(atomic.hash_tree(paths.model(k) / "model.pt") for k in KINDS
-                   if (paths.model(k) / "model.pt").exists())[:16]
+    return stable_hash({k: atomic.hash_tree(paths.model(k) / "model.pt") for k in KINDS
+                        if (paths.model(k) / "model.pt").exists()})
 
 
 def train_model(cfg: Config, paths: RunPaths, storage: Storage, kind: str, manifest: dict[str, Any],
@@ -74,8 +74,7 @@ def train_model(cfg: Config, paths: RunPaths, storage: Storage, kind: str, manif
         except (OSError, json.JSONDecodeError):
             pass
     norm = manifest["norm"][KINDS[kind].norm_key]
-    spec = model_io.make_spec(kind, driver.hparams_of(kind, section), norm, train_key=key, dataset_hash=data_hash,
-                              seed=cfg.run.seed)
+    spec = driver.model_spec(cfg, kind, section, norm, train_key=key, dataset_hash=data_hash)
     name = f"{kind}-{key}"
     if force:
         driver.clear_checkpoints(storage, paths.checkpoints, name)

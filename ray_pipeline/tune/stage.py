@@ -67,7 +67,6 @@ def _trial(params: dict[str, Any], cfg_json: str, data_hash: str, datasets: dict
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from ..config import Config
-    from ..models import io as model_io
     from ..train import driver
 
     cfg = Config.model_validate_json(cfg_json)
@@ -75,9 +74,8 @@ def _trial(params: dict[str, Any], cfg_json: str, data_hash: str, datasets: dict
     kind = cfg.tune.model
     section = apply_params(driver.model_section(cfg, kind), params, f"train.{kind}")
     section["optim"]["epochs"] = cfg.tune.max_t
-    spec = model_io.make_spec(kind, driver.hparams_of(kind, section), norm,
-                              train_key=driver.train_key(cfg, kind, section, data_hash), dataset_hash=data_hash,
-                              seed=cfg.run.seed)
+    spec = driver.model_spec(cfg, kind, section, norm, train_key=driver.train_key(cfg, kind, section, data_hash),
+                             dataset_hash=data_hash)
     trial_id = ray.tune.get_context().get_trial_id()
     loop_cfg = driver.loop_config(cfg, paths, kind, section, spec, paths.tune / "train" / f"trial-{trial_id}",
                                   teachers)

@@ -7,7 +7,7 @@ import pytest
 from ray_pipeline import drift
 from ray_pipeline.features import INPUT_FEATURES, INSTANCE_FEATURES
 
-scipy_stats = pytest.importorskip("scipy.stats", reason="scipy is in the dev extras (make install)")
+scipy_stats = pytest.importorskip("scipy.stats", reason="scipy is in the dev extras (make install-dev; make test installs them)")
 
 
 @pytest.mark.parametrize("n,m,shift,seed", [(40, 40, 0.0, 0), (300, 120, 0.2, 1), (500, 900, 0.0, 2),

@@ -55,6 +55,35 @@ def test_a_kind_trains_and_reports_its_declared_metrics(name, tmp_path):
     assert (c.distill is not None) == (name == "student")
 
 
+@pytest.mark.parametrize("name", [k for k in KINDS if KINDS[k].scorer])
+def test_train_target_binary_trains_scorers_on_per_candidate_sigmoids(name, tmp_path):
+    """train.target binary: the spec says so (calibration reads it) and the loss is the per-candidate one."""
+    from ray_pipeline.train import losses
+
+    cfg = CFG.model_copy(update={"train": CFG.train.model_copy(update={"target": "binary"})})
+    kind, section = KINDS[name], driver.model_section(cfg, name)
+    n = len(kind.features)
+    spec = driver.model_spec(cfg, name, section, {"mean": [0.0] * n, "std": [1.0] * n}, train_key="k",
+                             dataset_hash="d")
+    assert spec["scores"] == "binary" and driver.model_spec(CFG, name, section, spec["norm"])["scores"] == "listwise"
+    assert "scores" not in driver.model_spec(cfg, "cost", driver.model_section(cfg, "cost"), spec["norm"])
+    torch.manual_seed(0)
+    model = model_io.build(spec).eval()
+    c = driver.loop_config(cfg, RunPaths.of(tmp_path, "r"), name, section, spec, tmp_path)
+    b = _batch(kind, np.random.default_rng(0))
+    b["label"] = (b["target"] > 0).float()
+    loss, _ = kind.loss_and_sums(model, b, c, train=False)
+    s, mask = model(b["x"], b["mask"]), b["mask"]
+    if c.distill is not None:
+        d = c.distill
+        want = losses.distill_binary(s, mask, b["label"], losses.teacher_probs_binary([b["t_teacher"]], [1.0],
+                                                                                      d.temperature),
+                                     d.alpha, d.temperature)
+    else:
+        want = losses.binary_ce(s, mask, b["label"])
+    assert float(loss) == pytest.approx(float(want), rel=1e-6)
+
+
 @pytest.mark.parametrize("name", list(KINDS))
 def test_a_kind_exports_to_onnx_and_scores_like_pytorch(name, tmp_path):
     kind = KINDS[name]

@@ -107,3 +107,26 @@ def test_atomic_file_write_leaves_no_partial_file(tmp_path):
             raise RuntimeError
     assert json.loads(p.read_text()) == {"a": 1}
     assert [q.name for q in tmp_path.iterdir()] == ["x.json"]
+
+
+@pytest.mark.parametrize("stage, files", [("train", ("model.pt",)), ("export", ("model.onnx", "model.native.npz"))])
+def test_a_change_to_any_model_file_changes_its_stages_output_hash(tmp_path, stage, files):
+    """Resume skips a stage whose inputs hash as before: a retrained student (its teacher unchanged) must change
+    train's output hash, or export and evaluate would keep the old student's files and figures."""
+    import importlib
+
+    from ray_pipeline.kinds import KINDS
+
+    output_hash = importlib.import_module(f"ray_pipeline.{stage}.stage").output_hash
+    paths = RunPaths(tmp_path / "run")
+    for k in KINDS:
+        for name in files:
+            atomic.write_text(paths.model(k) / name, f"{k} {name} v1")
+    seen = {output_hash(paths)}
+    for k in KINDS:  # every model's file counts, not just the first one's
+        for name in files:
+            atomic.write_text(paths.model(k) / name, f"{k} {name} v2")
+            seen.add(output_hash(paths))
+    assert len(seen) == 1 + len(KINDS) * len(files)
+    (paths.model(list(KINDS)[-1]) / files[0]).unlink()  # a model that disappears changes it too
+    assert output_hash(paths) not in seen

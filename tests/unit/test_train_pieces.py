@@ -72,6 +72,39 @@ def test_calibration_reports_states_with_one_best_candidate_apart():
     assert c["ece_unique_best"] == pytest.approx((abs(p1 - 1) + abs(p_top - 0)) / 2, abs=1e-4)
 
 
+def test_binary_losses_ignore_padding_and_reward_every_tied_best_candidate():
+    mask = torch.tensor([[True, True, True, False]])
+    label = torch.tensor([[1.0, 1.0, 0.0, 0.0]])  # two tied-best candidates
+    both = torch.tensor([[4.0, 4.0, -4.0, 123.0]])
+    one = torch.tensor([[4.0, -4.0, -4.0, -123.0]])
+    # padding never counts, and putting both ties high beats picking one of them
+    assert losses.binary_ce(both, mask, label) == pytest.approx(float(-np.log(1 / (1 + np.exp(-4.0)))), rel=1e-5)
+    assert losses.binary_ce(both, mask, label) < losses.binary_ce(one, mask, label)
+    p_t = losses.teacher_probs_binary([both, one], [1.0, 1.0], 1.0)
+    assert p_t[0, 1] == pytest.approx(0.5, abs=1e-6)  # the two teachers disagree on candidate 1
+    # alpha = 0 is the labels' loss alone; alpha = 1 is zero only where the student matches the teacher's sigmoid
+    assert losses.distill_binary(both, mask, label, p_t, 0.0, 2.0) == pytest.approx(float(losses.binary_ce(both, mask, label)))
+    kd_self = losses.distill_binary(both, mask, label, torch.sigmoid(both / 2.0), 1.0, 2.0)
+    kd_other = losses.distill_binary(one, mask, label, torch.sigmoid(both / 2.0), 1.0, 2.0)
+    assert kd_self < kd_other
+
+
+def test_binary_calibration_reads_the_top_candidates_sigmoid():
+    scores = np.array([[2.0, 2.0, -np.inf], [0.0, 1.0, -1.0]], np.float32)
+    target = np.array([[1, 1, 0], [1, 0, 0]], np.float32)
+    c = analysis.calibration(scores, target, 1.0, 10, binary=True)
+    s = 1 / (1 + np.exp(-np.array([2.0, 1.0])))  # top candidates' sigmoids; state 1 right (a tie), state 2 wrong
+    assert c["scores"] == "binary" and c["accuracy"] == pytest.approx(0.5)
+    assert c["ece"] == pytest.approx((abs(s[0] - 1) + abs(s[1] - 0)) / 2, abs=1e-4)
+    # a softmax over the same scores gives the tied pair 1/2 each: another confidence for the same event
+    assert analysis.calibration(scores, target, 1.0, 10)["reliability"] != c["reliability"]
+    rng = np.random.default_rng(0)
+    big = rng.normal(size=(300, 5)) * 6  # over-confident sigmoids on random labels
+    lab = (rng.random((300, 5)) < 0.3).astype(np.float32)
+    t = analysis.fit_temperature(big, lab, binary=True)
+    assert t > 1 and analysis.calibration(big, lab, t, 10, True)["ece"] < analysis.calibration(big, lab, 1.0, 10, True)["ece"]
+
+
 def test_tune_params_land_in_the_model_section_and_the_best_config_validates():
     cfg = load_config(CONFIGS / "tune.yaml")
     sec = cfg.train.model_dump(mode="json")["teacher"]
