@@ -221,8 +221,8 @@ class TrainSection(_Section):
     target: Literal["best", "soft", "binary"] = Field(
         "soft", description="scorer training target: a softmax over the state's candidates trained towards uniform "
         "over the cheapest ones (best) or softmax(-log(cost/min cost)/T) (soft); or binary: each candidate's own "
-        "sigmoid of being one of the cheapest, distilled sigmoid to sigmoid, whose top value is a calibrated "
-        "confidence (a softmax splits it over tied-best candidates)")
+        "sigmoid of being one of the cheapest, distilled sigmoid to sigmoid, whose top value is the confidence "
+        "calibration reads (a softmax splits it over tied-best candidates)")
     target_temperature: float = Field(0.5, gt=0, description="T of the soft target")
     families: Optional[list[Family]] = Field(None, description="train the scorers on these families' states only "
                                              "(a specialist); None = all families of the dataset")

@@ -125,11 +125,13 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
     Kind("teacher", INPUT_FEATURES, "input", ("hidden", "layers", "heads", "dropout"), _teacher, scorer=True,
          set_input=True, quantize=False,
          description="Variable scorer (teacher): self-attention over the candidates of a decision state, one score "
-                     "per candidate; trained listwise on strong-branching-style probe labels."),
+                     "per candidate; trained on strong-branching-style probe labels (listwise, or per candidate with "
+                     "train.target binary: model.json's scores says which)."),
     Kind("student", INPUT_FEATURES, "input", ("hidden", "layers", "dropout"), _student, scorer=True, native=True,
          deployed=True, compare_to="teacher",
          description="Variable scorer (student): a small per-candidate MLP distilled from the teacher "
-                     "(alpha*T^2*KL + (1-alpha)*CE); the model the solver calls during search."),
+                     "(alpha*T^2*KL + (1-alpha)*CE, per candidate with train.target binary); the model the solver calls "
+                     "during search."),
     Kind("cost", INSTANCE_FEATURES, "instance", ("hidden", "layers", "dropout"), _cost, scorer=False,
          select=("val_loss", "min"),
          description="Cost predictor: instance features -> log1p(nodes) and log(seconds) of the baseline solver "

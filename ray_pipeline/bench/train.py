@@ -40,9 +40,7 @@ def run(args: argparse.Namespace) -> int:
         spec = driver.model_spec(cfg, kind.name, section, manifest["norm"][kind.norm_key], train_key="bench",
                                  dataset_hash=data_hash)
         storage = Storage.of(paths.run, cfg.run.storage, cfg.run.name)
-        driver.sync_dataset(paths, storage)
-        datasets = {sp: driver.scorer_dataset(paths.dataset, sp, manifest["top_k"], storage=storage)
-                    for sp in ("train", "val")}
+        datasets = driver.training_datasets(cfg, paths, storage, kind.name, manifest)  # as the train stage reads
         for n in (1, 2):
             name = f"bench-{kind.name}-{n}w"
             driver.clear_checkpoints(storage, paths.run / "bench", name)

@@ -266,5 +266,5 @@ def run(ctx: StageContext) -> StageResult:
 
 
 def output_hash(paths) -> str:
-    files = {f"{k}/{name}": paths.model(k) / name for k in KINDS for name in ("model.onnx", "model.native.npz")}
+    files = {f"{k}/{name}": paths.model(k) / name for k in KINDS for name in ("model.onnx", "model.int8.onnx", "model.native.npz")}
     return stable_hash({key: atomic.hash_tree(p) for key, p in files.items() if p.exists()})

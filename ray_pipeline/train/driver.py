@@ -76,16 +76,21 @@ def cost_dataset(dataset_dir: Path, split: str):
                                override_num_blocks=max(1, min(4, len(x)))).materialize()
 
 
-def teacher_files(paths: RunPaths, teachers: dict[str, float]) -> dict[str, dict[str, str]]:
+def teacher_files(cfg: Config, paths: RunPaths, teachers: dict[str, float]) -> dict[str, dict[str, str]]:
     """[3] The teachers a student distils from, as base64 file contents for its Train workers: each worker scores
     its own shard with them once (no separate soft-label pass over the dataset), on whatever node it runs."""
     out = {}
+    want = score_kind(cfg)
     for name in teachers:
         mdir = paths.model(name)
         if not (mdir / "model.pt").exists():
             raise model_io.ModelError(f"{mdir}: teacher {name!r} (train.student.distill.teachers) "
                                       f"has no trained model")
-        model_io.load(mdir)  # a damaged teacher fails here, naming its file, not inside a worker
+        _, spec = model_io.load(mdir)  # a damaged teacher fails here, naming its file, not inside a worker
+        if spec.get("scores", "listwise") != want:  # softmax logits read as sigmoids (or back) would train silently
+            raise model_io.ModelError(f"{mdir / 'model.json'}: teacher {name!r} has {spec.get('scores', 'listwise')} "
+                                      f"scores, this config (train.target={cfg.train.target}) trains {want} ones: "
+                                      "retrain the teacher with this train.target")
         out[name] = {n: base64.b64encode(b).decode() for n, b in pack(mdir, ("model.pt", "model.json")).items()}
     return out
 
@@ -116,12 +121,17 @@ def hparams_of(kind: str, section: dict[str, Any]) -> dict[str, Any]:
     return {k: section[k] for k in kind_of(kind).hparams}
 
 
+def score_kind(cfg: Config) -> str:
+    """What this config's scorers output: per-candidate sigmoid logits (binary) or softmax logits (listwise)."""
+    return "binary" if cfg.train.target == "binary" else "listwise"
+
+
 def model_spec(cfg: Config, kind: str, section: dict[str, Any], norm: dict[str, list[float]], **extra: Any
                ) -> dict[str, Any]:
     """model.json of a `kind` model this config trains; a scorer's also says what its scores mean (binary:
     per-candidate sigmoid logits; listwise: softmax logits), which its loss and its calibration read."""
     if kind_of(kind).scorer:
-        extra["scores"] = "binary" if cfg.train.target == "binary" else "listwise"
+        extra["scores"] = score_kind(cfg)
     return model_io.make_spec(kind, hparams_of(kind, section), norm, seed=cfg.run.seed, **extra)
 
 

@@ -89,7 +89,7 @@ def train_model(cfg: Config, paths: RunPaths, storage: Storage, kind: str, manif
         if datasets_cache is not None:
             datasets_cache[inputs] = datasets
     loop_cfg = driver.loop_config(cfg, paths, kind, section, spec, paths.checkpoints / name,
-                                  driver.teacher_files(paths, teachers) if teachers else None)
+                                  driver.teacher_files(cfg, paths, teachers) if teachers else None)
     log.info("train %s: %d workers, run %s", kind, cfg.train.num_workers, storage.uri_of(paths.checkpoints / name))
     with train_progress.follow(paths.train_progress(kind),
                                lambda r: progress("train", int(r["epoch"]), epochs, "epochs", label=kind)) as pfile:

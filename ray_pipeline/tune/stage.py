@@ -101,7 +101,7 @@ def run(ctx: StageContext) -> StageResult:
         raise ValueError("tune.space: empty; give at least one hyperparameter to search")
     storage = ctx.storage
     # a student sweep needs its trained teachers (fails here, naming the file, before any trial)
-    teachers = driver.teacher_files(paths, section["distill"]["teachers"]) \
+    teachers = driver.teacher_files(cfg, paths, section["distill"]["teachers"]) \
         if section.get("distill", {}).get("teachers") else None
     data_hash = ctx.manifest.output_hash("generate")
     callbacks = []

@@ -191,7 +191,7 @@ def test_student_workers_distil_from_the_teachers_own_scores(run_dir):
     spec = json.loads((run_dir.model("student") / "model.json").read_text())
     section = driver.model_section(cfg, "student")
     c = driver.loop_config(cfg, run_dir, "student", section, spec, run_dir.run / "unused",
-                           driver.teacher_files(run_dir, {"teacher": 1.0}))
+                           driver.teacher_files(cfg, run_dir, {"teacher": 1.0}))
     a = ds_lib.to_arrays(ds_lib.read_states(run_dir.dataset, "val"), ds_lib.read_manifest(run_dir.dataset)["top_k"])
     batch = {"x": torch.from_numpy(a["x"]), "mask": torch.from_numpy(a["mask"])}
     got = _teacher_logits(c)(dict(batch))["t_teacher"]
@@ -201,7 +201,29 @@ def test_student_workers_distil_from_the_teachers_own_scores(run_dir):
     assert len(a["x"]) > 0 and torch.equal(got, want)
     assert not torch.equal(got, teacher(batch["x"], torch.ones_like(batch["mask"])))  # the mask matters
     with pytest.raises(model_io.ModelError, match="no trained model"):
-        driver.teacher_files(run_dir, {"nope": 1.0})
+        driver.teacher_files(cfg, run_dir, {"nope": 1.0})
+    # a binary student never distils from this listwise teacher: softmax logits are not sigmoid logits
+    binary = cfg.model_copy(update={"train": cfg.train.model_copy(update={"target": "binary"})})
+    with pytest.raises(model_io.ModelError, match="teacher 'teacher' has listwise scores.*train.target=binary"):
+        driver.teacher_files(binary, run_dir, {"teacher": 1.0})
+
+
+def test_each_train_target_labels_the_states_as_it_says(run_dir):
+    """train.target on real dataset rows: best = uniform over the tied-best, soft = a distribution over all valid
+    candidates, binary = 1 on every tied-best candidate and 0 elsewhere (padding included)."""
+    from ray_pipeline.data import dataset as ds_lib
+    from ray_pipeline.train import driver
+
+    t = ds_lib.read_states(run_dir.dataset, "val")
+    k = ds_lib.read_manifest(run_dir.dataset)["top_k"]
+    out = {target: driver._pad_batch(t, k, target, 0.5, None) for target in ("best", "soft", "binary")}
+    tied, mask = out["best"]["target"] > 0, out["best"]["mask"]
+    assert len(tied) > 0 and (tied.sum(axis=1) >= 1).all() and (tied.sum(axis=1) > 1).any()  # ties do occur
+    assert np.array_equal(out["binary"]["label"], tied.astype(np.float32))
+    assert np.array_equal(out["best"]["label"], out["best"]["target"])
+    for target in ("best", "soft"):
+        assert np.allclose(out[target]["label"].sum(axis=1), 1.0) and (out[target]["label"][~mask] == 0).all()
+    assert (out["soft"]["label"][mask & ~tied] > 0).any()  # soft gives the others some mass, best none
 
 
 def test_teacher_and_student_onnx_score_like_their_pytorch_models(run_dir):

@@ -109,7 +109,8 @@ def test_atomic_file_write_leaves_no_partial_file(tmp_path):
     assert [q.name for q in tmp_path.iterdir()] == ["x.json"]
 
 
-@pytest.mark.parametrize("stage, files", [("train", ("model.pt",)), ("export", ("model.onnx", "model.native.npz"))])
+@pytest.mark.parametrize("stage, files", [("train", ("model.pt",)), ("export", ("model.onnx", "model.int8.onnx",
+                                                                                    "model.native.npz"))])
 def test_a_change_to_any_model_file_changes_its_stages_output_hash(tmp_path, stage, files):
     """Resume skips a stage whose inputs hash as before: a retrained student (its teacher unchanged) must change
     train's output hash, or export and evaluate would keep the old student's files and figures."""

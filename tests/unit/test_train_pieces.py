@@ -82,7 +82,7 @@ def test_binary_losses_ignore_padding_and_reward_every_tied_best_candidate():
     assert losses.binary_ce(both, mask, label) < losses.binary_ce(one, mask, label)
     p_t = losses.teacher_probs_binary([both, one], [1.0, 1.0], 1.0)
     assert p_t[0, 1] == pytest.approx(0.5, abs=1e-6)  # the two teachers disagree on candidate 1
-    # alpha = 0 is the labels' loss alone; alpha = 1 is zero only where the student matches the teacher's sigmoid
+    # alpha = 0 is the labels' loss alone; alpha = 1 is lowest where the student matches the teacher's sigmoid
     assert losses.distill_binary(both, mask, label, p_t, 0.0, 2.0) == pytest.approx(float(losses.binary_ce(both, mask, label)))
     kd_self = losses.distill_binary(both, mask, label, torch.sigmoid(both / 2.0), 1.0, 2.0)
     kd_other = losses.distill_binary(one, mask, label, torch.sigmoid(both / 2.0), 1.0, 2.0)
