@@ -129,3 +129,10 @@ def hash_tree(path: str | Path) -> str:
         h.update(str(p.relative_to(path.parent if path.is_file() else path)).encode())
         h.update(sha256_file(p).encode())
     return h.hexdigest()[:16]
+
+
+def hash_files(files: dict[str, Path]) -> str:
+    """One hash over several named files, those that exist: a stage's output hash changes when any of them
+    changes or disappears (not just the first one's, as a truncated concatenation of their hashes did)."""
+    present = {name: hash_tree(p) for name, p in files.items() if Path(p).exists()}
+    return hashlib.sha256(json.dumps(present, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]

@@ -95,11 +95,15 @@ def _probs(scores: np.ndarray, t: float) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
+def _sigmoid(z: np.ndarray, t: float) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.asarray(z, np.float64) / t))
+
+
 def _top1(scores: np.ndarray, target: np.ndarray, t: float, binary: bool) -> tuple[np.ndarray, np.ndarray]:
     """(confidence, hit) of each state's top candidate at temperature t."""
     top = scores.argmax(axis=1)
     if binary:
-        conf = 1.0 / (1.0 + np.exp(-scores[np.arange(len(scores)), top].astype(np.float64) / t))
+        conf = _sigmoid(scores[np.arange(len(scores)), top], t)
     else:
         conf = _probs(scores, t).max(axis=1)
     return conf, target[np.arange(len(scores)), top] > 0
@@ -110,7 +114,7 @@ def nll(scores: np.ndarray, target: np.ndarray, t: float, binary: bool = False) 
     per-candidate log loss of "is one of the cheapest"."""
     if binary:
         valid = np.isfinite(scores)
-        p = np.clip(1.0 / (1.0 + np.exp(-scores[valid].astype(np.float64) / t)), 1e-12, 1 - 1e-12)
+        p = np.clip(_sigmoid(scores[valid], t), 1e-12, 1 - 1e-12)
         y = target[valid] > 0
         return float(-np.where(y, np.log(p), np.log1p(-p)).mean()) if len(p) else 0.0
     p = (_probs(scores, t) * (target > 0)).sum(axis=1)  # probability mass on the tied-best candidates

@@ -13,7 +13,6 @@ from typing import Any, Optional
 import numpy as np
 
 from .. import atomic, learned_setting
-from ..config import stable_hash
 from ..kinds import KINDS, deployed
 from ..learned_setting import KEY
 from ..pipeline import StageContext, StageResult
@@ -266,5 +265,5 @@ def run(ctx: StageContext) -> StageResult:
 
 
 def output_hash(paths) -> str:
-    files = {f"{k}/{name}": paths.model(k) / name for k in KINDS for name in ("model.onnx", "model.int8.onnx", "model.native.npz")}
-    return stable_hash({key: atomic.hash_tree(p) for key, p in files.items() if p.exists()})
+    return atomic.hash_files({f"{k}/{name}": paths.model(k) / name for k in KINDS
+                              for name in ("model.onnx", "model.int8.onnx", "model.native.npz")})

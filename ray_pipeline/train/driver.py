@@ -42,9 +42,14 @@ def _pad_batch(batch: pa.Table, k_max: int, target: str, temperature: float,
     if families:
         batch = batch.filter(pa.compute.is_in(batch["family"], value_set=pa.array(families)))
     a = ds_lib.to_arrays(batch, k_max, soft_temperature=temperature if target == "soft" else None)
+    if target == "soft":
+        label = a["soft"]
+    elif target == "binary":  # 1 on every tied-best candidate
+        label = (a["target"] > 0).astype(np.float32)
+    else:
+        label = a["target"]
     out = {"x": a["x"], "mask": a["mask"], "target": a["target"], "best": a["best"], "costs": a["costs"],
-           "label": a["soft"] if target == "soft" else (a["target"] > 0).astype(np.float32) if target == "binary"
-           else a["target"]}
+           "label": label}
     if "state_id" in batch.column_names:
         out["state_id"] = np.asarray(batch["state_id"].to_pylist(), dtype=object)
     return out

@@ -14,7 +14,7 @@ from typing import Any
 
 from .. import atomic
 from ..console import progress
-from ..config import Config, stable_hash
+from ..config import Config
 from ..data import dataset as ds_lib
 from ..kinds import KINDS, deployed, scorers, top1_ratio_key
 from ..models import io as model_io
@@ -55,8 +55,7 @@ def run(ctx: StageContext) -> StageResult:
 
 def output_hash(paths: RunPaths) -> str:
     """Over the models present: one that disappears (or changes) no longer matches the recorded hash."""
-    return stable_hash({k: atomic.hash_tree(paths.model(k) / "model.pt") for k in KINDS
-                        if (paths.model(k) / "model.pt").exists()})
+    return atomic.hash_files({k: paths.model(k) / "model.pt" for k in KINDS})
 
 
 def train_model(cfg: Config, paths: RunPaths, storage: Storage, kind: str, manifest: dict[str, Any],
