@@ -51,6 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
     for stage in STAGES:
         sp = sub.add_parser(stage, help=_STAGE_HELP[stage], description=_STAGE_HELP[stage])
         _add_pipeline_args(sp)
+        if stage == "tune":
+            sp.add_argument("--write-back", action="store_true",
+                            help="after the sweep, set the swept keys (train.<model>.<key>) in CONFIG itself to the "
+                                 "best trial's values; comments and layout are kept")
         if stage == "evaluate":
             sp.add_argument("--files", nargs="+", default=[], metavar="FILE",
                             help="DIMACS files to benchmark too (.cnf, or .col:K with K colours)")
@@ -140,7 +144,23 @@ def _pipeline(args: argparse.Namespace) -> int:
         if code != EXIT_OK:
             return code
         _summary(con, paths, outcome)
+        if getattr(args, "write_back", False):
+            _write_back(con, args.config, paths)
     return EXIT_OK
+
+
+def _write_back(con, config_path: str, paths) -> None:
+    """The sweep's best values into the config file (tune.writeback); a ConfigError leaves the file untouched."""
+    import json
+
+    from .tune.writeback import write_back
+
+    s = json.loads((paths.tune / "summary.json").read_text())
+    ok = sum(1 for t in s["trials"] if t.get(s["metric"]) is not None)
+    note = (f"best of {ok} trials by {s['metric']} = {s['best_value']:.4g} "
+            f"(ray-pipeline tune --write-back, {paths.tune / 'summary.md'})")
+    for key, (old, new) in write_back(config_path, s["model"], s["best_params"], note).items():
+        con.print(f"{config_path}: {key}: {old} -> {new}")
 
 
 def _run_pipeline(args, cfg, paths, manifest, stages, con) -> tuple[int, dict[str, str]]:

@@ -13,10 +13,12 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 
 def test_asha_sweep_on_two_cpus_writes_summary_tensorboard_and_best_yaml(tmp_path, ray_session):
-    args = ["tune", str(CONFIGS / "tune.yaml"), f"run.root={tmp_path}",
+    config = tmp_path / "tune.yaml"  # --write-back edits the config file itself: a copy
+    config.write_text((CONFIGS / "tune.yaml").read_text())
+    args = ["tune", str(config), f"run.root={tmp_path}",
             "data.generate.families=[{family: rb, sizes: [small], count: 6}, {family: ksat, sizes: [small], count: 3}]",
             "data.label.states_per_instance=4", "data.label.node_budget=300", "tune.num_samples=3", "tune.max_t=2",
-            "train.teacher.heads=2"]
+            "train.teacher.heads=2", "--write-back"]
     assert main(args) == 0
     paths = RunPaths.of(tmp_path, "tune")
     s = json.loads((paths.tune / "summary.json").read_text())
@@ -28,3 +30,10 @@ def test_asha_sweep_on_two_cpus_writes_summary_tensorboard_and_best_yaml(tmp_pat
     assert best.train.teacher.optim.lr == pytest.approx(s["best_params"]["optim.lr"])
     assert best.train.teacher.hidden == s["best_params"]["hidden"] and not best.tune.enabled
     assert "train" in best.stages
+    # --write-back: the swept keys now hold the best values in the config file, the rest of it as it was
+    written = load_config(config)
+    assert written.train.teacher.hidden == s["best_params"]["hidden"]
+    assert written.train.teacher.optim.lr == pytest.approx(s["best_params"]["optim.lr"], rel=1e-3)
+    assert written.train.teacher.dropout == pytest.approx(s["best_params"]["dropout"], rel=1e-3, abs=1e-4)
+    text = config.read_text()
+    assert text.startswith((CONFIGS / "tune.yaml").read_text().splitlines()[0]) and "# train.teacher swept: best of 3" in text

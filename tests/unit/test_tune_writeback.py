@@ -1,0 +1,43 @@
+"""`ray-pipeline tune --write-back`: the swept keys change in the config file, nothing else does, and a write
+that would not load leaves the file as it was."""
+import pytest
+
+from ray_pipeline.config import ConfigError, load_config
+from ray_pipeline.tune.writeback import write_back
+
+from ..conftest import CONFIGS
+
+
+def test_write_back_sets_the_swept_keys_and_keeps_the_rest_of_the_file(tmp_path):
+    src = (CONFIGS / "default.yaml").read_text()
+    config = tmp_path / "default.yaml"
+    config.write_text(src)
+    before = load_config(config)
+    changes = write_back(config, "student", {"hidden": 48, "layers": 3, "distill.alpha": 0.712345,
+                                             "distill.temperature": 4.0}, "best of 6 trials")
+    after = load_config(config)
+    assert changes["train.student.hidden"] == (before.train.student.hidden, 48)
+    assert (after.train.student.hidden, after.train.student.layers) == (48, 3)
+    assert (after.train.student.distill.alpha, after.train.student.distill.temperature) == (0.7123, 4.0)
+    # everything not swept loads exactly as before, and every comment line of the file is still there
+    assert after.model_copy(update={"train": before.train}) == before
+    assert after.train.student.optim == before.train.student.optim and after.train.teacher == before.train.teacher
+    text = config.read_text()
+    assert [ln for ln in src.splitlines() if ln.strip().startswith("#")] == \
+           [ln for ln in text.splitlines() if ln.strip().startswith("#") and "swept:" not in ln]
+    # a second write-back replaces the first one's note instead of stacking notes
+    write_back(config, "student", {"hidden": 32}, "best of 8 trials")
+    text = config.read_text()
+    assert text.count("# train.student swept:") == 1 and "best of 8 trials" in text
+    assert load_config(config).train.student.hidden == 32
+
+
+@pytest.mark.parametrize("params, says", [({"hidden": -1}, "hidden"), ({"optim.lr.x": 1.0}, "optim.lr.x")])
+def test_a_write_back_that_would_not_load_leaves_the_file_untouched(tmp_path, params, says):
+    config = tmp_path / "default.yaml"
+    config.write_text((CONFIGS / "default.yaml").read_text())
+    before = config.read_bytes()
+    with pytest.raises(ConfigError) as e:
+        write_back(config, "student", params, "note")
+    assert says in str(e.value)
+    assert config.read_bytes() == before
