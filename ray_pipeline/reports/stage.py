@@ -32,6 +32,10 @@ def _ratio_cell(r: dict, kind: str) -> str:
     return f"{_fmt(r[f'geomean_{kind}_ratio'])}{band} / {_fmt(r[f'median_{kind}_ratio'])}"
 
 
+def _families(f) -> str:
+    return "every family" if f == "all" else "its training families (" + ", ".join(f) + ")"
+
+
 def _fmt(v: Any, nd: int = 3) -> str:
     if v is None:
         return "-"
@@ -183,13 +187,16 @@ def run(ctx: StageContext) -> StageResult:
         L += ["", "## Checks, calibration, errors", "",
               "Checks: " + ", ".join(f"{c['name']} {'ok' if c['passed'] else 'FAILED'}"
                                      for c in ev["checks"][d.name]) + ".", "",
-              f"{d.name.capitalize()} calibration on test ({cal['before']['bins']} bins): ECE {cal['before']['ece']:.3f} at T=1, "
+              f"{d.name.capitalize()} calibration on the test states of "
+              f"{_families(cal.get('families', 'all'))} ({cal['before']['bins']} bins): ECE {cal['before']['ece']:.3f} at T=1, "
               f"{cal['after']['ece']:.3f} at T={cal['after']['temperature']} fitted on val; on the "
               f"{cal['after'].get('unique_best_states', '?')} states with one strictly best candidate "
               f"{_fmt(cal['before'].get('ece_unique_best'))} / {_fmt(cal['after'].get('ece_unique_best'))} "
               + ("(each candidate's own sigmoid of being a cheapest one: train.target binary). "
                  if cal["after"].get("scores") == "binary" else
                  "(with tied-best candidates the softmax splits its mass among them). ") +
+              (f"Other families' test states (out of its training families, same T): ECE "
+               f"{cal['other_families_after']['ece']:.3f}. " if cal.get("other_families_after") else "") +
               "![reliability](reliability.png)", "",
               f"Cost predictor (test): {json.dumps(ev['cost'].get('test', {}))}", "", "Suggestions:", ""]
         L += [f"- {s}" for s in ev["suggestions"]]
