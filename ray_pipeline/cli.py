@@ -80,7 +80,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[list[str]] = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # argparse takes the positional overrides only before the first flag; `run CONFIG --stages train a.b=1` is as
+    # natural to type, so key=value words after a flag are overrides too. Anything else is still an error.
+    if extra and hasattr(args, "overrides") and all("=" in w and not w.startswith("-") for w in extra):
+        args.overrides = [*args.overrides, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     from .runtime import configure_logging
     configure_logging(args.log_level)
     try:

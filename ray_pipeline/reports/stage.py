@@ -54,7 +54,8 @@ def _group_table(groups: dict[str, Any], baseline: str) -> list[str]:
                 key=lambda h: (h != baseline, h))
     L = ["", f"Per family and group (solved; geomean node / time ratio vs {baseline}; the intervals are in "
          "evaluation.json `speedup.groups`). The learned heuristic is trained on `train.families` only: the "
-         "other families, and the external files, are zero-shot.", "",
+         "other families are zero-shot, and no external file was seen in training (a CNF file is k-SAT, a "
+         "graph file colouring).", "",
          "| split | group | instances | " + " | ".join(hs) + " |", "|---|---|---|" + "---|" * len(hs)]
     for split, g in splits.items():
         sub = {f: [k for k in g if k.startswith(f + "/")] for f in g if "/" not in f}

@@ -36,7 +36,7 @@ def test_every_stage_finished_and_wrote_its_artifacts(run_dir):
     # the export deploys the native MLP (it matched ONNX Runtime FP32 on every test row, see export_summary)
     assert "learned = student via the solver core's native MLP (model.native.npz)" in rep
     assert "ray-pipeline bench heldout" in rep
-    assert "## Models (test split, families: rb)" in rep  # quick.yaml trains on train.families: [rb]
+    assert "## Models (test split, families: rb, ksat)" in rep  # quick.yaml trains on train.families: [rb, ksat]
     metrics = json.loads((run_dir.reports / "metrics.json").read_text())
     assert "learned" in metrics["speedup"]["heldout"] and metrics["export"]["student"]["variants"]
 
@@ -46,7 +46,7 @@ def test_student_is_small_and_checks_pass(run_dir):
     assert summary["student"]["params"] <= 0.1 * summary["teacher"]["params"]
     for kind in ("teacher", "student"):  # the reported test top-1 is what the saved model scores on the test split
         reported = summary["test"][kind]
-        hits, n = _recomputed_test_hits(run_dir, kind, families=["rb"])  # quick.yaml: train.families [rb]
+        hits, n = _recomputed_test_hits(run_dir, kind, families=["rb", "ksat"])  # quick.yaml: train.families
         assert reported["n"] == n > 0 and round(reported["top1"] * n) == hits, (kind, reported, hits, n)
     ev = json.loads((run_dir.evaluation / "evaluation.json").read_text())
     failed = [c["name"] for k in ("teacher", "student") for c in ev["checks"][k] if not c["passed"]]
