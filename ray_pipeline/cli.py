@@ -157,14 +157,18 @@ def _pipeline(args: argparse.Namespace) -> int:
 
 def _write_back(con, config_path: str, paths) -> None:
     """The sweep's best values into the config file (tune.writeback); a ConfigError leaves the file untouched."""
+    import datetime
     import json
 
     from .tune.writeback import write_back
 
     s = json.loads((paths.tune / "summary.json").read_text())
     ok = sum(1 for t in s["trials"] if t.get(s["metric"]) is not None)
+    summary_md = paths.tune / "summary.md"
+    if summary_md.is_relative_to(Path.cwd()):  # a config file in a repository names the run as a user types it
+        summary_md = summary_md.relative_to(Path.cwd())
     note = (f"best of {ok} trials by {s['metric']} = {s['best_value']:.4g} "
-            f"(ray-pipeline tune --write-back, {paths.tune / 'summary.md'})")
+            f"(ray-pipeline tune --write-back, {datetime.date.today()}, {summary_md})")
     for key, (old, new) in write_back(config_path, s["model"], s["best_params"], note).items():
         con.print(f"{config_path}: {key}: {old} -> {new}")
 
