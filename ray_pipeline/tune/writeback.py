@@ -2,8 +2,9 @@
 
 `ray-pipeline tune CONFIG --write-back` sets each swept key (`train.<model>.<key>`) to the best trial's value in
 CONFIG itself, so the next `ray-pipeline run CONFIG` trains what the sweep chose. Only those keys change: the
-file's comments, order and layout are kept (a round-trip YAML editor), each written key gets a comment naming the
-sweep, and the file is replaced only after the edited text loads as a valid config. Pure: knows nothing of Ray.
+file's comments, order and layout are kept (a round-trip YAML editor), one comment line above `train.<model>`
+names the sweep (replacing the previous write-back's), and the file is replaced only after the edited text loads
+as a valid config. Pure: knows nothing of Ray.
 """
 from __future__ import annotations
 
