@@ -29,9 +29,8 @@ def _states(paths, split: str, k_max: int) -> tuple[dict[str, np.ndarray], list[
 
 
 def _of_families(meta: list[dict[str, Any]], families: Optional[list[str]]) -> np.ndarray:
-    """Which states belong to `families` (all of them when None, or when none of them does: a tiny dataset)."""
-    own = np.array([families is None or m["family"] in families for m in meta], dtype=bool)
-    return own if own.any() else np.ones(len(meta), dtype=bool)
+    """Which states belong to `families` (all of them when None)."""
+    return np.array([families is None or m["family"] in families for m in meta], dtype=bool)
 
 
 def pick_instances(paths, split: str, limit: int) -> list[dict[str, Any]]:
@@ -145,12 +144,16 @@ def run(ctx: StageContext) -> StageResult:
     # A specialist (train.families) is calibrated where it is meant to act: T is fitted on its families' validation
     # states and ECE measured on their test states; the other families' test states are shown apart, with that T
     own = {sp: _of_families(data[sp][1], cfg.train.families) for sp in ("val", "test")}
+    families = list(cfg.train.families) if cfg.train.families else "all"
+    if not (own["val"].any() and own["test"].any()):  # a tiny dataset without them: every state, and it says so
+        own, families = {sp: np.ones(len(data[sp][1]), dtype=bool) for sp in own}, "all"
     val_scores, val_target = scores[d]["val"][own["val"]], data["val"][0]["target"][own["val"]]
     t = analysis.fit_temperature(val_scores, val_target, binary)
     test_scores, test_target = scores[d]["test"][own["test"]], data["test"][0]["target"][own["test"]]
     ev["calibration"] = {"before": analysis.calibration(test_scores, test_target, 1.0, e.ece_bins, binary),
                          "after": analysis.calibration(test_scores, test_target, t, e.ece_bins, binary),
-                         "families": list(cfg.train.families) if cfg.train.families else "all",
+                         "families": families, "val_states": int(own["val"].sum()),
+                         "test_states": int(own["test"].sum()),
                          # where T was fitted; the test figures above show whether it transfers
                          "val_top1_log_loss": {
                              "before": round(analysis.top1_log_loss(val_scores, val_target, 1.0, binary), 4),

@@ -55,7 +55,10 @@ def test_student_is_small_and_checks_pass(run_dir):
     cal = ev["calibration"]
     assert cal["val_top1_log_loss"]["after"] <= cal["val_top1_log_loss"]["before"] + 1e-4
     n_test = ev["ranking"]["student"]["test"]["all"]["n"]
-    assert cal["after"]["temperature"] > 0 and 0 < cal["after"]["unique_best_states"] < n_test
+    # calibrated on its training families' states (quick.yaml: rb, ksat); the smoke data's coloring states apart
+    assert cal["families"] == ["rb", "ksat"] and 0 < cal["test_states"] <= n_test
+    assert ("other_families_after" in cal) == (cal["test_states"] < n_test)
+    assert cal["after"]["temperature"] > 0 and 0 < cal["after"]["unique_best_states"] <= cal["test_states"]
     _assert_suggestions_quote_measured_figures(run_dir, ev)
     sp = ev["speedup"]["summary"]
     assert set(sp) == {"test", "heldout", "external"}

@@ -42,3 +42,34 @@ def test_a_write_back_that_would_not_load_leaves_the_file_untouched(tmp_path, pa
         write_back(config, "student", params, "note")
     assert says in str(e.value)
     assert config.read_bytes() == before
+
+
+def test_lines_outside_the_section_stay_byte_for_byte_and_small_floats_stay_floats(tmp_path):
+    import yaml
+
+    src = (CONFIGS / "quick.yaml").read_text()
+    config = tmp_path / "quick.yaml"
+    config.write_text(src)
+    write_back(config, "student", {"hidden": 48, "optim.lr": 1.234567e-05}, "best of 4 trials")
+    before, after = src.splitlines(), config.read_text().splitlines()
+    start = next(i for i, ln in enumerate(before) if ln.startswith("  student:"))
+    end = next(i for i, ln in enumerate(before) if ln.startswith("  cost:"))
+    # everything before and after train.student as it was (quick.yaml's two-line `evaluate.files` included)
+    assert after[:start] == before[:start] and after[-(len(before) - end):] == before[end:]
+    assert after[start] == "  # train.student swept: best of 4 trials"
+    raw = yaml.safe_load(config.read_text())  # a plain YAML 1.1 reader: 1e-05 would be a string there
+    assert raw["train"]["student"]["optim"]["lr"] == pytest.approx(1.235e-05) and raw["train"]["student"]["hidden"] == 48
+
+
+DATA = "data: {generate: {families: [{family: rb, sizes: [small], count: 2}]}}\n"
+
+
+@pytest.mark.parametrize("text", ["train:\n  num_workers: 1\n  student:\nrun: {name: x}\n" + DATA,
+                                  "train: {num_workers: 1, student: {hidden: 8}}\nrun: {name: x}\n" + DATA])
+def test_an_empty_section_or_a_one_line_train_gets_the_values_and_the_note(tmp_path, text):
+    config = tmp_path / "c.yaml"
+    config.write_text(text)
+    write_back(config, "student", {"hidden": 40, "distill.alpha": 0.25}, "best of 2 trials")
+    cfg = load_config(config)
+    assert (cfg.train.student.hidden, cfg.train.student.distill.alpha, cfg.train.num_workers) == (40, 0.25, 1)
+    assert config.read_text().count("swept: best of 2 trials") == 1 and cfg.run.name == "x"
