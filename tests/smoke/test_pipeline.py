@@ -205,10 +205,12 @@ def test_student_workers_distil_from_the_teachers_own_scores(run_dir):
     assert not torch.equal(got, teacher(batch["x"], torch.ones_like(batch["mask"])))  # the mask matters
     with pytest.raises(model_io.ModelError, match="no trained model"):
         driver.teacher_files(cfg, run_dir, {"nope": 1.0})
-    # a binary student never distils from this listwise teacher: softmax logits are not sigmoid logits
-    binary = cfg.model_copy(update={"train": cfg.train.model_copy(update={"target": "binary"})})
-    with pytest.raises(model_io.ModelError, match="teacher 'teacher' has listwise scores.*train.target=binary"):
-        driver.teacher_files(binary, run_dir, {"teacher": 1.0})
+    # a listwise student never distils from this binary teacher (quick.yaml: train.target binary): sigmoid logits
+    # are not softmax logits
+    assert spec["scores"] == "binary"
+    listwise = cfg.model_copy(update={"train": cfg.train.model_copy(update={"target": "soft"})})
+    with pytest.raises(model_io.ModelError, match="teacher 'teacher' has binary scores.*train.target=soft"):
+        driver.teacher_files(listwise, run_dir, {"teacher": 1.0})
 
 
 def test_each_train_target_labels_the_states_as_it_says(run_dir):
