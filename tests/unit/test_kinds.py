@@ -65,7 +65,8 @@ def test_train_target_binary_trains_scorers_on_per_candidate_sigmoids(name, tmp_
     n = len(kind.features)
     spec = driver.model_spec(cfg, name, section, {"mean": [0.0] * n, "std": [1.0] * n}, train_key="k",
                              dataset_hash="d")
-    assert spec["scores"] == "binary" and driver.model_spec(CFG, name, section, spec["norm"])["scores"] == "listwise"
+    soft = CFG.model_copy(update={"train": CFG.train.model_copy(update={"target": "soft"})})
+    assert spec["scores"] == "binary" and driver.model_spec(soft, name, section, spec["norm"])["scores"] == "listwise"
     assert "scores" not in driver.model_spec(cfg, "cost", driver.model_section(cfg, "cost"), spec["norm"])
     torch.manual_seed(0)
     model = model_io.build(spec).eval()
