@@ -414,9 +414,17 @@ class Config(_Section):
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
 
-    def section_hash(self, *paths: str) -> str:
-        """Hash of the given dotted sections (plus the seed): what a stage's output depends on."""
+    def section_hash(self, *paths: str, unread: tuple[str, ...] = ()) -> str:
+        """Hash of the given dotted sections (plus the seed): what a stage's output depends on; the dotted keys in
+        `unread` count as unset."""
         d = self.to_dict()
+        for u in unread:
+            *parent, last = u.split(".")
+            node = d
+            for p in parent:
+                node = node.get(p) if isinstance(node, dict) else None
+            if isinstance(node, dict) and last in node:
+                node[last] = None
         picked = {p: _get_path(d, p.split(".")) for p in sorted(paths)}
         picked["run.seed"] = self.run.seed
         return stable_hash(picked)

@@ -30,6 +30,20 @@ class StageSpec:
     config_keys: tuple[str, ...]  # config sections the stage's output depends on
     inputs: tuple[str, ...]  # stages whose outputs it reads
     impl: Any  # "module:function" (or a callable, in tests)
+    # values inside config_keys that the stage sets itself, so its output does not depend on them
+    unread: Optional[Callable[[Config], tuple[str, ...]]] = None
+
+    def config_hash(self, cfg: Config) -> str:
+        if not self.config_keys:
+            return stable_hash({})
+        return cfg.section_hash(*self.config_keys, unread=self.unread(cfg) if self.unread else ())
+
+
+def _swept(cfg: Config) -> tuple[str, ...]:
+    """A sweep sets every swept key and the epochs in each trial: `tune --write-back` writing the winners into
+    train.<model> leaves the sweep up to date."""
+    model = f"train.{cfg.tune.model}"
+    return (*(f"{model}.{key}" for key in cfg.tune.space), f"{model}.optim.epochs")
 
 
 @dataclass
@@ -61,7 +75,7 @@ SPECS: dict[str, StageSpec] = {
     for s in [
         StageSpec("generate", ("data", "debug.fail_instance_every"), (), "ray_pipeline.data.stage:run"),
         StageSpec("train", ("train",), ("generate",), "ray_pipeline.train.stage:run"),
-        StageSpec("tune", ("tune", "train"), ("generate",), "ray_pipeline.tune.stage:run"),
+        StageSpec("tune", ("tune", "train"), ("generate",), "ray_pipeline.tune.stage:run", unread=_swept),
         # export also stores the evaluate stage's learned-heuristic setting in the model it evaluates
         StageSpec("export", ("export", *LEARNED_SETTING_KEYS), ("generate", "train"), "ray_pipeline.export.stage:run"),
         StageSpec("evaluate", ("evaluate",), ("generate", "train", "export"), "ray_pipeline.evaluate.stage:run"),
@@ -131,7 +145,7 @@ def run_stages(ctx: StageContext, stages: list[str], specs: Optional[dict[str, S
     for name in stages:
         spec = specs[name]
         fn = _resolve(spec)
-        chash = ctx.cfg.section_hash(*spec.config_keys) if spec.config_keys else stable_hash({})
+        chash = spec.config_hash(ctx.cfg)
         ihash = input_hash(ctx.manifest, spec)
         if not ctx.force and ctx.manifest.is_current(name, chash, ihash):
             if _outputs_intact(spec, ctx):
