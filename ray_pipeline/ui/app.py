@@ -332,7 +332,6 @@ def _store(request: web.Request) -> dict[str, Stored]:
 
 
 def _put(request: web.Request, name: str, data: bytes, colors: Optional[int], label: str) -> str:
-    s: Settings = request.app["settings"]
     store = _store(request)
     while len(store) >= 200:  # keep the store bounded: forget the oldest
         old = min(store, key=lambda k: store[k].created)

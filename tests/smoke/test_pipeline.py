@@ -8,7 +8,6 @@ import pytest
 
 from ray_pipeline.cli import main
 from ray_pipeline.models import io as model_io
-from ray_pipeline.paths import RunPaths
 
 from ..conftest import BENCHMARKS, CONFIGS, SMOKE_OVERRIDES
 
