@@ -420,9 +420,10 @@ class Config(_Section):
         d = self.to_dict()
         for u in unread:
             *parent, last = u.split(".")
-            node = d
-            for p in parent:
-                node = node.get(p) if isinstance(node, dict) else None
+            try:
+                node = _get_path(d, parent)
+            except (KeyError, IndexError, TypeError, ValueError):  # no such section: the tune stage names it
+                continue
             if isinstance(node, dict) and last in node:
                 node[last] = None
         picked = {p: _get_path(d, p.split(".")) for p in sorted(paths)}
