@@ -134,6 +134,9 @@ def hash_tree(path: str | Path) -> str:
 def hash_files(files: dict[str, Path]) -> str:
     """One hash over several named files, those that exist: a stage's output hash changes when any of them
     changes or disappears (not just the first one's, as a truncated concatenation of their hashes did)."""
-    from .config import stable_hash  # the project's one recipe for hashing a JSON-able value
-
     return stable_hash({name: hash_tree(p) for name, p in files.items() if Path(p).exists()})
+
+
+def stable_hash(obj: Any) -> str:
+    """The project's one recipe for hashing a JSON-able value (config sections, stage outputs)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]

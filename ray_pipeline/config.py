@@ -8,14 +8,13 @@ Command-line overrides are `key.path=value` strings; the value is parsed as YAML
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional
 
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .atomic import stable_hash
 from .kinds import KINDS, known_kind, known_scorer
 
 FAMILIES = ("nqueens", "coloring", "sudoku", "rb", "ksat")
@@ -429,10 +428,6 @@ class Config(_Section):
         picked = {p: _get_path(d, p.split(".")) for p in sorted(paths)}
         picked["run.seed"] = self.run.seed
         return stable_hash(picked)
-
-
-def stable_hash(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
 
 
 def _get_path(d: Any, parts: list[str]) -> Any:
