@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -143,7 +143,30 @@ def fit_temperature(scores: np.ndarray, target: np.ndarray, binary: bool = False
     return float(min([*fine, 1.0], key=lambda t: top1_log_loss(scores, target, t, binary)))
 
 
-def calibration(scores: np.ndarray, target: np.ndarray, t: float, bins: int, binary: bool = False) -> dict[str, Any]:
+def ece_ci95(conf: np.ndarray, correct: np.ndarray, groups: np.ndarray, bins: int, resamples: int = 1000
+             ) -> Optional[list[float]]:
+    """95% bootstrap interval (percentile, fixed seed) of ECE, resampling whole groups (base instances).
+
+    States of one instance share its difficulty, so a test split of ~35 instances moves accuracy by several points
+    as a block: on quick's run val ECE was 0.03 and test 0.07 with the same model. Resampling states alone would
+    hide that. (ECE is biased upwards on a resample, so the interval leans high.)"""
+    keys, inv = np.unique(groups, return_inverse=True)
+    if len(keys) < 2:
+        return None
+    members = [np.flatnonzero(inv == g) for g in range(len(keys))]
+    rng = np.random.default_rng(0)
+    es = []
+    for _ in range(resamples):
+        sel = np.concatenate([members[g] for g in rng.integers(0, len(keys), size=len(keys))])
+        es.append(ece(conf[sel], correct[sel], bins)[0])
+    lo, hi = np.percentile(es, [2.5, 97.5])
+    return [round(float(lo), 4), round(float(hi), 4)]
+
+
+def calibration(scores: np.ndarray, target: np.ndarray, t: float, bins: int, binary: bool = False,
+                groups: Optional[np.ndarray] = None) -> dict[str, Any]:
+    """ECE of the top-1 event at temperature t, the reliability diagram's data and confidence thresholds; with
+    `groups` (each state's base instance) also ECE's instance-bootstrap interval."""
     conf, hit = _top1(scores, target, t, binary)
     correct = hit.astype(float)
     e, rows = ece(conf, correct, bins)
@@ -158,6 +181,7 @@ def calibration(scores: np.ndarray, target: np.ndarray, t: float, bins: int, bin
                            "accuracy": round(float(correct[sel].mean()), 4) if sel.any() else None})
     return {"temperature": round(t, 4), "ece": round(e, 4), "nll": round(nll(scores, target, t, binary), 4),
             "scores": "binary" if binary else "listwise",
+            "ece_ci95": None if groups is None else ece_ci95(conf, correct, np.asarray(groups), bins),
             "ece_unique_best": None if e_unique is None else round(e_unique, 4),
             "unique_best_states": int(unique.sum()),
             "accuracy": round(float(correct.mean()), 4) if len(correct) else None, "bins": bins,

@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 def _states(paths, split: str, k_max: int) -> tuple[dict[str, np.ndarray], list[dict[str, Any]]]:
     t = ds_lib.read_states(paths.dataset, split)
-    meta = t.select(["state_id", "family", "size", "depth"]).to_pylist()
+    meta = t.select(["state_id", "base_id", "family", "size", "depth"]).to_pylist()
     return ds_lib.to_arrays(t, k_max), meta
 
 
@@ -150,14 +150,20 @@ def run(ctx: StageContext) -> StageResult:
     val_scores, val_target = scores[d]["val"][own["val"]], data["val"][0]["target"][own["val"]]
     t = analysis.fit_temperature(val_scores, val_target, binary)
     test_scores, test_target = scores[d]["test"][own["test"]], data["test"][0]["target"][own["test"]]
-    ev["calibration"] = {"before": analysis.calibration(test_scores, test_target, 1.0, e.ece_bins, binary),
-                         "after": analysis.calibration(test_scores, test_target, t, e.ece_bins, binary),
+    bases = {sp: np.array([r["base_id"] for r in data[sp][1]])[own[sp]] for sp in own}
+    ev["calibration"] = {"before": analysis.calibration(test_scores, test_target, 1.0, e.ece_bins, binary,
+                                                        bases["test"]),
+                         "after": analysis.calibration(test_scores, test_target, t, e.ece_bins, binary,
+                                                       bases["test"]),
                          "families": families, "val_states": int(own["val"].sum()),
                          "test_states": int(own["test"].sum()),
+                         "val_instances": len(set(bases["val"])), "test_instances": len(set(bases["test"])),
                          # where T was fitted; the test figures above show whether it transfers
                          "val_top1_log_loss": {
                              "before": round(analysis.top1_log_loss(val_scores, val_target, 1.0, binary), 4),
-                             "after": round(analysis.top1_log_loss(val_scores, val_target, t, binary), 4)}}
+                             "after": round(analysis.top1_log_loss(val_scores, val_target, t, binary), 4)},
+                         "val_ece": {x: analysis.calibration(val_scores, val_target, tx, e.ece_bins, binary)["ece"]
+                                     for x, tx in (("before", 1.0), ("after", t))}}
     if (~own["test"]).any():
         ev["calibration"]["other_families_after"] = analysis.calibration(
             scores[d]["test"][~own["test"]], data["test"][0]["target"][~own["test"]], t, e.ece_bins, binary)

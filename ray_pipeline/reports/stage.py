@@ -183,16 +183,19 @@ def run(ctx: StageContext) -> StageResult:
                 shutil.copyfile(p, out / Path(p).name)
         L += ["", "![nodes](speedup_nodes.png) ![ratios](speedup_ratios.png)"]
         cal = ev["calibration"]
-        metrics["calibration"] = {**{k: {"ece": cal[k]["ece"], "temperature": cal[k]["temperature"]}
-                                     for k in ("before", "after")},
-                                  "families": cal.get("families", "all"), "test_states": cal.get("test_states")}
+        metrics["calibration"] = {**{k: {"ece": cal[k]["ece"], "ece_ci95": cal[k].get("ece_ci95"),
+                                         "temperature": cal[k]["temperature"]} for k in ("before", "after")},
+                                  "families": cal.get("families", "all"), "test_states": cal.get("test_states"),
+                                  "test_instances": cal.get("test_instances"), "val_ece": cal.get("val_ece")}
         L += ["", "## Checks, calibration, errors", "",
               "Checks: " + ", ".join(f"{c['name']} {'ok' if c['passed'] else 'FAILED'}"
                                      for c in ev["checks"][d.name]) + ".", "",
               f"{d.name.capitalize()} calibration on the test states of "
               f"{_families(cal.get('families', 'all'))} ({cal.get('test_states', '?')} states, "
-              f"{cal['before']['bins']} bins): ECE {cal['before']['ece']:.3f} at T=1, "
-              f"{cal['after']['ece']:.3f} at T={cal['after']['temperature']} fitted on val; on the "
+              f"{cal.get('test_instances', '?')} instances, {cal['before']['bins']} bins): ECE "
+              f"{cal['before']['ece']:.3f} at T=1, {cal['after']['ece']:.3f} at T={cal['after']['temperature']} "
+              f"fitted on val (instance-bootstrap 95% interval {cal['after'].get('ece_ci95')}; on val itself "
+              f"{_fmt((cal.get('val_ece') or {}).get('after'))}); on the "
               f"{cal['after'].get('unique_best_states', '?')} states with one strictly best candidate "
               f"{_fmt(cal['before'].get('ece_unique_best'))} / {_fmt(cal['after'].get('ece_unique_best'))} "
               + ("(each candidate's own sigmoid of being a cheapest one: train.target binary). "

@@ -105,6 +105,27 @@ def test_binary_calibration_reads_the_top_candidates_sigmoid():
     assert t > 1 and analysis.calibration(big, lab, t, 10, True)["ece"] < analysis.calibration(big, lab, 1.0, 10, True)["ece"]
 
 
+def test_ece_interval_resamples_whole_instances():
+    # 40 instances of 25 states each; each instance is easier or harder than the confidence says by its own offset
+    # (calibrated on average), so the instance sample moves ECE as a block, which a state-level resample hides
+    rng = np.random.default_rng(1)
+    groups = np.repeat(np.arange(40), 25)
+    conf = rng.uniform(0.2, 0.8, 1000)
+    offset = np.repeat(rng.normal(0, 0.15, 40), 25)
+    correct = (rng.random(1000) < np.clip(conf + offset, 0, 1)).astype(float)
+    lo, hi = analysis.ece_ci95(conf, correct, groups, 10)
+    e = metrics.ece(conf, correct, 10)[0]
+    assert lo <= e <= hi and hi - lo > 0.01
+    assert analysis.ece_ci95(conf, correct, groups, 10) == [lo, hi]  # fixed seed
+    lo_s, hi_s = analysis.ece_ci95(conf, correct, np.arange(1000), 10)  # each state its own group
+    assert hi_s - lo_s < hi - lo
+    assert analysis.ece_ci95(conf, correct, np.zeros(1000), 10) is None  # one instance: no interval
+    scores = np.log(np.stack([conf, 1 - conf], 1))
+    target = np.stack([correct, 1 - correct], 1)
+    c = analysis.calibration(scores, target, 1.0, 10, groups=groups)
+    assert c["ece_ci95"] is not None and analysis.calibration(scores, target, 1.0, 10)["ece_ci95"] is None
+
+
 def test_tune_params_land_in_the_model_section_and_the_best_config_validates():
     cfg = load_config(CONFIGS / "tune.yaml")
     sec = cfg.train.model_dump(mode="json")["teacher"]
