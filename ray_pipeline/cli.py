@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from pathlib import Path
 from typing import Optional
@@ -96,7 +97,12 @@ def main(argv: Optional[list[str]] = None) -> int:
             from .solver.command import run as run_solve
             return run_solve(args)
         if args.command == "bench":
-            return args.bench_fn(args)
+            # SIGTERM unwinds like Ctrl-C, so a benchmark's worker pool is terminated with it (bench/learned.py)
+            before = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+            try:
+                return args.bench_fn(args)
+            finally:
+                signal.signal(signal.SIGTERM, before)
         if args.command == "ui":
             from .ui.app import run as run_ui
             return run_ui(args)
@@ -111,6 +117,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 130
     parser.error(f"unknown command {args.command}")
     return EXIT_USAGE
+
+
+def _exit_on_sigterm(signum, frame) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _pipeline(args: argparse.Namespace) -> int:

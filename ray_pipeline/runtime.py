@@ -170,12 +170,6 @@ def configure_ray_data(cfg: Config) -> None:
     ctx.print_on_execution_start = False
 
 
-def cluster_cpus() -> float:
-    import ray
-
-    return float(ray.cluster_resources().get("CPU", 1.0))
-
-
 def shutdown_ray() -> None:
     import ray
 

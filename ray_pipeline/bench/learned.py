@@ -21,7 +21,6 @@ import itertools
 import json
 import multiprocessing
 import sys
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, Optional
 
@@ -139,9 +138,11 @@ def _measure(args: argparse.Namespace, cfg, model: str, params: dict[str, Any], 
 
     jobs = [(args.family, args.size, offset + i, cfg.run.seed, params, runs, split, cfg.evaluate.propagation,
              args.repeats, node_limit, time_limit) for i in range(args.count)]
-    with ProcessPoolExecutor(max_workers=max(1, args.workers), mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_load, initargs=(model,)) as pool:
-        rows = [r for rs in pool.map(_solve, jobs) for r in rs]
+    # multiprocessing's Pool, not ProcessPoolExecutor: leaving its block by an exception (Ctrl-C, or SIGTERM, which
+    # the CLI turns into SystemExit) terminates the workers; the executor would wait for their current instance,
+    # minutes at RB n=50, and a killed parent left them running
+    with multiprocessing.get_context("spawn").Pool(max(1, args.workers), initializer=_load, initargs=(model,)) as pool:
+        rows = [r for rs in pool.map(_solve, jobs, chunksize=1) for r in rs]
     if args.rows:
         atomic.write_json(args.rows.resolve(), rows)
     summary = summarize(rows, "dom-wdeg")[split]
