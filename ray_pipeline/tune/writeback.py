@@ -10,6 +10,8 @@ as a valid config. Pure: knows nothing of Ray.
 from __future__ import annotations
 
 import io
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -109,7 +111,11 @@ def write_back(config_path: str | Path, kind: str, params: dict[str, Any], note:
     import yaml as pyyaml
 
     validate(pyyaml.safe_load(text), source=f"{path} after write-back")  # the file is replaced only if this holds
-    atomic.write_text(path, text)
+    # a symlinked config stays a link (its target is edited) and the file keeps its permissions
+    target = path.resolve()
+    mode = target.stat().st_mode
+    atomic.write_text(target, text)
+    os.chmod(target, stat.S_IMODE(mode))
     return changes
 
 

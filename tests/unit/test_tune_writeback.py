@@ -73,3 +73,15 @@ def test_an_empty_section_or_a_one_line_train_gets_the_values_and_the_note(tmp_p
     cfg = load_config(config)
     assert (cfg.train.student.hidden, cfg.train.student.distill.alpha, cfg.train.num_workers) == (40, 0.25, 1)
     assert config.read_text().count("swept: best of 2 trials") == 1 and cfg.run.name == "x"
+
+
+def test_a_symlinked_config_stays_a_link_and_keeps_its_permissions(tmp_path):
+    real = tmp_path / "configs" / "default.yaml"
+    real.parent.mkdir()
+    real.write_text((CONFIGS / "default.yaml").read_text())
+    real.chmod(0o640)
+    link = tmp_path / "mine.yaml"
+    link.symlink_to(real)
+    write_back(link, "student", {"hidden": 48}, "best of 2 trials")
+    assert link.is_symlink() and load_config(real).train.student.hidden == 48
+    assert real.stat().st_mode & 0o777 == 0o640
