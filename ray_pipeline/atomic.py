@@ -12,7 +12,7 @@ import os
 import shutil
 import uuid
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional
 
 
 def _tmp_sibling(path: Path, tag: str = "tmp") -> Path:
@@ -42,7 +42,8 @@ def clean_stale(path: Path) -> None:
             shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
 
 
-def write_bytes(path: str | Path, data: bytes) -> Path:
+def write_bytes(path: str | Path, data: bytes, mode: Optional[int] = None) -> Path:
+    """Replace `path` with `data` in one rename; `mode`: the new file's permission bits, set before the rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _tmp_sibling(path)
@@ -51,14 +52,16 @@ def write_bytes(path: str | Path, data: bytes) -> Path:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        if mode is not None:
+            os.chmod(tmp, mode)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return path
 
 
-def write_text(path: str | Path, text: str) -> Path:
-    return write_bytes(path, text.encode())
+def write_text(path: str | Path, text: str, mode: Optional[int] = None) -> Path:
+    return write_bytes(path, text.encode(), mode)
 
 
 def write_json(path: str | Path, obj: Any) -> Path:

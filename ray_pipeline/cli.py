@@ -5,6 +5,7 @@ import argparse
 import logging
 import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Optional
 
@@ -98,6 +99,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             return run_solve(args)
         if args.command == "bench":
             # SIGTERM unwinds like Ctrl-C, so a benchmark's worker pool is terminated with it (bench/learned.py)
+            if threading.current_thread() is not threading.main_thread():  # signal.signal works there only
+                return args.bench_fn(args)
             before = signal.signal(signal.SIGTERM, _exit_on_sigterm)
             try:
                 return args.bench_fn(args)

@@ -21,6 +21,7 @@ import itertools
 import json
 import multiprocessing
 import sys
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, Optional
 
@@ -130,6 +131,18 @@ def _solve(job: tuple[str, str, int, int, dict[str, Any], list[tuple], str, str,
     return solve_rounds(inst, inst.name, meta, runs, propagation, node_limit, time_limit, _SCORER, repeats)
 
 
+def _terminate_workers(pool: ProcessPoolExecutor) -> None:
+    if hasattr(pool, "terminate_workers"):  # Python >= 3.14
+        pool.terminate_workers()
+        return
+    procs = list((getattr(pool, "_processes", None) or {}).values())  # 3.11-3.13: no public way to reach them
+    for p in procs:
+        p.terminate()
+    pool.shutdown(wait=False, cancel_futures=True)
+    for p in procs:
+        p.join(timeout=10)
+
+
 def _measure(args: argparse.Namespace, cfg, model: str, params: dict[str, Any], split: str, offset: int,
              runs: list[tuple], node_limit: int, time_limit: float) -> dict[str, Any]:
     """Every instance in a spawned worker (spawn, not fork: the caller may hold Ray's or ONNX Runtime's threads;
@@ -138,11 +151,16 @@ def _measure(args: argparse.Namespace, cfg, model: str, params: dict[str, Any], 
 
     jobs = [(args.family, args.size, offset + i, cfg.run.seed, params, runs, split, cfg.evaluate.propagation,
              args.repeats, node_limit, time_limit) for i in range(args.count)]
-    # multiprocessing's Pool, not ProcessPoolExecutor: leaving its block by an exception (Ctrl-C, or SIGTERM, which
-    # the CLI turns into SystemExit) terminates the workers; the executor would wait for their current instance,
-    # minutes at RB n=50, and a killed parent left them running
-    with multiprocessing.get_context("spawn").Pool(max(1, args.workers), initializer=_load, initargs=(model,)) as pool:
-        rows = [r for rs in pool.map(_solve, jobs, chunksize=1) for r in rs]
+    pool = ProcessPoolExecutor(max_workers=max(1, min(args.workers, args.count)),
+                               mp_context=multiprocessing.get_context("spawn"), initializer=_load, initargs=(model,))
+    try:  # a worker that dies fails the benchmark (BrokenProcessPool) instead of hanging it, as Pool would
+        rows = [r for rs in pool.map(_solve, jobs) for r in rs]
+    except BaseException:
+        # Ctrl-C, SIGTERM (the CLI makes it SystemExit) or a failed instance: stop the workers now; the executor's
+        # own shutdown would wait for their current instance, minutes at RB n=50
+        _terminate_workers(pool)
+        raise
+    pool.shutdown()
     if args.rows:
         atomic.write_json(args.rows.resolve(), rows)
     summary = summarize(rows, "dom-wdeg")[split]

@@ -194,7 +194,7 @@ def run(ctx: StageContext) -> StageResult:
               f"{_families(cal.get('families', 'all'))} ({cal.get('test_states', '?')} states, "
               f"{cal.get('test_instances', '?')} instances, {cal['before']['bins']} bins): ECE "
               f"{cal['before']['ece']:.3f} at T=1, {cal['after']['ece']:.3f} at T={cal['after']['temperature']} "
-              f"fitted on val (instance-bootstrap 95% interval {cal['after'].get('ece_ci95')}; on val itself "
+              f"fitted on val (instance-bootstrap 95% interval {_fmt(cal['after'].get('ece_ci95'))}; on val itself "
               f"{_fmt((cal.get('val_ece') or {}).get('after'))}); on the "
               f"{cal['after'].get('unique_best_states', '?')} states with one strictly best candidate "
               f"{_fmt(cal['before'].get('ece_unique_best'))} / {_fmt(cal['after'].get('ece_unique_best'))} "

@@ -10,7 +10,6 @@ as a valid config. Pure: knows nothing of Ray.
 from __future__ import annotations
 
 import io
-import os
 import stat
 from pathlib import Path
 from typing import Any
@@ -113,9 +112,7 @@ def write_back(config_path: str | Path, kind: str, params: dict[str, Any], note:
     validate(pyyaml.safe_load(text), source=f"{path} after write-back")  # the file is replaced only if this holds
     # a symlinked config stays a link (its target is edited) and the file keeps its permissions
     target = path.resolve()
-    mode = target.stat().st_mode
-    atomic.write_text(target, text)
-    os.chmod(target, stat.S_IMODE(mode))
+    atomic.write_text(target, text, mode=stat.S_IMODE(target.stat().st_mode))
     return changes
 
 
