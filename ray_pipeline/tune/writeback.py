@@ -91,12 +91,10 @@ def write_back(config_path: str | Path, kind: str, params: dict[str, Any], note:
             changes[f"train.{kind}.{key}"] = (old, value)
     if problems:
         raise ConfigError(str(path), problems)
-    buf = io.StringIO()
-    y.dump(doc, buf)
-    dumped = buf.getvalue().splitlines(keepends=True)
     train = doc["train"]
     if had_section and not train.fa.flow_style():
         # splice: the original text around the section, the editor's text of the section, the note above it
+        dumped = _dump(y, doc).splitlines(keepends=True)
         start, end = _span(doc, kind)
         new_start, new_end = _span(y.load("".join(dumped)), kind)
         col = train.lc.key(kind)[1]
@@ -104,9 +102,7 @@ def write_back(config_path: str | Path, kind: str, params: dict[str, Any], note:
     else:  # a section new to the file, or `train` on one line: the whole file as the editor writes it
         target, owner = (kind, train) if not train.fa.flow_style() else ("train", doc)
         owner.yaml_set_comment_before_after_key(target, before=f"{mark[2:]} {note}", indent=_indent_of(owner))
-        buf = io.StringIO()
-        y.dump(doc, buf)
-        text = buf.getvalue()
+        text = _dump(y, doc)
     import yaml as pyyaml
 
     validate(pyyaml.safe_load(text), source=f"{path} after write-back")  # the file is replaced only if this holds
@@ -114,6 +110,12 @@ def write_back(config_path: str | Path, kind: str, params: dict[str, Any], note:
     target = path.resolve()
     atomic.write_text(target, text, mode=stat.S_IMODE(target.stat().st_mode))
     return changes
+
+
+def _dump(y, doc) -> str:
+    buf = io.StringIO()
+    y.dump(doc, buf)
+    return buf.getvalue()
 
 
 def _span(doc, kind: str) -> tuple[int, int]:
