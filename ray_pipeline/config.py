@@ -329,6 +329,9 @@ class EvaluateSection(_Section):
     learned: LearnedSection = LearnedSection()
     expert: ExpertSection = ExpertSection()
     ece_bins: int = Field(15, ge=2)
+    fresh_calibration: int = Field(0, ge=0, description="ECE also on fresh instances of the training mix, this many "
+                                   "times the config's counts (evaluate/fresh.py), where the test split is too few "
+                                   "instances to settle it (quick.yaml); 0: off")
 
 
 class ExportSection(_Section):

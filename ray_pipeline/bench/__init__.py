@@ -20,6 +20,13 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
                                        "(the run's own first, then more of the same kind): the claim at scale")
     learned_bench.add_heldout_arguments(p)
     p.set_defaults(bench_fn=learned_bench.run_heldout)
+    from . import calibration as calibration_bench
+
+    p = sub.add_parser("calibration", help="the deployed scorer's ECE at the run's temperature on fresh instances "
+                                           "of its training mix (--copies x the config's counts): a test split of "
+                                           "~35 instances cannot settle ECE <= 0.05")
+    calibration_bench.add_arguments(p)
+    p.set_defaults(bench_fn=calibration_bench.run)
     for name, help_ in (("data", "dataset stage: instances/s and labelled states/s with 1 vs 2 workers"),
                         ("train", "training samples/s with 1 vs 2 DDP workers"),
                         ("model", "student latency/throughput: PyTorch vs ONNX Runtime FP32 vs INT8")):

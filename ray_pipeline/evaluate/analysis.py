@@ -189,7 +189,8 @@ def calibration(scores: np.ndarray, target: np.ndarray, t: float, bins: int, bin
             "ece_ci95": None if groups is None else ece_ci95(conf, correct, np.asarray(groups), bins),
             "ece_unique_best": None if e_unique is None else round(e_unique, 4),
             "unique_best_states": int(unique.sum()),
-            "accuracy": round(float(correct.mean()), 4) if len(correct) else None, "bins": bins,
+            "accuracy": round(float(correct.mean()), 4) if len(correct) else None,
+            "mean_confidence": round(float(conf.mean()), 4) if len(conf) else None, "bins": bins,
             "reliability": rows, "thresholds": thresholds}
 
 

@@ -17,7 +17,7 @@ from ..console import progress
 from ..data import dataset as ds_lib
 from ..kinds import cost_predictor, deployed, scorers
 from ..pipeline import StageContext, StageResult
-from . import analysis, speedup
+from . import analysis, fresh, speedup
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +148,8 @@ def run(ctx: StageContext) -> StageResult:
     if not (own["val"].any() and own["test"].any()):  # a tiny dataset without them: every state, and it says so
         own, families = {sp: np.ones(len(data[sp][1]), dtype=bool) for sp in own}, "all"
     val_scores, val_target = scores[d]["val"][own["val"]], data["val"][0]["target"][own["val"]]
-    t = analysis.fit_temperature(val_scores, val_target, binary)
+    # rounded as the JSON stores it: T is used as published (bench calibration reads it back)
+    t = round(analysis.fit_temperature(val_scores, val_target, binary), 4)
     test_scores, test_target = scores[d]["test"][own["test"]], data["test"][0]["target"][own["test"]]
     bases = {sp: np.array([r["base_id"] for r in data[sp][1]])[own[sp]] for sp in own}
     ev["calibration"] = {"before": analysis.calibration(test_scores, test_target, 1.0, e.ece_bins, binary,
@@ -169,6 +170,13 @@ def run(ctx: StageContext) -> StageResult:
             scores[d]["test"][~own["test"]], data["test"][0]["target"][~own["test"]], t, e.ece_bins, binary)
     ev["errors"] = {sp: analysis.error_analysis(scores[d][sp], data[sp][0], data[sp][1])
                     for sp in ("test", "heldout")}
+
+    # ---- calibration on fresh instances of the training mix: labelled by Ray tasks beside the speedup tasks
+    fresh_refs = []
+    if e.fresh_calibration:
+        specs = fresh.fresh_specs(cfg, e.fresh_calibration)
+        label_task = ray.remote(num_cpus=1, max_retries=1)(fresh.label_fresh)
+        fresh_refs = [label_task.remote(specs[i::16], cfg.data) for i in range(min(16, len(specs)))]
 
     # ---- speedup: Ray tasks over instances
     model_path = learned_model_path(e.learned, paths, export)
@@ -208,6 +216,10 @@ def run(ctx: StageContext) -> StageResult:
     if expert_on:  # learned and expert side by side on the instances the expert ran on
         ev["speedup"]["expert_subset"] = speedup.summarize(
             [r for r in rows if (r["split"], r["instance"]) in expert_on], e.baseline)
+    if fresh_refs:
+        states = sorted((s for ss in ray.get(fresh_refs) for s in ss), key=lambda s: s["state_id"])
+        ev["calibration"]["fresh"] = {"copies": e.fresh_calibration, **fresh.summarize(
+            models[d], states, k_max, t, e.ece_bins, binary)} if states else None
     atomic.write_json(out_dir / "speedup_rows.json", rows)
     plots = speedup.plot(rows, summary, e.baseline, out_dir / "speedup")
     plots.append(_reliability_plot(ev["calibration"], out_dir / "reliability.png", d))

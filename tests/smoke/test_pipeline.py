@@ -326,3 +326,44 @@ def test_models_refuse_another_dataset_or_feature_version(run_dir, tmp_path):
     (d / "model.json").write_text(json.dumps(spec))
     with pytest.raises(model_io.ModelError, match="model.pt: cannot load as a weights-only state dict"):
         model_io.load(d)
+
+
+def test_fresh_calibration_labels_as_generate_does_and_the_bench_reproduces_the_stage(run_dir, capsys):
+    """ECE on fresh instances of the training mix (evaluate/fresh.py): each is labelled exactly as the generate
+    stage labels an original; the evaluate stage measured it on 1 x the mix; `bench calibration` with the same
+    copies gives the same figures, and fails by name without an evaluated run."""
+    from ray_pipeline.config import load_config
+    from ray_pipeline.data import dataset as ds_lib
+    from ray_pipeline.data.steps import CALIBRATION_INDEX_OFFSET
+    from ray_pipeline.evaluate import fresh
+
+    cfg = load_config(CONFIGS / "quick.yaml", [f"run.root={run_dir.run.parent}", "run.name=smoke", *TINY])
+    # an original of the run's own (index 0), built the fresh way: the same states, features and costs
+    mine = {s["state_id"]: s for s in fresh.label_fresh([("rb", "small", 0, cfg.run.seed, {})], cfg.data)}
+    theirs = [r for sp in ("train", "val", "test") for r in ds_lib.read_states(run_dir.dataset, sp).to_pylist()
+              if r["instance_id"] == "rb-small-0000000"]
+    assert theirs and set(mine) == {r["state_id"] for r in theirs}
+    for r in theirs:
+        np.testing.assert_allclose(np.asarray(mine[r["state_id"]]["features"], np.float32).ravel(),
+                                   np.asarray(r["features"], np.float32).ravel())
+        assert mine[r["state_id"]]["costs"] == list(r["costs"])
+    # the fresh mix: train.families' entries only (rb 6 + ksat 3; no coloring), indices no stage builds
+    specs = fresh.fresh_specs(cfg, 2)
+    assert len(specs) == 18 and {s[0] for s in specs} == {"rb", "ksat"}
+    assert min(s[2] for s in specs) == CALIBRATION_INDEX_OFFSET
+    cal = json.loads((run_dir.evaluation / "evaluation.json").read_text())["calibration"]
+    fr = cal["fresh"]
+    assert fr["copies"] == 1 and fr["instances"] <= 9 and fr["states"] > 0
+    assert fr["after"]["temperature"] == cal["after"]["temperature"] and 0 <= fr["after"]["ece"] <= 1
+    assert set(fr["by_group"]) <= {"rb/small", "ksat/small"}
+    assert sum(g["states"] for g in fr["by_group"].values()) == fr["states"]
+    assert "fresh instances of the training mix" in (run_dir.reports / "report.md").read_text()
+    args = ["bench", "calibration", str(CONFIGS / "quick.yaml"), f"run.root={run_dir.run.parent}", "run.name=smoke",
+            *TINY, "--copies", "1", "--workers", "1"]
+    assert main(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["temperature"] == cal["after"]["temperature"] and out["instances_built"] == 9
+    mine = {k: out["fresh"][k] for k in fr if k != "copies"}
+    assert json.dumps(mine, sort_keys=True) == json.dumps({k: v for k, v in fr.items() if k != "copies"}, sort_keys=True)
+    assert main([*args[:4], "run.name=never-ran", *args[5:]]) == 2
+    assert "evaluation.json: no such file" in capsys.readouterr().err
