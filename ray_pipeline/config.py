@@ -412,6 +412,15 @@ class Config(_Section):
             raise ValueError(f"stages must keep the pipeline order {list(STAGES)}, got {v}")
         return v
 
+    @model_validator(mode="after")
+    def _fresh_mix(self) -> "Config":
+        fams = self.train.families
+        if self.evaluate.fresh_calibration and fams is not None and \
+                not any(fs.family in fams for fs in self.data.generate.families):
+            raise ValueError(f"evaluate.fresh_calibration: data.generate.families holds none of train.families "
+                             f"{fams}, so there is no training mix to build again (set it to 0)")
+        return self
+
     # ----------------------------------------------------------------------------------- helpers
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

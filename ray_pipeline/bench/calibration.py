@@ -42,7 +42,14 @@ def run(args: argparse.Namespace) -> int:
         t = float(cal["after"]["temperature"])
         kind = deployed().name
         model, spec = model_io.load(paths.model(kind))  # ModelError is a ValueError and names the file
-        k_max = ds_lib.read_manifest(paths.dataset)["top_k"]
+        manifest = ds_lib.read_manifest(paths.dataset)
+        k_max = manifest["top_k"]
+        # the mix comes from this config, T from the run: they must be the run's own
+        if manifest.get("config_hash") != cfg.section_hash("data") or \
+                cal.get("families") != (list(cfg.train.families) if cfg.train.families else "all"):
+            raise ValueError(f"{args.config} (with the overrides given) differs from the config run "
+                             f"{cfg.run.name!r} was built with (data section, run.seed or train.families): pass "
+                             f"that config")
         specs = fresh.fresh_specs(cfg, args.copies)
         if not specs:
             raise ValueError("data.generate.families holds none of train.families")
@@ -64,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         print("error: no informative state on the fresh instances", file=sys.stderr)
         return 2
     result = {"benchmark": "calibration", "model": str(paths.model(kind)), "scores": spec.get("scores"),
-              "temperature": round(t, 4), "copies": args.copies, "instances_built": len(specs), "seed": cfg.run.seed,
+              "temperature": t, "copies": args.copies, "instances_built": len(specs), "seed": cfg.run.seed,
               "fresh": fresh.summarize(model, states, k_max, t, cfg.evaluate.ece_bins, spec.get("scores") == "binary"),
               "run_test": {"states": cal.get("test_states"), "instances": cal.get("test_instances"),
                            "ece": cal["after"]["ece"], "ece_ci95": cal["after"].get("ece_ci95")}}

@@ -23,7 +23,7 @@ from . import augment
 
 HELDOUT_INDEX_OFFSET = 1_000_000  # held-out instances never share (family, size, index) with the main ones
 TUNING_INDEX_OFFSET = 2_000_000  # `bench learned` tunes the learned heuristic on neither train nor held-out ones
-CALIBRATION_INDEX_OFFSET = 3_000_000  # `bench calibration`: fresh instances of the training mix, seen by nothing else
+CALIBRATION_INDEX_OFFSET = 3_000_000  # evaluate.fresh_calibration / bench calibration: fresh training-mix instances
 
 
 class InjectedFault(RuntimeError):

@@ -171,13 +171,6 @@ def run(ctx: StageContext) -> StageResult:
     ev["errors"] = {sp: analysis.error_analysis(scores[d][sp], data[sp][0], data[sp][1])
                     for sp in ("test", "heldout")}
 
-    # ---- calibration on fresh instances of the training mix: labelled by Ray tasks beside the speedup tasks
-    fresh_refs = []
-    if e.fresh_calibration:
-        specs = fresh.fresh_specs(cfg, e.fresh_calibration)
-        label_task = ray.remote(num_cpus=1, max_retries=1)(fresh.label_fresh)
-        fresh_refs = [label_task.remote(specs[i::16], cfg.data) for i in range(min(16, len(specs)))]
-
     # ---- speedup: Ray tasks over instances
     model_path = learned_model_path(e.learned, paths, export)
     items = [it for sp in e.splits for it in pick_instances(paths, sp, e.max_instances)] + files
@@ -191,6 +184,13 @@ def run(ctx: StageContext) -> StageResult:
 
         load_scorer(model_path)  # a missing or unusable model fails here, naming its file, before any task
         model = ray.put(pack(model_path.parent, (model_path.name, "model.json")))
+    # ---- calibration on fresh instances of the training mix: labelled by Ray tasks beside the speedup tasks
+    chunks = []
+    if e.fresh_calibration:
+        specs = fresh.fresh_specs(cfg, e.fresh_calibration)
+        chunks = [specs[i::16] for i in range(min(16, len(specs)))]
+    label_task = ray.remote(num_cpus=1, max_retries=1)(fresh.label_fresh)
+    fresh_refs = [label_task.remote(c, cfg.data) for c in chunks]
     settings = {"learned": e.learned.solver_kwargs(), "expert": e.expert.solver_kwargs()}
     position, seen = [], Counter()  # an item's place in its split: the expert runs on the first N of each
     for it in items:
@@ -217,9 +217,13 @@ def run(ctx: StageContext) -> StageResult:
         ev["speedup"]["expert_subset"] = speedup.summarize(
             [r for r in rows if (r["split"], r["instance"]) in expert_on], e.baseline)
     if fresh_refs:
-        states = sorted((s for ss in ray.get(fresh_refs) for s in ss), key=lambda s: s["state_id"])
-        ev["calibration"]["fresh"] = {"copies": e.fresh_calibration, **fresh.summarize(
-            models[d], states, k_max, t, e.ece_bins, binary)} if states else None
+        states = sorted((s for c, ref in zip(chunks, fresh_refs) for s in _get_fresh(ref, c)),
+                        key=lambda s: s["state_id"])
+        if not states:
+            raise RuntimeError(f"evaluate.fresh_calibration: no informative state on the {len(specs)} fresh "
+                               "instances (data.label decides which states teach something)")
+        ev["calibration"]["fresh"] = {"copies": e.fresh_calibration, "instances_built": len(specs),
+                                      **fresh.summarize(models[d], states, k_max, t, e.ece_bins, binary)}
     atomic.write_json(out_dir / "speedup_rows.json", rows)
     plots = speedup.plot(rows, summary, e.baseline, out_dir / "speedup")
     plots.append(_reliability_plot(ev["calibration"], out_dir / "reliability.png", d))
@@ -263,6 +267,18 @@ def _get(ref, item: dict[str, Any]) -> list[dict[str, Any]]:
         raise RuntimeError(f"evaluate: the worker process died twice solving {item['split']} instance "
                            f"{item['name']!r} (a crash of the native solver core is the likely cause; the instance: "
                            f"{item.get('path') or 'its row in the dataset instances.parquet'}): {e}") from None
+
+
+def _get_fresh(ref, chunk: list) -> list[dict[str, Any]]:
+    """A fresh-calibration task's states; a failure names its instances (family, size, index)."""
+    import ray
+
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayError as e:
+        names = ", ".join(f"{f}-{z}-{i:07d}" for f, z, i, _, _ in chunk[:5])
+        raise RuntimeError(f"evaluate.fresh_calibration: labelling fresh instances {names}"
+                           f"{' ...' if len(chunk) > 5 else ''} failed: {e}") from None
 
 
 def _cost_metrics(paths, model) -> dict[str, Any]:

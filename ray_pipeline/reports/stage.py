@@ -188,7 +188,7 @@ def run(ctx: StageContext) -> StageResult:
                                   "families": cal.get("families", "all"), "test_states": cal.get("test_states"),
                                   "test_instances": cal.get("test_instances"), "val_ece": cal.get("val_ece"),
                                   "fresh": None if not cal.get("fresh") else
-                                  {k: cal["fresh"][k] for k in ("copies", "states", "instances", "before", "after")}}
+                                  {k: cal["fresh"].get(k) for k in ("copies", "instances_built", "states", "instances", "before", "after")}}
         fr = cal.get("fresh")
         L += ["", "## Checks, calibration, errors", "",
               "Checks: " + ", ".join(f"{c['name']} {'ok' if c['passed'] else 'FAILED'}"
@@ -206,8 +206,9 @@ def run(ctx: StageContext) -> StageResult:
                  "(with tied-best candidates the softmax splits its mass among them). ") +
               (f"Other families' test states (out of its training families, same T): ECE "
                f"{cal['other_families_after']['ece']:.3f}. " if cal.get("other_families_after") else "") +
-              (f"On {fr['instances']} fresh instances of the training mix ({fr['states']} states, never seen by any "
-               f"stage; `ray-pipeline bench calibration` for more): ECE {fr['before']['ece']:.3f} at T=1, "
+              (f"On {fr.get('instances_built', fr['instances'])} fresh instances of the training mix "
+               f"({fr['states']} states from {fr['instances']} of them, never seen by any other stage; "
+               f"`ray-pipeline bench calibration` for more): ECE {fr['before']['ece']:.3f} at T=1, "
                f"**{fr['after']['ece']:.3f}** at T={fr['after']['temperature']} (interval "
                f"{_fmt(fr['after'].get('ece_ci95'))}; accuracy {fr['after']['accuracy']}, mean confidence "
                f"{fr['after']['mean_confidence']}). " if fr else "") +

@@ -334,7 +334,7 @@ def test_fresh_calibration_labels_as_generate_does_and_the_bench_reproduces_the_
     copies gives the same figures, and fails by name without an evaluated run."""
     from ray_pipeline.config import load_config
     from ray_pipeline.data import dataset as ds_lib
-    from ray_pipeline.data.steps import CALIBRATION_INDEX_OFFSET
+    from ray_pipeline.data.steps import CALIBRATION_INDEX_OFFSET, instance_specs
     from ray_pipeline.evaluate import fresh
 
     cfg = load_config(CONFIGS / "quick.yaml", [f"run.root={run_dir.run.parent}", "run.name=smoke", *TINY])
@@ -347,13 +347,21 @@ def test_fresh_calibration_labels_as_generate_does_and_the_bench_reproduces_the_
         np.testing.assert_allclose(np.asarray(mine[r["state_id"]]["features"], np.float32).ravel(),
                                    np.asarray(r["features"], np.float32).ravel())
         assert mine[r["state_id"]]["costs"] == list(r["costs"])
-    # the fresh mix: train.families' entries only (rb 6 + ksat 3; no coloring), indices no stage builds
+    # the fresh mix: train.families' entries only (rb 6 + ksat 3; no coloring), each the generate stage's own
+    # spec (family, size, seed, knobs) at an index shifted past every other index; none is an instance of the run
     specs = fresh.fresh_specs(cfg, 2)
     assert len(specs) == 18 and {s[0] for s in specs} == {"rb", "ksat"}
-    assert min(s[2] for s in specs) == CALIBRATION_INDEX_OFFSET
+    own = {(sp["family"], sp["size"], sp["index"]): sp for sp in instance_specs(cfg.data, cfg.run.seed)
+           if not sp["heldout"] and not sp["aug"]}
+    count = {fs.family: fs.count for fs in cfg.data.generate.families}
+    for family, size, index, seed, params in specs:
+        sp = own[(family, size, (index - CALIBRATION_INDEX_OFFSET) % count[family])]
+        assert (seed, params) == (sp["base_seed"], json.loads(sp["params_json"])) and index >= CALIBRATION_INDEX_OFFSET
+    built = set(ds_lib.read_table(run_dir.dataset, "instances.parquet", columns=["base_id"])["base_id"].to_pylist())
+    assert not built & {f"{f}-{z}-{i:07d}" for f, z, i, _, _ in specs}
     cal = json.loads((run_dir.evaluation / "evaluation.json").read_text())["calibration"]
     fr = cal["fresh"]
-    assert fr["copies"] == 1 and fr["instances"] <= 9 and fr["states"] > 0
+    assert fr["copies"] == 1 and fr["instances_built"] == 9 and 0 < fr["instances"] <= 9 and fr["states"] > 0
     assert fr["after"]["temperature"] == cal["after"]["temperature"] and 0 <= fr["after"]["ece"] <= 1
     assert set(fr["by_group"]) <= {"rb/small", "ksat/small"}
     assert sum(g["states"] for g in fr["by_group"].values()) == fr["states"]
@@ -363,7 +371,10 @@ def test_fresh_calibration_labels_as_generate_does_and_the_bench_reproduces_the_
     assert main(args) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["temperature"] == cal["after"]["temperature"] and out["instances_built"] == 9
-    mine = {k: out["fresh"][k] for k in fr if k != "copies"}
-    assert json.dumps(mine, sort_keys=True) == json.dumps({k: v for k, v in fr.items() if k != "copies"}, sort_keys=True)
+    stage = {k: v for k, v in fr.items() if k not in ("copies", "instances_built")}
+    assert json.dumps(out["fresh"], sort_keys=True) == json.dumps(stage, sort_keys=True)
+    # another mix than the run's (another seed) is refused: T belongs to the run's own
+    assert main([*args, "run.seed=5"]) == 2
+    assert "differs from the config run 'smoke' was built with" in capsys.readouterr().err
     assert main([*args[:4], "run.name=never-ran", *args[5:]]) == 2
     assert "evaluation.json: no such file" in capsys.readouterr().err

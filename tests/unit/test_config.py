@@ -164,3 +164,12 @@ def test_overrides_after_a_flag_are_overrides_and_other_stray_words_are_errors(t
         main(["run", str(CONFIGS / "quick.yaml"), "--force", "not-an-override"])
     assert e.value.code == 2 and "unrecognized arguments: not-an-override" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+
+
+def test_fresh_calibration_needs_a_training_mix():
+    """evaluate.fresh_calibration builds the training mix again: a config whose generate families hold none of
+    train.families has none, and says so by key."""
+    base = ["data.generate.families=[{family: coloring, sizes: [small], count: 3}]"]
+    with pytest.raises(ConfigError, match="evaluate.fresh_calibration: data.generate.families holds none of"):
+        load_config(CONFIGS / "quick.yaml", base)  # quick.yaml: fresh_calibration 1, train.families [rb, ksat]
+    assert load_config(CONFIGS / "quick.yaml", [*base, "evaluate.fresh_calibration=0"]).evaluate.fresh_calibration == 0
