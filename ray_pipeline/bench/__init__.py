@@ -20,6 +20,12 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
                                        "(the run's own first, then more of the same kind): the claim at scale")
     learned_bench.add_heldout_arguments(p)
     p.set_defaults(bench_fn=learned_bench.run_heldout)
+    from . import labels as labels_bench
+
+    p = sub.add_parser("labels", help="how much of a probe label is signal: each state probed again on copies of "
+                                      "its instance with the constraints in other orders (same features)")
+    labels_bench.add_arguments(p)
+    p.set_defaults(bench_fn=labels_bench.run)
     from . import calibration as calibration_bench
 
     p = sub.add_parser("calibration", help="the deployed scorer's ECE at the run's temperature on fresh instances "

@@ -87,6 +87,14 @@ def apply(inst: Instance, sym: Symmetry, rng: random.Random, name_suffix: str = 
                     domains=domains, binary=binary, clauses=clauses, params=dict(inst.params), meta=meta).check()
 
 
+def reordered(inst: Instance, rng: random.Random) -> Instance:
+    """The same instance with its constraints listed in another order (variables and values unchanged): every
+    feature a scorer reads is the same, the search's tie-breaks (which constraint fails first, so which weight
+    grows) are not. Probing a state on such copies measures how much of a label is noise (`bench labels`)."""
+    same = Symmetry(list(range(inst.n)), [list(range(w)) for w in value_widths(inst)])
+    return apply(inst, same, rng)
+
+
 def tie_ranks(sym: Symmetry) -> tuple[list[int], list[list[int]]]:
     """Ranks for the transformed instance that make ties break as in the original."""
     n = len(sym.var_perm)

@@ -10,7 +10,7 @@ import hashlib
 import json
 import math
 import random
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
@@ -88,12 +88,14 @@ def choose_states(n_cands: list[int], depths: list[int], k: int, min_candidates:
     return sorted(rng.sample(eligible, min(k, len(eligible))))
 
 
-def label_instance(inst: Instance, trace: dict[str, Any], data: DataSection, base_seed: int, heldout: bool = False
-                   ) -> tuple[list[dict], dict]:
+def label_instance(inst: Instance, trace: dict[str, Any], data: DataSection, base_seed: int, heldout: bool = False,
+                   copies: Sequence[Instance] = ()) -> tuple[list[dict], dict]:
     """Probe up to top_k candidates (best by dom/wdeg) at a sample of the trace's decision states.
 
     cost(c) = nodes needed to finish the subproblem with c branched on first, then the trace heuristic,
-    under `node_budget`; over budget the cost is budget+1 and marked censored.
+    under `node_budget`; over budget the cost is budget+1 and marked censored. `copies`: the same instance with
+    its binary constraints in other orders (augment.reordered; no clauses): each state is probed on them too,
+    with the same domains and weights, into `costs_on_copies` (`bench labels`; the dataset never asks).
     """
     lab, tr = data.label, data.trace
     k = lab.heldout_states_per_instance if heldout and lab.heldout_states_per_instance else lab.states_per_instance
@@ -109,6 +111,7 @@ def label_instance(inst: Instance, trace: dict[str, Any], data: DataSection, bas
     replay.record_trace(max_records=0, capture=picks)
     replay.solve()
     snapshots = replay.trace().snapshots
+    copied = [_copy_target(compiled, c) for c in copies]
     states = []
     for idx in picks:
         if idx not in snapshots:  # the trace stopped on time before this state: skip, never guess
@@ -129,7 +132,26 @@ def label_instance(inst: Instance, trace: dict[str, Any], data: DataSection, bas
             "candidates": cands, "features": feats.tolist(), "costs": costs, "censored": censored, "best": best,
             "n_best": int(sum(1 for c in costs if c == costs[best])),
         })
+        if copied:
+            states[-1]["costs_on_copies"] = [
+                [float(c) for c in Solver(copy, heuristic=tr.heuristic, propagation=tr.propagation, domains=dom,
+                                          weights=[weights[j] for j in where], compiled=cc
+                                          ).probe_costs(cands, lab.node_budget)]
+                for copy, cc, where in copied]
     return states, stats
+
+
+def _copy_target(compiled, copy: Instance) -> tuple[Instance, Any, list[int]]:
+    """(copy, its compiled form, for each of its constraints the original's index): weights follow their
+    constraint, found by its variable pair (merged constraints: one per pair)."""
+    if copy.clauses:
+        raise ValueError(f"{copy.name}: probing on reordered copies takes binary constraints only (clause weights "
+                         "are not mapped)")
+    cc = compile_instance(copy)
+    pos = {pair: j for j, pair in enumerate(compiled.cvars)}
+    if sorted(pos) != sorted(cc.cvars):
+        raise ValueError(f"{copy.name}: not a reordering of the labelled instance's constraints")
+    return copy, cc, [pos[pair] for pair in cc.cvars]
 
 
 # ------------------------------------------------------------------------------------------ purify / split
