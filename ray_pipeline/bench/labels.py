@@ -16,7 +16,7 @@ import multiprocessing
 import random
 import sys
 from concurrent.futures import ProcessPoolExecutor
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
@@ -44,15 +44,20 @@ def noisy_costs(job: tuple[str, str, int, int, int, Any]) -> list[np.ndarray]:
     inst = generate(family, size, index, seed, {})
     reordered = [augment.reordered(inst, random.Random(derive_seed(seed, inst.name, "reorder", k)))
                  for k in range(copies)]
-    states, _ = steps.label_instance(inst, steps.trace_instance(inst, data), data, seed, copies=reordered)
+    try:
+        states, _ = steps.label_instance(inst, steps.trace_instance(inst, data), data, seed, copies=reordered)
+    except Exception as e:
+        raise RuntimeError(f"bench labels: instance {inst.name} (index {index}, seed {seed}): {e}") from e
     return [np.array([s["costs"], *s["costs_on_copies"]], dtype=np.float64) for s in states
             if steps.is_informative(s["costs"], s["censored"], data.label.min_candidates)]
 
 
-def noise_summary(costs: list[np.ndarray]) -> dict[str, Any]:
+def noise_summary(costs: list[np.ndarray], budget: Optional[int] = None) -> dict[str, Any]:
     """From each state's [1 + copies, n] costs (the original order first): the noise share of the spread of its
-    log costs (within-candidate variance across orders over the total), and regret/top-1 on the original order
-    of dom/wdeg's choice (candidate 0), of the argmin of one copy, and of the argmin of the copies' mean."""
+    log costs (noise: a candidate's variance across orders; signal: the variance of the candidates' true means,
+    estimated without bias as var(row means) - noise / rows, clipped at 0 only in total), and regret/top-1 on the
+    original order of dom/wdeg's choice (candidate 0), of the argmin of one copy, and of the argmin of the
+    copies' mean. With `budget`, the share of censored probes (over it: they tie and look noise-free)."""
     if not costs or min(len(c) for c in costs) < 2:
         raise ValueError("noise_summary needs states probed on at least one copy")
     noise, signal, out = [], [], {"dom_wdeg": ([], []), "one_copy": ([], []), "mean_of_copies": ([], [])}
@@ -61,15 +66,17 @@ def noise_summary(costs: list[np.ndarray]) -> dict[str, Any]:
         rows = len(log)
         within = log.var(axis=0, ddof=1).mean()
         noise.append(within)
-        signal.append(max(log.mean(axis=0).var() - within / rows, 0.0))
+        signal.append(log.mean(axis=0).var(ddof=1) - within / rows)
         orig = log[0]
         for key, pick in (("dom_wdeg", 0), ("one_copy", int(np.argmin(log[1]))),
                           ("mean_of_copies", int(np.argmin(log[1:].mean(axis=0))))):
             out[key][0].append(orig[pick] - orig.min())
             out[key][1].append(orig[pick] == orig.min())
-    n, s = float(np.mean(noise)), float(np.mean(signal))
+    n, s = float(np.mean(noise)), max(float(np.mean(signal)), 0.0)
     return {"states": len(costs), "copies": min(len(c) for c in costs) - 1,
-            "noise_share": round(n / (n + s), 4) if n + s > 0 else 0.0,
+            "noise_share": round(n / (n + s), 4) if n + s > 0 else None,
+            "censored_share": None if budget is None else
+            round(float(np.mean(np.concatenate([c.ravel() for c in costs]) > budget)), 4),
             **{k: {"log_regret": round(float(np.mean(r)), 4), "top1": round(float(np.mean(t)), 4)}
                for k, (r, t) in out.items()}}
 
@@ -108,5 +115,5 @@ def run(args: argparse.Namespace) -> int:
                       "tuning_index_offset": TUNING_INDEX_OFFSET, "seed": cfg.run.seed,
                       "label": {"node_budget": lab.node_budget, "top_k": lab.top_k, "max_depth": lab.max_depth,
                                 "states_per_instance": lab.states_per_instance},
-                      **noise_summary(costs)}, indent=1))
+                      **noise_summary(costs, lab.node_budget)}, indent=1))
     return 0

@@ -102,6 +102,10 @@ def label_instance(inst: Instance, trace: dict[str, Any], data: DataSection, bas
     picks = choose_states(trace["dec_n_cands"], trace["dec_depth"], k, lab.min_candidates, lab.max_depth,
                           derive_seed(base_seed, inst.name, "label"))
     stats = {"probes": 0, "probe_nodes": 0}
+    for copy in copies:  # refused before anything runs, whatever the sample
+        if copy.clauses:
+            raise ValueError(f"{copy.name}: probing on reordered copies takes binary constraints only (clause "
+                             "weights are not mapped)")
     if not picks:
         return [], stats
     # Replay the deterministic search up to the last pick and snapshot the picked states.
@@ -143,14 +147,15 @@ def label_instance(inst: Instance, trace: dict[str, Any], data: DataSection, bas
 
 def _copy_target(compiled, copy: Instance) -> tuple[Instance, Any, list[int]]:
     """(copy, its compiled form, for each of its constraints the original's index): weights follow their
-    constraint, found by its variable pair (merged constraints: one per pair)."""
-    if copy.clauses:
-        raise ValueError(f"{copy.name}: probing on reordered copies takes binary constraints only (clause weights "
-                         "are not mapped)")
+    constraint, found by its variable pair (merged constraints: one per pair, with the same support table)."""
     cc = compile_instance(copy)
-    pos = {pair: j for j, pair in enumerate(compiled.cvars)}
-    if sorted(pos) != sorted(cc.cvars):
+
+    def tables(c) -> dict[tuple[int, int], tuple[int, ...]]:
+        return {c.cvars[cid]: sup for x, arcs in enumerate(c.arcs) for _, sup, cid in arcs if c.cvars[cid][0] == x}
+
+    if tables(cc) != tables(compiled):
         raise ValueError(f"{copy.name}: not a reordering of the labelled instance's constraints")
+    pos = {pair: j for j, pair in enumerate(compiled.cvars)}
     return copy, cc, [pos[pair] for pair in cc.cvars]
 
 

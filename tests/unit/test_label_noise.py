@@ -29,7 +29,7 @@ def labelled():
 def test_the_same_order_gives_the_same_costs_and_another_order_moves_some(labelled):
     inst, copy, states = labelled
     assert len(states) >= 10
-    assert sorted(copy.binary) != list(copy.binary) or copy.binary != inst.binary
+    assert copy.binary != inst.binary and sorted(copy.binary) == sorted(inst.binary)
     for s in states:
         same, other = s["costs_on_copies"]
         assert same == s["costs"], s["state_id"]
@@ -39,19 +39,25 @@ def test_the_same_order_gives_the_same_costs_and_another_order_moves_some(labell
 
 def test_a_reordered_copy_shows_the_model_the_same_state(labelled):
     inst, copy, states = labelled
-    c0, cc = compile_instance(inst), compile_instance(copy)
-    pos = {pair: j for j, pair in enumerate(c0.cvars)}
-    # the first labelled state, rebuilt on both: the same candidates and feature rows
+    c0 = compile_instance(inst)
+    _, cc, where = steps._copy_target(c0, copy)  # the mapping label_instance uses
+    # the last labelled state (weights grown unevenly by then), rebuilt on both: the same candidates and features
     top_k = load_config(CONFIGS / "quick.yaml").data.label.top_k
-    replay = Solver(inst, node_limit=states[0]["decision"] + 1, compiled=c0)
-    replay.record_trace(max_records=0, capture=[states[0]["decision"]])
+    last = states[-1]
+    replay = Solver(inst, node_limit=last["decision"] + 1, compiled=c0)
+    replay.record_trace(max_records=0, capture=[last["decision"]])
     replay.solve()
-    dom, weights, depth = replay.trace().snapshots[states[0]["decision"]]
+    dom, weights, depth = replay.trace().snapshots[last["decision"]]
+    assert len(set(weights)) > 2  # a wrong mapping would show in dom/wdeg's order and the weighted features
     a = Solver(inst, domains=dom, weights=weights, compiled=c0)
-    b = Solver(copy, domains=dom, weights=[weights[pos[p]] for p in cc.cvars], compiled=cc)
+    b = Solver(copy, domains=dom, weights=[weights[j] for j in where], compiled=cc)
     cands = a.dom_wdeg_order(a.unassigned())[:top_k]
-    assert b.dom_wdeg_order(b.unassigned())[:top_k] == cands == states[0]["candidates"]
+    assert b.dom_wdeg_order(b.unassigned())[:top_k] == cands == last["candidates"]
     np.testing.assert_array_equal(candidate_features(a, cands, depth), candidate_features(b, cands, depth))
+    np.testing.assert_array_equal(candidate_features(a, cands, depth), np.asarray(last["features"], np.float32))
+    # another instance is no reordering of this one
+    with pytest.raises(ValueError, match="not a reordering"):
+        steps._copy_target(c0, generate("rb", "medium", 8, 0, {}))
 
 
 def test_noise_summary():
@@ -61,8 +67,14 @@ def test_noise_summary():
     assert r["one_copy"] == r["mean_of_copies"] == {"log_regret": 0.0, "top1": 1.0}
     assert r["dom_wdeg"] == {"log_regret": round(np.log(2) / 2, 4), "top1": 0.5}
     # the copies disagree with the original: their choice costs log 2 on it
-    r = noise_summary([np.array([[20.0, 10], [10, 20], [10, 20]])])
+    r = noise_summary([np.array([[20.0, 10], [10, 20], [10, 20]])], budget=15)
     assert r["mean_of_copies"] == {"log_regret": round(np.log(2), 4), "top1": 0.0} and r["noise_share"] > 0.5
+    assert r["censored_share"] == 0.5
+    # exact: log costs [[0, 0], [2, 0]]: noise = mean(var 2, var 0) = 1; the candidates' means 1 and 0 vary by
+    # 0.5 (ddof 1), less noise / rows = 0.5 -> no signal: all noise
+    r = noise_summary([np.array([[1.0, 1.0], [np.e ** 2, 1.0]])])
+    assert r["noise_share"] == 1.0
+    assert noise_summary([np.array([[5.0, 5.0], [5.0, 5.0]])])["noise_share"] is None
     with pytest.raises(ValueError, match="at least one copy"):
         noise_summary([np.array([[1.0, 2.0]])])
 
