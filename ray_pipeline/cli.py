@@ -98,7 +98,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             from .solver.command import run as run_solve
             return run_solve(args)
         if args.command == "bench":
-            # SIGTERM unwinds like Ctrl-C, so a benchmark's worker pool is terminated with it (bench/learned.py)
+            # SIGTERM unwinds like Ctrl-C, so a benchmark's worker pool is terminated with it (bench/pool.py)
             if threading.current_thread() is not threading.main_thread():  # signal.signal works there only
                 return args.bench_fn(args)
             before = signal.signal(signal.SIGTERM, _exit_on_sigterm)

@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import sys
-from concurrent.futures import ProcessPoolExecutor
 
 from ..config import load_config
-from .learned import _terminate_workers
+from .pool import spawn_map
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -56,17 +54,8 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    chunks = [specs[i::args.workers * 8] for i in range(min(len(specs), args.workers * 8))]
-    # spawn, not fork (the caller may hold Ray's or torch's threads); stopped at once on SIGTERM, as bench heldout
-    pool = ProcessPoolExecutor(max_workers=min(args.workers, len(chunks)),
-                               mp_context=multiprocessing.get_context("spawn"))
-    try:
-        labelled = list(pool.map(fresh.label_fresh, chunks, [cfg.data] * len(chunks)))
-    except BaseException:
-        _terminate_workers(pool)
-        raise
-    pool.shutdown()
-    states = sorted((s for ss in labelled for s in ss), key=lambda s: s["state_id"])
+    jobs = [(chunk, cfg.data) for chunk in fresh.chunked(specs, args.workers * 8)]
+    states = fresh.in_order(spawn_map(fresh.label_fresh_job, jobs, args.workers))
     if not states:
         print("error: no informative state on the fresh instances", file=sys.stderr)
         return 2

@@ -12,16 +12,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import random
 import sys
-from concurrent.futures import ProcessPoolExecutor
 from typing import Any, Optional
 
 import numpy as np
 
 from ..config import load_config
-from .learned import _terminate_workers
+from .pool import flatten, spawn_map
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -37,19 +35,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def noisy_costs(job: tuple[str, str, int, int, int, Any]) -> list[np.ndarray]:
     """One instance's informative states: [1 + copies, n_cands] probe costs, the original order first."""
     from ..data import augment, steps
-    from ..problems import generate
     from ..problems.instance import derive_seed
 
     family, size, index, seed, copies, data = job
-    inst = generate(family, size, index, seed, {})
+    inst = steps.build_original(family, size, index, seed, {})
     reordered = [augment.reordered(inst, random.Random(derive_seed(seed, inst.name, "reorder", k)))
                  for k in range(copies)]
     try:
-        states, _ = steps.label_instance(inst, steps.trace_instance(inst, data), data, seed, copies=reordered)
+        states = steps.informative_states(inst, data, seed, copies=reordered)
     except Exception as e:
         raise RuntimeError(f"bench labels: instance {inst.name} (index {index}, seed {seed}): {e}") from e
-    return [np.array([s["costs"], *s["costs_on_copies"]], dtype=np.float64) for s in states
-            if steps.is_informative(s["costs"], s["censored"], data.label.min_candidates)]
+    return [np.array([s["costs"], *s["costs_on_copies"]], dtype=np.float64) for s in states]
 
 
 def noise_summary(costs: list[np.ndarray], budget: Optional[int] = None) -> dict[str, Any]:
@@ -99,14 +95,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     jobs = [(args.family, args.size, TUNING_INDEX_OFFSET + i, cfg.run.seed, args.copies, cfg.data)
             for i in range(args.count)]
-    pool = ProcessPoolExecutor(max_workers=min(args.workers, args.count),
-                               mp_context=multiprocessing.get_context("spawn"))
-    try:
-        costs = [c for cs in pool.map(noisy_costs, jobs) for c in cs]
-    except BaseException:
-        _terminate_workers(pool)
-        raise
-    pool.shutdown()
+    costs = flatten(spawn_map(noisy_costs, jobs, args.workers))
     if not costs:
         print("error: no informative state on these instances", file=sys.stderr)
         return 2

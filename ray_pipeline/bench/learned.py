@@ -19,14 +19,13 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import multiprocessing
 import sys
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, Optional
 
 from .. import atomic
 from ..config import load_config
+from .pool import flatten, spawn_map
 
 _SCORER = None
 
@@ -131,36 +130,15 @@ def _solve(job: tuple[str, str, int, int, dict[str, Any], list[tuple], str, str,
     return solve_rounds(inst, inst.name, meta, runs, propagation, node_limit, time_limit, _SCORER, repeats)
 
 
-def _terminate_workers(pool: ProcessPoolExecutor) -> None:
-    if hasattr(pool, "terminate_workers"):  # Python >= 3.14
-        pool.terminate_workers()
-        return
-    procs = list((getattr(pool, "_processes", None) or {}).values())  # 3.11-3.13: no public way to reach them
-    for p in procs:
-        p.terminate()
-    pool.shutdown(wait=False, cancel_futures=True)
-    for p in procs:
-        p.join(timeout=10)
-
-
 def _measure(args: argparse.Namespace, cfg, model: str, params: dict[str, Any], split: str, offset: int,
              runs: list[tuple], node_limit: int, time_limit: float) -> dict[str, Any]:
-    """Every instance in a spawned worker (spawn, not fork: the caller may hold Ray's or ONNX Runtime's threads;
-    tests run it beside a Ray session); the summary of evaluate's speedup benchmark, plus inference share."""
+    """Every instance in a spawned worker (pool.spawn_map); the summary of evaluate's speedup benchmark, plus
+    inference share."""
     from ..evaluate.speedup import summarize
 
     jobs = [(args.family, args.size, offset + i, cfg.run.seed, params, runs, split, cfg.evaluate.propagation,
              args.repeats, node_limit, time_limit) for i in range(args.count)]
-    pool = ProcessPoolExecutor(max_workers=max(1, min(args.workers, args.count)),
-                               mp_context=multiprocessing.get_context("spawn"), initializer=_load, initargs=(model,))
-    try:  # a worker that dies fails the benchmark (BrokenProcessPool) instead of hanging it, as Pool would
-        rows = [r for rs in pool.map(_solve, jobs) for r in rs]
-    except BaseException:
-        # Ctrl-C, SIGTERM (the CLI makes it SystemExit) or a failed instance: stop the workers now; the executor's
-        # own shutdown would wait for their current instance, minutes at RB n=50
-        _terminate_workers(pool)
-        raise
-    pool.shutdown()
+    rows = flatten(spawn_map(_solve, jobs, args.workers, initializer=_load, initargs=(model,)))
     if args.rows:
         atomic.write_json(args.rows.resolve(), rows)
     summary = summarize(rows, "dom-wdeg")[split]

@@ -39,7 +39,7 @@ def instance_specs(data: DataSection, base_seed: int) -> list[dict[str, Any]]:
             for size in fs.sizes:
                 for i in range(fs.count):
                     index = i + (HELDOUT_INDEX_OFFSET if heldout else 0)
-                    base_id = f"{fs.family}-{size}-{index:07d}"
+                    base_id = base_id_of(fs.family, size, index)
                     for copy in range(1 if heldout else data.augment.factor):
                         specs.append({
                             "ordinal": len(specs), "instance_id": base_id + (f"~a{copy}" if copy else ""),
@@ -48,6 +48,18 @@ def instance_specs(data: DataSection, base_seed: int) -> list[dict[str, Any]]:
                             "base_seed": base_seed,
                         })
     return specs
+
+
+def base_id_of(family: str, size: str, index: int) -> str:
+    """An original instance's id; also its name, which seeds the labeller's sample of states."""
+    return f"{family}-{size}-{index:07d}"
+
+
+def build_original(family: str, size: str, index: int, seed: int, params: dict[str, Any]) -> Instance:
+    """An original instance (no symmetric copy), named and built as the generate stage builds it."""
+    base_id = base_id_of(family, size, index)
+    return build_instance({"ordinal": 0, "instance_id": base_id, "base_id": base_id, "family": family, "size": size,
+                           "index": index, "aug": 0, "params_json": json.dumps(params), "base_seed": seed})
 
 
 def build_instance(spec: dict[str, Any], debug: Optional[DebugSection] = None) -> Instance:
@@ -157,6 +169,14 @@ def _copy_target(compiled, copy: Instance) -> tuple[Instance, Any, list[int]]:
         raise ValueError(f"{copy.name}: not a reordering of the labelled instance's constraints")
     pos = {pair: j for j, pair in enumerate(compiled.cvars)}
     return copy, cc, [pos[pair] for pair in cc.cvars]
+
+
+def informative_states(inst: Instance, data: DataSection, base_seed: int, copies: Sequence[Instance] = ()
+                       ) -> list[dict]:
+    """Trace, label and keep the states that teach something: the generate stage's steps for one instance, in
+    one call (its Ray Data pipeline runs them as separate, timed steps)."""
+    states, _ = label_instance(inst, trace_instance(inst, data), data, base_seed, copies=copies)
+    return [s for s in states if is_informative(s["costs"], s["censored"], data.label.min_candidates)]
 
 
 # ------------------------------------------------------------------------------------------ purify / split

@@ -28,21 +28,28 @@ def fresh_specs(cfg, copies: int) -> list[FreshSpec]:
 
 
 def label_fresh(specs: list[FreshSpec], data) -> list[dict[str, Any]]:
-    """The instances' informative labelled states, each built as the generate stage builds an original's."""
-    import json
-
+    """The instances' informative labelled states, each built and labelled as the generate stage does an
+    original's."""
     from ..data import steps
 
-    out = []
-    for family, size, index, seed, params in specs:
-        base_id = f"{family}-{size}-{index:07d}"  # the name seeds the labeller's state sample: built as generate's
-        inst = steps.build_instance({"ordinal": 0, "instance_id": base_id, "base_id": base_id, "family": family,
-                                     "size": size, "index": index, "aug": 0, "params_json": json.dumps(params),
-                                     "base_seed": seed})
-        states, _ = steps.label_instance(inst, steps.trace_instance(inst, data), data, seed)
-        out += [dict(s, base_id=inst.name, family=family, size=size) for s in states
-                if steps.is_informative(s["costs"], s["censored"], data.label.min_candidates)]
-    return out
+    return [dict(s, base_id=inst.name, family=family, size=size)
+            for family, size, index, seed, params in specs
+            for inst in [steps.build_original(family, size, index, seed, params)]
+            for s in steps.informative_states(inst, data, seed)]
+
+
+def label_fresh_job(job: tuple[list[FreshSpec], Any]) -> list[dict[str, Any]]:
+    return label_fresh(*job)
+
+
+def chunked(specs: list[FreshSpec], n: int) -> list[list[FreshSpec]]:
+    """At most n round-robin chunks (one task or worker job each): every chunk gets each family/size."""
+    return [specs[i::n] for i in range(min(n, len(specs)))]
+
+
+def in_order(parts: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """The chunks' states in state_id order: the figures do not depend on how the work was split."""
+    return sorted((s for part in parts for s in part), key=lambda s: s["state_id"])
 
 
 def summarize(model, states: list[dict[str, Any]], k_max: int, t: float, bins: int, binary: bool

@@ -185,10 +185,8 @@ def run(ctx: StageContext) -> StageResult:
         load_scorer(model_path)  # a missing or unusable model fails here, naming its file, before any task
         model = ray.put(pack(model_path.parent, (model_path.name, "model.json")))
     # ---- calibration on fresh instances of the training mix: labelled by Ray tasks beside the speedup tasks
-    chunks = []
-    if e.fresh_calibration:
-        specs = fresh.fresh_specs(cfg, e.fresh_calibration)
-        chunks = [specs[i::16] for i in range(min(16, len(specs)))]
+    specs = fresh.fresh_specs(cfg, e.fresh_calibration) if e.fresh_calibration else []
+    chunks = fresh.chunked(specs, 16)
     label_task = ray.remote(num_cpus=1, max_retries=1)(fresh.label_fresh)
     fresh_refs = [label_task.remote(c, cfg.data) for c in chunks]
     settings = {"learned": e.learned.solver_kwargs(), "expert": e.expert.solver_kwargs()}
@@ -217,8 +215,7 @@ def run(ctx: StageContext) -> StageResult:
         ev["speedup"]["expert_subset"] = speedup.summarize(
             [r for r in rows if (r["split"], r["instance"]) in expert_on], e.baseline)
     if fresh_refs:
-        states = sorted((s for c, ref in zip(chunks, fresh_refs) for s in _get_fresh(ref, c)),
-                        key=lambda s: s["state_id"])
+        states = fresh.in_order([_get_fresh(ref, c) for c, ref in zip(chunks, fresh_refs)])
         if not states:
             raise RuntimeError(f"evaluate.fresh_calibration: no informative state on the {len(specs)} fresh "
                                "instances (data.label decides which states teach something)")
