@@ -15,7 +15,7 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .atomic import stable_hash
-from .kinds import KINDS, known_kind, known_scorer
+from .kinds import ALL_KINDS, KINDS, known_kind, known_scorer
 
 FAMILIES = ("nqueens", "coloring", "sudoku", "rb", "ksat")
 SIZES = ("small", "medium", "large", "xlarge", "xxlarge")  # smallest first; per family: problems.SIZE_DEFAULTS
@@ -204,6 +204,24 @@ class CostSection(_Section):
     optim: OptimSection = OptimSection(epochs=60, batch_size=64, label_smoothing=0.0, early_stopping_patience=15)
 
 
+class GraphSection(_Section):
+    hidden: int = Field(48, ge=4)
+    rounds: int = Field(3, ge=1, description="message-passing rounds over the state's constraint graph")
+    dropout: float = Field(0.0, ge=0, lt=1)
+    families: list[Family] = Field(
+        default_factory=lambda: ["rb"], description="the families whose states it trains on: binary constraints "
+        "only (a k-SAT state has no constraint graph here, ray_pipeline.graph); padded to their largest n")
+    optim: OptimSection = OptimSection(lr=2e-3, batch_size=64, label_smoothing=0.0, epochs=20)
+
+    @field_validator("families")
+    @classmethod
+    def _binary_only(cls, v: list[str]) -> list[str]:
+        if not v or "ksat" in v:
+            raise ValueError("give one or more families with binary constraints only (not ksat: clauses have no "
+                             "constraint graph here)")
+        return v
+
+
 class TrainSection(_Section):
     num_workers: int = Field(2, ge=0, description="DDP workers; 0 = Ray Train local mode (in-process)")
     cpus_per_worker: float = Field(0.5, gt=0, description="leave CPUs for Ray Data ingest on small machines")
@@ -230,15 +248,17 @@ class TrainSection(_Section):
         "log(cost of the chosen candidate / cheapest cost), what a wrong choice costs the search")
     models: list[KindName] = Field(
         default_factory=lambda: list(KINDS), description="which models the train stage builds; export and "
-        "evaluate need all of them, a subset is for iterating on one model")
+        "evaluate need the pipeline's (teacher, student, cost), a subset is for iterating on one model; the "
+        "optional graph scorer is trained only when listed")
     teacher: TeacherSection = TeacherSection()
     student: StudentSection = StudentSection()
     cost: CostSection = CostSection()
+    graph: GraphSection = GraphSection()
 
     @model_validator(mode="after")
     def _models(self) -> "TrainSection":
         if not self.models or len(set(self.models)) != len(self.models):
-            raise ValueError(f"models: give each of {', '.join(KINDS)} at most once, at least one")
+            raise ValueError(f"models: give each of {', '.join(ALL_KINDS)} at most once, at least one")
         for m in self.models:  # a model distilled from teachers trains after them
             distill = getattr(getattr(self, m, None), "distill", None)
             for t in (distill.teachers if distill else {}):

@@ -36,6 +36,9 @@ class Kind:
     quantize: bool = True  # export INT8 variants (the teacher is never deployed in the search loop)
     # a plain MLP the solver core evaluates itself: the export writes model.native.npz (solver.policy)
     native: bool = False
+    # scorers: also reads the state's constraint graph (ray_pipeline.graph): its datasets replay the trace to
+    # each state, and in the search it is given the solver's state, not only the candidates' rows
+    graph: bool = False
 
     def example_inputs(self, batch: int = 2, candidates: int = 3):
         """Inputs for ONNX export (torch tensors): batch >= 2, or the exporter specialises the batch size."""
@@ -60,6 +63,12 @@ class Kind:
             return model(x.unsqueeze(0)).squeeze(0) if self.set_input else model(x)
         return model(x, mask)
 
+    def batch_scores(self, model, batch: dict[str, Any]):
+        """Scores [B, K] of a padded batch of states (`x`, `mask`, and the graph columns of graph kinds)."""
+        if self.graph:
+            return model(batch["x"], batch["mask"].bool(), *(batch[k] for k in GRAPH_COLUMNS))
+        return model(batch["x"], batch["mask"].bool())
+
     def loss_and_sums(self, model, batch: dict[str, Any], c, train: bool):
         """(loss, validation sums) of one batch; `c` is the worker's LoopConfig."""
         from .train import losses, metrics
@@ -67,8 +76,8 @@ class Kind:
         if not self.scorer:
             pred = model(batch["x"])
             return losses.regression(pred, batch["y"]), (metrics.regression_sums(pred, batch["y"]) if not train else {})
-        x, mask, target, label = batch["x"], batch["mask"].bool(), batch["target"], batch["label"]
-        scores = model(x, mask)
+        mask, target, label = batch["mask"].bool(), batch["target"], batch["label"]
+        scores = self.batch_scores(model, batch)
         eps = c.optim.label_smoothing if train else 0.0
         d = c.distill
         binary = c.spec.get("scores") == "binary"
@@ -99,6 +108,9 @@ class Kind:
 
 
 COST_TARGETS = ("log_nodes", "log_time")
+# a graph kind's extra batch columns, in the order its network takes them (ray_pipeline.graph, padded to N nodes):
+# node features [B, N, F_node], edge features [B, N, N, F_edge], adjacency [B, N, N], candidate nodes [B, K]
+GRAPH_COLUMNS = ("g_nodes", "g_edges", "g_adj", "g_cand")
 
 
 def _teacher(h, norm):
@@ -120,6 +132,14 @@ def _cost(h, norm):
     return CostPredictor(len(INSTANCE_FEATURES), h["hidden"], h["layers"], h["dropout"], norm["mean"], norm["std"])
 
 
+def _graph(h, norm):
+    from .graph import EDGE_FEATURES, NODE_FEATURES
+    from .models.nets import GraphScorer
+
+    return GraphScorer(len(INPUT_FEATURES), len(NODE_FEATURES), len(EDGE_FEATURES), h["hidden"], h["rounds"],
+                       h["dropout"], norm["mean"], norm["std"])
+
+
 # In training order: the student distils the teacher, so the teacher comes first.
 KINDS: dict[str, Kind] = {k.name: k for k in (
     Kind("teacher", INPUT_FEATURES, "input", ("hidden", "layers", "heads", "dropout"), _teacher, scorer=True,
@@ -137,10 +157,20 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
          description="Cost predictor: instance features -> log1p(nodes) and log(seconds) of the baseline solver "
                      "(MAC + dom/wdeg)."),
 )}
+# Trained only when train.models lists them; export, evaluate, report and the UI take the pipeline's KINDS and
+# neither need nor show these (the benchmarks run them: `bench learned --model .../graph/model.pt`).
+OPTIONAL_KINDS: dict[str, Kind] = {k.name: k for k in (
+    Kind("graph", INPUT_FEATURES, "input", ("hidden", "rounds", "dropout"), _graph, scorer=True, set_input=True,
+         graph=True, quantize=False,
+         description="Variable scorer on the state's constraint graph: message passing over the open variables and "
+                     "the binary constraints between them (current tightness, weights, supports), each candidate "
+                     "scored from its node and its feature row; binary-constraint families only (train.graph)."),
+)}
+ALL_KINDS: dict[str, Kind] = {**KINDS, **OPTIONAL_KINDS}
 
 
 def scorers() -> list[Kind]:
-    """The variable scorers, in training order."""
+    """The pipeline's variable scorers, in training order."""
     return [k for k in KINDS.values() if k.scorer]
 
 
@@ -168,20 +198,20 @@ def _one(found: list[Kind], what: str) -> Kind:
 
 def known_kind(name: str) -> str:
     """A pydantic validator: `name` is a declared kind."""
-    if name not in KINDS:
-        raise ValueError(f"unknown model kind {name!r} (known: {', '.join(KINDS)})")
+    if name not in ALL_KINDS:
+        raise ValueError(f"unknown model kind {name!r} (known: {', '.join(ALL_KINDS)})")
     return name
 
 
 def known_scorer(name: str) -> str:
     """A pydantic validator: `name` is a declared variable scorer."""
-    if not KINDS[known_kind(name)].scorer:
+    if known_kind(name) not in KINDS or not KINDS[name].scorer:
         raise ValueError(f"{name!r} is not a variable scorer (scorers: {', '.join(k.name for k in scorers())})")
     return name
 
 
 def kind_of(name: Any, source: str = "model") -> Kind:
     try:
-        return KINDS[name]
+        return ALL_KINDS[name]
     except (KeyError, TypeError):
-        raise ModelError(f"{source}: unknown model kind {name!r} (known: {', '.join(KINDS)})") from None
+        raise ModelError(f"{source}: unknown model kind {name!r} (known: {', '.join(ALL_KINDS)})") from None

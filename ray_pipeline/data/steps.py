@@ -14,7 +14,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from ..config import DataSection, DebugSection
+from ..config import DataSection, DebugSection, TraceSection
 from ..features import candidate_features, instance_features
 from ..problems import generate
 from ..problems.instance import Instance, derive_seed, dumps, loads  # noqa: F401 (loads: for ray_data)
@@ -120,13 +120,8 @@ def label_instance(inst: Instance, trace: dict[str, Any], data: DataSection, bas
                              "weights are not mapped)")
     if not picks:
         return [], stats
-    # Replay the deterministic search up to the last pick and snapshot the picked states.
     compiled = compile_instance(inst)  # shared by the replay and every probe (and their arc caches)
-    replay = Solver(inst, heuristic=tr.heuristic, propagation=tr.propagation, node_limit=max(picks) + 1,
-                    compiled=compiled)
-    replay.record_trace(max_records=0, capture=picks)
-    replay.solve()
-    snapshots = replay.trace().snapshots
+    snapshots = replay_states(inst, compiled, picks, data.trace)
     copied = [_copy_target(compiled, c) for c in copies]
     states = []
     for idx in picks:
@@ -155,6 +150,20 @@ def label_instance(inst: Instance, trace: dict[str, Any], data: DataSection, bas
                                           ).probe_costs(cands, lab.node_budget)]
                 for copy, cc, where in copied]
     return states, stats
+
+
+def replay_states(inst: Instance, compiled, decisions: Sequence[int], trace: TraceSection
+                  ) -> dict[int, tuple[list[int], list[int], int]]:
+    """The states at `decisions` of the trace's search: decision -> (domains, weights, depth). The search is
+    deterministic, so replaying it up to the last decision finds the states the trace passed through (the label
+    step's states, and the graph models' inputs rebuilt from a dataset)."""
+    if not decisions:
+        return {}
+    replay = Solver(inst, heuristic=trace.heuristic, propagation=trace.propagation,
+                    node_limit=max(decisions) + 1, compiled=compiled)
+    replay.record_trace(max_records=0, capture=list(decisions))
+    replay.solve()
+    return replay.trace().snapshots
 
 
 def _copy_target(compiled, copy: Instance) -> tuple[Instance, Any, list[int]]:

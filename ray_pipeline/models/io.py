@@ -7,9 +7,11 @@ config and dataset hashes). Nothing loaded ever executes code from the file.
 from __future__ import annotations
 
 import json
+import weakref
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from .. import atomic
@@ -93,9 +95,45 @@ class TorchScorer:
         return self.kind.forward(self.model, torch.from_numpy(x)).numpy()
 
 
+class GraphTorchScorer(TorchScorer):
+    """A graph kind's scorer: the solver hands it its state (`wants_state`), and it builds the state's constraint
+    graph itself (ray_pipeline.graph: the same function the datasets' graphs come from) at every call."""
+
+    wants_state = True
+
+    def __init__(self, model: torch.nn.Module, kind: Kind, meta: dict[str, Any], source: str):
+        from ..graph import GRAPH_VERSION
+
+        if meta.get("graph_version") != GRAPH_VERSION:
+            raise ModelError(f"{source}: built for graph {meta.get('graph_version')!r}, this version has "
+                             f"{GRAPH_VERSION!r}; train it again")
+        super().__init__(model, kind, meta)
+        self._supports: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # per compiled instance
+
+    def __call__(self, x):
+        raise ModelError("a graph scorer reads the solver's state: run it through Solver(scorer=...), which hands "
+                         "the state over (score_state)")
+
+    @torch.inference_mode()
+    def score_state(self, solver, cands: list[int], x: np.ndarray) -> np.ndarray:
+        from .. import graph
+
+        sup = self._supports.get(solver.compiled)
+        if sup is None:
+            sup = self._supports[solver.compiled] = graph.supports(solver.compiled)
+        g = graph.state_graph(sup, solver.dom, solver.weights, cands)
+        batch = {"x": torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None],
+                 "mask": torch.ones(1, len(cands), dtype=torch.bool),
+                 "g_nodes": torch.from_numpy(g["nodes"])[None], "g_edges": torch.from_numpy(g["edges"])[None],
+                 "g_adj": torch.from_numpy(g["adj"])[None], "g_cand": torch.tensor([list(cands)], dtype=torch.long)}
+        return self.kind.batch_scores(self.model, batch)[0].numpy()
+
+
 def load_scorer_pt(path: Path) -> TorchScorer:
     model, spec = load(Path(path).parent)
     kind = kind_of(spec["kind"], str(path))
     if not kind.scorer:
         raise ModelError(f"{path}: a {kind.name} model is not a variable scorer")
+    if kind.graph:
+        return GraphTorchScorer(model, kind, spec, str(path))
     return TorchScorer(model, kind, spec)

@@ -6,6 +6,7 @@ exported ONNX files take raw features.
 - StudentScorer: a small MLP applied to each candidate alone: cheap enough to call inside the search.
   Input [..., F] -> [...]; exported to ONNX as [N, F] -> [N].
 - CostPredictor: instance features -> (log1p nodes, log seconds) of the baseline solver.
+- GraphScorer (optional): the teacher's input plus the state's constraint graph, message passing over it.
 """
 from __future__ import annotations
 
@@ -83,6 +84,53 @@ class StudentScorer(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         return self.net(self.norm(x)).squeeze(-1)
+
+
+class _Round(nn.Module):
+    """One round of message passing on a dense graph: the message i -> j is relu(A h_i + B h_j + C e_ij) (each
+    term computed once per node or edge, not per pair of concatenated vectors); node j takes the mean and the max
+    of its incoming messages, then a residual update."""
+
+    def __init__(self, hidden: int, n_edge: int, dropout: float):
+        super().__init__()
+        self.src, self.dst, self.edge = nn.Linear(hidden, hidden), nn.Linear(hidden, hidden, bias=False), \
+            nn.Linear(n_edge, hidden, bias=False)
+        self.update = mlp(3 * hidden, hidden, 1, hidden, dropout)
+        self.norm = nn.LayerNorm(hidden)
+
+    def forward(self, h: torch.Tensor, edges: torch.Tensor, adj: torch.Tensor) -> torch.Tensor:
+        m = torch.relu(self.src(h).unsqueeze(2) + self.dst(h).unsqueeze(1) + self.edge(edges))  # [B, src, dst, H]
+        a = adj.unsqueeze(-1)
+        m = m * a  # messages >= 0: a masked one is 0, so the max over sources needs no -inf
+        mean = m.sum(1) / a.sum(1).clamp(min=1.0)
+        return self.norm(h + self.update(torch.cat([h, mean, m.amax(1)], -1)))
+
+
+class GraphScorer(nn.Module):
+    """Candidates scored from their node in the state's constraint graph (ray_pipeline.graph) after `rounds` of
+    message passing, and from their own feature rows (normalised, and relative to the state's mean row).
+    Inputs: x [B, K, F] + mask [B, K] as the teacher's, nodes [B, N, F_node], edges [B, N, N, F_edge],
+    adj [B, N, N] (0/1), cand [B, K] (each candidate's node; anything for padded candidates)."""
+
+    def __init__(self, n_in: int, n_node: int, n_edge: int, hidden: int, rounds: int, dropout: float,
+                 mean: Sequence[float], std: Sequence[float]):
+        super().__init__()
+        self.norm = Normalize(mean, std)
+        self.embed = mlp(n_node, hidden, 1, hidden)
+        self.rounds = nn.ModuleList(_Round(hidden, n_edge, dropout) for _ in range(rounds))
+        self.head = mlp(hidden + 2 * n_in, 64, 2, 1, dropout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, nodes: torch.Tensor, edges: torch.Tensor,
+                adj: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
+        h = self.embed(nodes)
+        for r in self.rounds:
+            h = r(h, edges, adj)
+        at = cand.long().clamp(min=0).unsqueeze(-1).expand(-1, -1, h.shape[-1])
+        hc = torch.gather(h, 1, at)  # [B, K, H]
+        xn = self.norm(x)
+        m = mask.unsqueeze(-1).to(xn.dtype)
+        rel = xn - (xn * m).sum(1, keepdim=True) / m.sum(1, keepdim=True).clamp(min=1.0)
+        return self.head(torch.cat([hc, xn, rel], -1)).squeeze(-1)
 
 
 class CostPredictor(nn.Module):

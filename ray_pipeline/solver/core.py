@@ -126,14 +126,18 @@ class _TracerCall:
 
 class _PolicyCall:
     """The learned heuristic's callback: the core hands over the candidates' feature rows (computed natively),
-    the scorer scores them. Knows nothing of models: any scorer(features [k, F] float32) -> [k] will do."""
+    the scorer scores them. Knows nothing of models: any scorer(features [k, F] float32) -> [k] will do; a scorer
+    with `wants_state` (a graph model) is given the solver too: score_state(solver, cands, features). The solver
+    is held by a weak reference, as in _TracerCall."""
 
-    def __init__(self, scorer: Scorer, stats: "Stats"):
-        self.scorer, self.stats = scorer, stats
+    def __init__(self, scorer: Scorer, stats: "Stats", solver: "Solver"):
+        self.scorer, self.stats, self.solver = scorer, stats, weakref.ref(solver)
+        self.with_state = bool(getattr(scorer, "wants_state", False))
 
     def __call__(self, cands: list[int], depth: int, features: np.ndarray) -> list[float]:
         t0 = time.perf_counter()
-        scores = self.scorer(features)
+        scores = self.scorer.score_state(self.solver(), cands, features) if self.with_state else \
+            self.scorer(features)
         self.stats.model_time_s += time.perf_counter() - t0
         return np.asarray(scores, dtype=np.float64).reshape(-1).tolist()
 
@@ -188,7 +192,7 @@ class Solver:
             None if var_rank is None else self.var_rank,
             None if val_rank is None else [list(r) for r in val_rank],
             None if tracer is None else _TracerCall(tracer, self),
-            _PolicyCall(scorer, self.stats) if heuristic == "learned" and not self._native_policy else None,
+            _PolicyCall(scorer, self.stats, self) if heuristic == "learned" and not self._native_policy else None,
             mlp if heuristic == "learned" and self._native_policy else None)
         self._trace_on = False
 

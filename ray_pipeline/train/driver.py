@@ -72,6 +72,45 @@ def scorer_dataset(dataset_dir: Path, split: str, k_max: int, target: str = "bes
     return ds.materialize()
 
 
+def _graph_batch(batch: pa.Table, k_max: int, n_max: int, target: str, temperature: float, families: list[str],
+                 instances: dict[str, str], trace) -> dict[str, np.ndarray]:
+    """A graph kind's batch: the padded states of `families` (as `_pad_batch`) and their graphs, in row order."""
+    from ..data.graphs import graph_arrays
+
+    batch = batch.filter(pa.compute.is_in(batch["family"], value_set=pa.array(families)))
+    out = _pad_batch(batch.drop_columns(["state_id"]), k_max, target, temperature, None)  # ids: for errors only
+    out.update(graph_arrays(batch, instances, trace, k_max, n_max))
+    return out
+
+
+def graph_inputs(dataset_dir: Path, families: list[str]) -> tuple[dict[str, str], int]:
+    """The graph families' instances (JSON by id) and the node count every graph is padded to."""
+    from ..data.graphs import graph_families_n
+
+    inst = ds_lib.read_table(Path(dataset_dir), "instances.parquet",
+                             columns=["instance_id", "family", "n_vars", "instance_json"])
+    return graph_families_n(inst, families)
+
+
+def graph_dataset(dataset_dir: Path, split: str, k_max: int, target: str, temperature: float, families: list[str],
+                  trace, storage: Optional[Storage] = None):
+    """As `scorer_dataset`, with each state's constraint graph rebuilt by replaying its instance's trace
+    (data.graphs): the states of `families` only."""
+    import ray.data
+
+    path = Path(dataset_dir) / f"states_{split}.parquet"
+    ds_lib.read_table(path.parent, path.name, columns=["n_cands"])
+    instances, n_max = graph_inputs(dataset_dir, families)
+    src, fs = (storage.path(path), storage.filesystem()) if storage is not None else (str(path), None)
+    ds = ray.data.read_parquet(src, filesystem=fs, columns=["state_id", "instance_id", "decision", "family",
+                                                             "n_cands", "candidates", "features", "costs"])
+    ds = ds.map_batches(_graph_batch, fn_kwargs={"k_max": k_max, "n_max": n_max, "target": target,
+                                                 "temperature": temperature, "families": families,
+                                                 "instances": instances, "trace": trace},
+                        batch_format="pyarrow", batch_size=512)
+    return ds.materialize()
+
+
 def cost_dataset(dataset_dir: Path, split: str):
     import ray.data
 
@@ -107,6 +146,10 @@ def training_datasets(cfg: Config, paths: RunPaths, storage: Storage, kind: str,
     if not kind_of(kind).scorer:
         return {sp: cost_dataset(paths.dataset, sp) for sp in ("train", "val")}
     sync_dataset(paths, storage)
+    if kind_of(kind).graph:
+        g = cfg.train.graph
+        return {sp: graph_dataset(paths.dataset, sp, manifest["top_k"], cfg.train.target, cfg.train.target_temperature,
+                                  g.families, cfg.data.trace, storage=storage) for sp in ("train", "val")}
     return {sp: scorer_dataset(paths.dataset, sp, manifest["top_k"], cfg.train.target, cfg.train.target_temperature,
                                cfg.train.families, storage=storage) for sp in ("train", "val")}
 
@@ -137,6 +180,10 @@ def model_spec(cfg: Config, kind: str, section: dict[str, Any], norm: dict[str, 
     per-candidate sigmoid logits; listwise: softmax logits), which its loss and its calibration read."""
     if kind_of(kind).scorer:
         extra["scores"] = score_kind(cfg)
+    if kind_of(kind).graph:
+        from ..graph import GRAPH_VERSION
+
+        extra["graph_version"] = GRAPH_VERSION
     return model_io.make_spec(kind, hparams_of(kind, section), norm, seed=cfg.run.seed, **extra)
 
 

@@ -16,7 +16,8 @@ from .. import atomic
 from ..console import progress
 from ..config import Config
 from ..data import dataset as ds_lib
-from ..kinds import KINDS, deployed, scorers, top1_ratio_key
+from ..data.graphs import graph_arrays
+from ..kinds import ALL_KINDS, deployed, kind_of, scorers, top1_ratio_key
 from ..models import io as model_io
 from ..models.nets import n_params
 from ..paths import RunPaths
@@ -40,8 +41,8 @@ def run(ctx: StageContext) -> StageResult:
         outputs[kind] = train_model(cfg, paths, ctx.storage, kind, manifest, data_hash, force=ctx.force,
                                     datasets_cache=datasets)
     progress("train", len(cfg.train.models), len(cfg.train.models), "models")
-    scorers = [k for k in cfg.train.models if KINDS[k].scorer]
-    test = evaluate_on_test(paths, manifest, cfg.train.families, scorers) if scorers else {}
+    scorers = [k for k in cfg.train.models if kind_of(k).scorer]
+    test = evaluate_on_test(paths, manifest, cfg.train.families, scorers, cfg) if scorers else {}
     outputs["test"] = test
     for kind, m in test.items():
         log.info("train: test top-1 %s %.3f (dom/wdeg %.3f)", kind, m["top1"], m["baseline_top1"])
@@ -55,7 +56,7 @@ def run(ctx: StageContext) -> StageResult:
 
 def output_hash(paths: RunPaths) -> str:
     """Over the models present: one that disappears (or changes) no longer matches the recorded hash."""
-    return atomic.hash_files({k: paths.model(k) / "model.pt" for k in KINDS})
+    return atomic.hash_files({k: paths.model(k) / "model.pt" for k in ALL_KINDS})
 
 
 def train_model(cfg: Config, paths: RunPaths, storage: Storage, kind: str, manifest: dict[str, Any],
@@ -72,7 +73,7 @@ def train_model(cfg: Config, paths: RunPaths, storage: Storage, kind: str, manif
                 return spec["summary"]
         except (OSError, json.JSONDecodeError):
             pass
-    norm = manifest["norm"][KINDS[kind].norm_key]
+    norm = manifest["norm"][kind_of(kind).norm_key]
     spec = driver.model_spec(cfg, kind, section, norm, train_key=key, dataset_hash=data_hash)
     name = f"{kind}-{key}"
     if force:
@@ -80,7 +81,8 @@ def train_model(cfg: Config, paths: RunPaths, storage: Storage, kind: str, manif
     epochs = section["optim"]["epochs"]
     progress("train", 0, epochs, "epochs", label=kind)
     teachers = section.get("distill", {}).get("teachers")
-    inputs = "scorer" if KINDS[kind].scorer else kind  # every scorer reads the same states
+    # every row scorer reads the same states; a graph scorer, those states with their graphs
+    inputs = kind if not kind_of(kind).scorer or kind_of(kind).graph else "scorer"
     if datasets_cache is not None and inputs in datasets_cache:
         datasets = datasets_cache[inputs]
     else:
@@ -122,26 +124,33 @@ def train_model(cfg: Config, paths: RunPaths, storage: Storage, kind: str, manif
 
 
 def evaluate_on_test(paths: RunPaths, manifest: dict[str, Any], families: list[str] | None,
-                     kinds: tuple[str, ...] | list[str] | None = None) -> dict[str, Any]:
-    """Ranking metrics of the scorers (`kinds`, default all) on the test split, on the families they were
-    trained for (local: the split is small)."""
+                     kinds: tuple[str, ...] | list[str] | None = None, cfg: Config | None = None) -> dict[str, Any]:
+    """Ranking metrics of the scorers (`kinds`, default the pipeline's) on the test split, on the families they
+    were trained for (local: the split is small). Graph kinds (their families: cfg.train.graph) need `cfg`."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import torch
 
     from .metrics import finish_ranking, ranking_sums
 
-    table = ds_lib.read_states(paths.dataset, "test")
-    if families:
-        table = table.filter(pc.is_in(table["family"], value_set=pa.array(families)))
-    a = ds_lib.to_arrays(table, manifest["top_k"])
+    full = ds_lib.read_states(paths.dataset, "test")
     out = {}
     for kind in kinds if kinds is not None else [k.name for k in scorers()]:
+        kd = kind_of(kind)
+        fams = cfg.train.graph.families if kd.graph else families
+        table = full.filter(pc.is_in(full["family"], value_set=pa.array(fams))) if fams else full
+        a = ds_lib.to_arrays(table, manifest["top_k"])
+        if kd.graph:
+            instances, n_max = driver.graph_inputs(paths.dataset, fams)
+            a.update(graph_arrays(table, instances, cfg.data.trace, manifest["top_k"], n_max))
         model, _ = model_io.load(paths.model(kind))
+        cols = {k: torch.from_numpy(v) for k, v in a.items() if v.dtype != object}
+        step = 256 if kd.graph else max(1, len(a["x"]))  # a dense graph batch holds [B, N, N, hidden] messages
         with torch.inference_mode():
-            s = model(torch.from_numpy(a["x"]), torch.from_numpy(a["mask"]))
+            s = torch.cat([kd.batch_scores(model, {k: v[i:i + step] for k, v in cols.items()})
+                           for i in range(0, len(a["x"]), step)]) if len(a["x"]) else torch.zeros(0, a["x"].shape[1])
         out[kind] = finish_ranking(ranking_sums(s, torch.from_numpy(a["mask"]), torch.from_numpy(a["target"]),
                                                 torch.from_numpy(a["costs"])))
         out[kind]["n"] = int(len(a["x"]))
-        out[kind]["families"] = families or "all"
+        out[kind]["families"] = fams or "all"
     return out
