@@ -10,7 +10,8 @@ Dense, one node per variable (a variable's index is its node), so candidate vari
 - edges [n, n, len(EDGE_FEATURES)], `adj` [n, n]: one edge each way for every merged binary constraint between
   two open variables; edges[i, j] describes the message i -> j ("src" = i, "dst" = j).
 Binary constraints only: an instance with clauses (k-SAT) has no graph here (GraphError).
-Change anything -> bump GRAPH_VERSION (models record it and refuse a mismatch).
+Change anything -> bump GRAPH_VERSION: models record it, the search refuses a model of another version, and
+the version is part of a graph model's train key (`run --stages train --force` trains it again).
 """
 from __future__ import annotations
 
@@ -69,8 +70,8 @@ def supports(c: "Compiled") -> Supports:
     for x in range(c.n):
         for y, sup, cid in c.arcs[x]:
             if x < y:  # the arc stored from the low variable: sup[a] = y-values allowed with x=a
-                for a, mask in enumerate(sup):
-                    table[cid, a] = (mask >> np.arange(D)) & 1
+                for a, mask in enumerate(sup):  # Python ints: a mask of 64+ values overflows numpy's int64
+                    table[cid, a] = [(mask >> b) & 1 for b in range(D)]
     return Supports(c.n, D, pairs, table)
 
 

@@ -205,7 +205,10 @@ def known_kind(name: str) -> str:
 
 def known_scorer(name: str) -> str:
     """A pydantic validator: `name` is a declared variable scorer."""
-    if known_kind(name) not in KINDS or not KINDS[name].scorer:
+    if known_kind(name) in OPTIONAL_KINDS:
+        raise ValueError(f"{name!r} is an optional kind; this key takes one of the pipeline's scorers "
+                         f"({', '.join(k.name for k in scorers())})")
+    if not KINDS[name].scorer:
         raise ValueError(f"{name!r} is not a variable scorer (scorers: {', '.join(k.name for k in scorers())})")
     return name
 

@@ -23,13 +23,16 @@ from .dataset import DatasetError
 _FEATURE_TOL = 1e-4  # float32 rows written to Parquet and computed again
 
 
-def graph_families_n(instances: pa.Table, families: list[str]) -> tuple[dict[str, str], int]:
-    """{instance_id: instance JSON} of the instances of `families`, and their largest variable count (what every
-    graph is padded to, so train and validation batches share one shape)."""
-    keep = [i for i, f in enumerate(instances["family"].to_pylist()) if f in families]
+def graph_families_n(instances: pa.Table, families: list[str], split: str, source: str = "the dataset"
+                     ) -> tuple[dict[str, str], int]:
+    """{instance_id: instance JSON} of the `split`'s instances of `families`, and their largest variable count
+    (what the split's graphs are padded to: every batch of a split has one shape, and a worker's cached shard is
+    their concatenation)."""
+    fam, sp = instances["family"].to_pylist(), instances["split"].to_pylist()
+    keep = [i for i in range(len(fam)) if fam[i] in families and sp[i] == split]
     if not keep:
-        raise DatasetError(f"no instances of {families} in the dataset: train.graph.families names what the graph "
-                           "scorer trains on")
+        raise DatasetError(f"{source}: no {split} instances of {families} (train.graph.families names what the "
+                           "graph scorer trains on)")
     t = instances.take(keep)
     return dict(zip(t["instance_id"].to_pylist(), t["instance_json"].to_pylist())), max(t["n_vars"].to_pylist())
 
@@ -48,7 +51,7 @@ def graph_arrays(states: pa.Table, instances: Mapping[str, str], trace: TraceSec
         by_instance.setdefault(r["instance_id"], []).append(i)
     for iid, idx in by_instance.items():
         if iid not in instances:
-            raise DatasetError(f"state {rows[idx[0]]['state_id']}: instance {iid} is not among the graph "
+            raise DatasetError(f"state {rows[idx[0]]['state_id']}: instance {iid} is not among the split's graph "
                                "families' instances")
         inst = steps.loads(instances[iid], iid)
         compiled = compile_instance(inst)
@@ -57,7 +60,10 @@ def graph_arrays(states: pa.Table, instances: Mapping[str, str], trace: TraceSec
         for i in idx:
             r = rows[i]
             g = _checked_graph(r, snaps, inst, compiled, sup, trace)
-            p = graph.padded(g, n_max)
+            try:
+                p = graph.padded(g, n_max)
+            except graph.GraphError as e:
+                raise DatasetError(f"state {r['state_id']}: {e}") from None
             out["g_nodes"][i], out["g_edges"][i], out["g_adj"][i] = p["nodes"], p["edges"], p["adj"]
             out["g_cand"][i, : len(r["candidates"])] = r["candidates"]
     return out
@@ -76,7 +82,13 @@ def _checked_graph(row: dict[str, Any], snaps, inst, compiled, sup: graph.Suppor
     if s.dom_wdeg_order(s.unassigned())[: len(cands)] != cands:
         raise DatasetError(f"state {sid}: the replayed state has other candidates than the stored row "
                            "(a dataset of another trace setting?)")
-    if not np.allclose(s.features(cands, depth), np.asarray(row["features"], np.float32), atol=_FEATURE_TOL):
+    # the rows hold the state features too (depth, failures, weight statistics): a replay that took another path
+    # to the same decision index would show there, not only in the candidates' own columns
+    feats, stored = s.features(cands, depth), np.asarray(row["features"], np.float32)
+    if feats.shape != stored.shape or not np.allclose(feats, stored, atol=_FEATURE_TOL):
         raise DatasetError(f"state {sid}: the replayed state's feature rows differ from the stored ones (a dataset "
                            "of another feature version?)")
-    return graph.state_graph(sup, dom, weights, cands)
+    try:
+        return graph.state_graph(sup, dom, weights, cands)
+    except graph.GraphError as e:
+        raise DatasetError(f"state {sid}: {e}") from None

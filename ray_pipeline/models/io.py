@@ -106,7 +106,7 @@ class GraphTorchScorer(TorchScorer):
 
         if meta.get("graph_version") != GRAPH_VERSION:
             raise ModelError(f"{source}: built for graph {meta.get('graph_version')!r}, this version has "
-                             f"{GRAPH_VERSION!r}; train it again")
+                             f"{GRAPH_VERSION!r}; train it again (`run CONFIG --stages train --force`)")
         super().__init__(model, kind, meta)
         self._supports: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # per compiled instance
 

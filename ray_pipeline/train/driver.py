@@ -83,13 +83,13 @@ def _graph_batch(batch: pa.Table, k_max: int, n_max: int, target: str, temperatu
     return out
 
 
-def graph_inputs(dataset_dir: Path, families: list[str]) -> tuple[dict[str, str], int]:
-    """The graph families' instances (JSON by id) and the node count every graph is padded to."""
+def graph_inputs(dataset_dir: Path, families: list[str], split: str) -> tuple[dict[str, str], int]:
+    """The split's graph-family instances (JSON by id) and the node count its graphs are padded to."""
     from ..data.graphs import graph_families_n
 
     inst = ds_lib.read_table(Path(dataset_dir), "instances.parquet",
-                             columns=["instance_id", "family", "n_vars", "instance_json"])
-    return graph_families_n(inst, families)
+                             columns=["instance_id", "family", "split", "n_vars", "instance_json"])
+    return graph_families_n(inst, families, split, str(Path(dataset_dir) / "instances.parquet"))
 
 
 def graph_dataset(dataset_dir: Path, split: str, k_max: int, target: str, temperature: float, families: list[str],
@@ -100,7 +100,7 @@ def graph_dataset(dataset_dir: Path, split: str, k_max: int, target: str, temper
 
     path = Path(dataset_dir) / f"states_{split}.parquet"
     ds_lib.read_table(path.parent, path.name, columns=["n_cands"])
-    instances, n_max = graph_inputs(dataset_dir, families)
+    instances, n_max = graph_inputs(dataset_dir, families, split)
     src, fs = (storage.path(path), storage.filesystem()) if storage is not None else (str(path), None)
     ds = ray.data.read_parquet(src, filesystem=fs, columns=["state_id", "instance_id", "decision", "family",
                                                              "n_cands", "candidates", "features", "costs"])
@@ -147,9 +147,9 @@ def training_datasets(cfg: Config, paths: RunPaths, storage: Storage, kind: str,
         return {sp: cost_dataset(paths.dataset, sp) for sp in ("train", "val")}
     sync_dataset(paths, storage)
     if kind_of(kind).graph:
-        g = cfg.train.graph
+        fams = model_section(cfg, kind)["families"]
         return {sp: graph_dataset(paths.dataset, sp, manifest["top_k"], cfg.train.target, cfg.train.target_temperature,
-                                  g.families, cfg.data.trace, storage=storage) for sp in ("train", "val")}
+                                  fams, cfg.data.trace, storage=storage) for sp in ("train", "val")}
     return {sp: scorer_dataset(paths.dataset, sp, manifest["top_k"], cfg.train.target, cfg.train.target_temperature,
                                cfg.train.families, storage=storage) for sp in ("train", "val")}
 
@@ -189,10 +189,16 @@ def model_spec(cfg: Config, kind: str, section: dict[str, Any], norm: dict[str, 
 
 def train_key(cfg: Config, kind: str, section: dict[str, Any], dataset_hash: str) -> str:
     """Identity of one training run: a new key starts fresh, the same key resumes its checkpoints."""
-    return stable_hash({"kind": kind, "section": section, "dataset": dataset_hash, "seed": cfg.run.seed,
-                        "target": [cfg.train.target, cfg.train.target_temperature, cfg.train.select_metric],
-                        "families": cfg.train.families if kind_of(kind).scorer else None,
-                        "nan_at": cfg.debug.nan_loss_at_step})
+    key = {"kind": kind, "section": section, "dataset": dataset_hash, "seed": cfg.run.seed,
+           "target": [cfg.train.target, cfg.train.target_temperature, cfg.train.select_metric],
+           # a graph kind's families are in its section; its inputs also follow the graph's definition
+           "families": cfg.train.families if kind_of(kind).scorer and not kind_of(kind).graph else None,
+           "nan_at": cfg.debug.nan_loss_at_step}
+    if kind_of(kind).graph:
+        from ..graph import GRAPH_VERSION
+
+        key["graph_version"] = GRAPH_VERSION
+    return stable_hash(key)
 
 
 def loop_config(cfg: Config, paths: RunPaths, kind: str, section: dict[str, Any], spec: dict[str, Any],

@@ -137,13 +137,19 @@ def evaluate_on_test(paths: RunPaths, manifest: dict[str, Any], families: list[s
     out = {}
     for kind in kinds if kinds is not None else [k.name for k in scorers()]:
         kd = kind_of(kind)
-        fams = cfg.train.graph.families if kd.graph else families
+        if kd.graph and cfg is None:
+            raise ValueError(f"evaluate_on_test: the {kind} kind reads train.{kind} and data.trace: pass cfg")
+        fams = driver.model_section(cfg, kind)["families"] if kd.graph else families
         table = full.filter(pc.is_in(full["family"], value_set=pa.array(fams))) if fams else full
         a = ds_lib.to_arrays(table, manifest["top_k"])
+        expect = None
         if kd.graph:
-            instances, n_max = driver.graph_inputs(paths.dataset, fams)
+            from ..graph import GRAPH_VERSION
+
+            instances, n_max = driver.graph_inputs(paths.dataset, fams, "test")
             a.update(graph_arrays(table, instances, cfg.data.trace, manifest["top_k"], n_max))
-        model, _ = model_io.load(paths.model(kind))
+            expect = {"graph_version": GRAPH_VERSION}
+        model, _ = model_io.load(paths.model(kind), expect=expect)
         cols = {k: torch.from_numpy(v) for k, v in a.items() if v.dtype != object}
         step = 256 if kd.graph else max(1, len(a["x"]))  # a dense graph batch holds [B, N, N, hidden] messages
         with torch.inference_mode():

@@ -49,38 +49,48 @@ def test_the_train_stage_trains_the_graph_scorer_on_its_families(graph_run):
 
 
 def test_the_search_hands_the_model_the_graph_it_was_trained_on(graph_run):
-    """A test state's scores from the dataset path (replayed graph arrays, batched) equal the scores the solver's
-    callback gets at that state (the graph built from the live solver's domains and weights)."""
+    """A test state's scores from the dataset path (replayed, checked and batched graph arrays) equal the scores of
+    the call a live search makes at that state: a learned search that keeps dom/wdeg's choices (margin too wide
+    to overrule it) and calls the model at every depth passes through the stored state, and its callback builds
+    the graph from the live solver's domains and weights."""
     paths, args = graph_run
     cfg = load_config(CONFIGS / "quick.yaml", args[1:])
+    k_max = ds_lib.read_manifest(paths.dataset)["top_k"]
     table = ds_lib.read_states(paths.dataset, "test")
     table = table.filter(pc.is_in(table["family"], value_set=pa.array(["rb"])))
-    instances, n_max = driver.graph_inputs(paths.dataset, ["rb"])
-    row = table.slice(0, 1)
-    a = ds_lib.to_arrays(row, 6)
-    a.update(graph_arrays(row, instances, cfg.data.trace, 6, n_max))
+    instances, n_max = driver.graph_inputs(paths.dataset, ["rb"], "test")
+    rows = table.to_pylist()
+    r = max(rows, key=lambda r: r["decision"])  # the deepest: weights have moved, many constraints are closed
+    row = table.slice(rows.index(r), 1)
+    a = ds_lib.to_arrays(row, k_max)
+    a.update(graph_arrays(row, instances, cfg.data.trace, k_max, n_max))
     model, _ = model_io.load(paths.model("graph"))
     kind = kind_of("graph")
     with torch.inference_mode():
-        batch = {k: torch.from_numpy(v) for k, v in a.items()}
-        offline = kind.batch_scores(model, batch)[0, : int(a["mask"].sum())].numpy()
+        offline = kind.batch_scores(model, {k: torch.from_numpy(v) for k, v in a.items()})[0, : r["n_cands"]].numpy()
 
-    r = row.to_pylist()[0]
     inst = steps.loads(instances[r["instance_id"]], r["instance_id"])
-    compiled = compile_instance(inst)
-    dom, weights, depth = steps.replay_states(inst, compiled, [r["decision"]], cfg.data.trace)[r["decision"]]
     scorer = model_io.load_scorer_pt(paths.model("graph") / "model.pt")
-    s = Solver(inst, heuristic="dom-wdeg", domains=dom, weights=weights, compiled=compiled)
-    online = scorer.score_state(s, list(r["candidates"]), s.features(list(r["candidates"]), depth))
-    np.testing.assert_allclose(online, offline, rtol=1e-4, atol=1e-5)
-    assert np.ptp(online) > 0  # a model that ignored its inputs would pass the equality with constant scores
-
-    # in a search: every call of the learned heuristic reaches score_state, and the search finishes
-    calls = []
+    live = []
     real = scorer.score_state
-    scorer.score_state = lambda solver, cands, x: calls.append(len(cands)) or real(solver, cands, x)
-    res = Solver(inst, heuristic="learned", scorer=scorer, top_k=6, max_depth=0, node_limit=20000).solve()
-    assert res.status in ("SAT", "UNSAT") and calls and res.stats.model_time_s > 0
+
+    def spy(solver, cands, x):
+        out = real(solver, cands, x)
+        live.append((solver.dom, list(solver.weights), list(cands), out))
+        return out
+
+    scorer.score_state = spy
+    Solver(inst, heuristic="learned", scorer=scorer, top_k=k_max, max_depth=None, min_margin=1e9,
+           node_limit=r["decision"] + 1).solve()
+    dom, weights, _ = steps.replay_states(inst, compile_instance(inst), [r["decision"]], cfg.data.trace)[r["decision"]]
+    hits = [scores for d, w, c, scores in live if d == dom and w == list(weights) and c == list(r["candidates"])]
+    assert len(live) > r["decision"] // 2 and hits, "the live search never reached the stored state"
+    np.testing.assert_allclose(hits[0], offline, rtol=1e-4, atol=1e-5)
+    assert np.ptp(offline) > 0  # a model that ignored its inputs would pass the equality with constant scores
+    assert sum(w > 1 for w in weights) > 0  # a state past some failures: the weights are part of what matched
+
+    res = Solver(inst, heuristic="learned", scorer=scorer, top_k=k_max, max_depth=0, node_limit=20000).solve()
+    assert res.status in ("SAT", "UNSAT") and res.stats.model_time_s > 0
     with pytest.raises(model_io.ModelError, match="solver's state"):
         scorer(np.zeros((2, 34), np.float32))
 

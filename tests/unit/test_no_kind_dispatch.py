@@ -10,7 +10,7 @@ import ast
 from pathlib import Path
 
 import ray_pipeline
-from ray_pipeline.kinds import KINDS, cost_predictor, deployed, scorers
+from ray_pipeline.kinds import ALL_KINDS, KINDS, cost_predictor, deployed, scorers
 
 PKG = Path(ray_pipeline.__file__).resolve().parent
 
@@ -38,7 +38,7 @@ def _docstrings(tree: ast.AST) -> set[int]:
     return ids
 
 
-def kind_literals(names=tuple(KINDS)) -> list[tuple[str, int, str]]:
+def kind_literals(names=tuple(ALL_KINDS)) -> list[tuple[str, int, str]]:
     """(module, line, source line) of every string literal equal to a kind name outside kinds.py."""
     found = []
     for path in sorted(PKG.rglob("*.py")):
