@@ -116,3 +116,7 @@ def test_what_the_graph_scorer_refuses(graph_run, tmp_path, capsys):
         model_io.load_scorer_pt(d / "model.pt")
     assert main(["run", *args[:-3], "train.graph.families=[rb, ksat]", "--stages", "train"]) == 2
     assert "train.graph.families" in capsys.readouterr().err
+    model = paths.model("graph") / "model.pt"
+    assert main(["bench", "learned", *args, "--model", str(model), "--family", "ksat", "--size", "small",
+                 "--count", "1", "--workers", "1"]) == 2
+    assert "a graph scorer reads binary constraints only; --family ksat has clauses" in capsys.readouterr().err
