@@ -72,9 +72,10 @@ def scorer_dataset(dataset_dir: Path, split: str, k_max: int, target: str = "bes
     return ds.materialize()
 
 
-def _graph_batch(batch: pa.Table, k_max: int, n_max: int, target: str, temperature: float, families: list[str],
+def graph_batch(batch: pa.Table, k_max: int, n_max: int, target: str, temperature: float, families: list[str],
                  instances: dict[str, str], trace) -> dict[str, np.ndarray]:
-    """A graph kind's batch: the padded states of `families` (as `_pad_batch`) and their graphs, in row order."""
+    """A graph kind's batch: the padded states of `families` (as `_pad_batch`) and their graphs, in row order.
+    Ray Data's map_batches runs it for training, the train stage on the test split."""
     from ..data.graphs import graph_arrays
 
     batch = batch.filter(pa.compute.is_in(batch["family"], value_set=pa.array(families)))
@@ -104,7 +105,7 @@ def graph_dataset(dataset_dir: Path, split: str, k_max: int, target: str, temper
     src, fs = (storage.path(path), storage.filesystem()) if storage is not None else (str(path), None)
     ds = ray.data.read_parquet(src, filesystem=fs, columns=["state_id", "instance_id", "decision", "family",
                                                              "n_cands", "candidates", "features", "costs"])
-    ds = ds.map_batches(_graph_batch, fn_kwargs={"k_max": k_max, "n_max": n_max, "target": target,
+    ds = ds.map_batches(graph_batch, fn_kwargs={"k_max": k_max, "n_max": n_max, "target": target,
                                                  "temperature": temperature, "families": families,
                                                  "instances": instances, "trace": trace},
                         batch_format="pyarrow", batch_size=512)

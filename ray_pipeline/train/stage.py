@@ -16,7 +16,6 @@ from .. import atomic
 from ..console import progress
 from ..config import Config
 from ..data import dataset as ds_lib
-from ..data.graphs import graph_arrays
 from ..kinds import ALL_KINDS, deployed, kind_of, scorers, top1_ratio_key
 from ..models import io as model_io
 from ..models.nets import n_params
@@ -140,15 +139,17 @@ def evaluate_on_test(paths: RunPaths, manifest: dict[str, Any], families: list[s
         if kd.graph and cfg is None:
             raise ValueError(f"evaluate_on_test: the {kind} kind reads train.{kind} and data.trace: pass cfg")
         fams = driver.model_section(cfg, kind)["families"] if kd.graph else families
-        table = full.filter(pc.is_in(full["family"], value_set=pa.array(fams))) if fams else full
-        a = ds_lib.to_arrays(table, manifest["top_k"])
         expect = None
         if kd.graph:
             from ..graph import GRAPH_VERSION
 
             instances, n_max = driver.graph_inputs(paths.dataset, fams, "test")
-            a.update(graph_arrays(table, instances, cfg.data.trace, manifest["top_k"], n_max))
+            a = driver.graph_batch(full, manifest["top_k"], n_max, "best", cfg.train.target_temperature, fams,
+                                   instances, cfg.data.trace)
             expect = {"graph_version": GRAPH_VERSION}
+        else:
+            a = ds_lib.to_arrays(full.filter(pc.is_in(full["family"], value_set=pa.array(fams))) if fams else full,
+                                 manifest["top_k"])
         model, _ = model_io.load(paths.model(kind), expect=expect)
         cols = {k: torch.from_numpy(v) for k, v in a.items() if v.dtype != object}
         step = 256 if kd.graph else max(1, len(a["x"]))  # a dense graph batch holds [B, N, N, hidden] messages
