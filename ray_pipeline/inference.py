@@ -78,11 +78,11 @@ class OnnxScorer:
 
 def load_scorer(path: str | Path):
     path = Path(path)
-    if path.suffix == ".npz":  # the student MLP, scored inside the solver core
-        from .solver.policy import NativeMlp, PolicyFileError
+    if path.suffix == ".npz":  # the student MLP or the graph scorer, scored inside the solver core
+        from .solver.policy import PolicyFileError, load_native
 
         try:
-            return NativeMlp(path)
+            return load_native(path)
         except PolicyFileError as e:
             raise ModelError(str(e)) from None
     if path.suffix == ".pt":

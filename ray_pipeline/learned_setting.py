@@ -7,7 +7,8 @@ evaluate stage runs (`evaluate.learned.model`):
 - `model.onnx`, `model.int8.onnx`: a metadata_props entry, the record as JSON;
 - `model.native.npz`: a scalar string array, the record as JSON (plain arrays: still nothing to unpickle).
 Its values come from the config (`from_config`; `CONFIG_KEYS` lists them, and the export stage's hash covers
-them, so a changed setting re-exports). A file exported before the record existed still loads: `choose` falls
+them, so a changed setting re-exports). The train stage writes the same record, with train.graph.families, into a
+graph model's `model.native.npz` (the benchmarks' setting for it; no stage evaluates it). A file exported before the record existed still loads: `choose` falls
 back to `defaults()`, the config's own defaults, and says so. Explicit settings (command-line flags) win.
 
 Not in the record: the feature version (every file already carries it as `feature_version`, and a loader
@@ -65,19 +66,19 @@ class LearnedSetting(BaseModel):
 SOLVER_KEYS = ("top_k", "max_depth", "min_margin", "propagation")  # what a search takes from the record
 
 
-def _of(e: EvaluateSection, families: Optional[list[str]]) -> LearnedSetting:
+def of(e: EvaluateSection, families: Optional[list[str]]) -> LearnedSetting:
     return LearnedSetting(top_k=e.learned.top_k, max_depth=e.learned.max_depth, min_margin=e.learned.min_margin,
                           propagation=e.propagation, families=tuple(families) if families else None)
 
 
 def from_config(cfg: Config) -> LearnedSetting:
     """The setting the evaluate stage runs the learned heuristic with."""
-    return _of(cfg.evaluate, cfg.train.families)
+    return of(cfg.evaluate, cfg.train.families)
 
 
 def defaults() -> LearnedSetting:
     """For a file without a stored setting: the config's defaults (one place for them: config.py)."""
-    return _of(EvaluateSection(), None)
+    return of(EvaluateSection(), None)
 
 
 def stored_in(meta: Mapping[str, Any], source: str) -> Optional[LearnedSetting]:

@@ -161,7 +161,7 @@ def _check(args: argparse.Namespace, cfg, model: str) -> tuple[dict[str, Any], O
     params, note = heldout_params(cfg, args.family, args.size)
     params_for(args.family, args.size, params)  # unknown knob
     _load(model)  # ModelError is a ValueError and names the file
-    if getattr(_SCORER, "wants_state", False):  # a graph scorer: binary constraints only (ray_pipeline.graph)
+    if getattr(_SCORER, "reads_graph", False):  # a graph scorer: binary constraints only (ray_pipeline.graph)
         from ..problems import generate
 
         if generate(args.family, args.size, 0, cfg.run.seed, params).clauses:

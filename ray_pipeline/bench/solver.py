@@ -300,17 +300,11 @@ def _beside_dom_wdeg(insts, scorer) -> dict[str, Any]:
 
 
 def _native_decision_cost(scorer, insts) -> dict[str, Any]:
-    """The native MLP's whole cost per decision, end to end: the model with its score layer zeroed does all the
-    same arithmetic but scores every candidate 0, so the search keeps dom/wdeg's tree; (its time - dom/wdeg's
-    time) / decisions is everything a learned decision adds. The real model's in-core timers are reported too."""
-    import numpy as np
-
-    from ..solver.policy import NativeMlp
-
-    last = int(scorer.arrays["n_layers"]) - 1
-    zeroed = NativeMlp.from_arrays({**scorer.arrays, f"w{last}": np.zeros_like(scorer.arrays[f"w{last}"]),
-                                    f"b{last}": np.zeros_like(scorer.arrays[f"b{last}"])}, "zeroed score layer")
-    t = _beside_dom_wdeg(insts, zeroed)
+    """A native scorer's (the MLP's, the graph scorer's) whole cost per decision, end to end: the model with its
+    score layer zeroed does all the same arithmetic but scores every candidate 0, so the search keeps dom/wdeg's
+    tree; (its time - dom/wdeg's time) / decisions is everything a learned decision adds. The real model's
+    in-core timers are reported too."""
+    t = _beside_dom_wdeg(insts, scorer.zeroed())
     calls = t["calls"]
     per = (lambda s: round(1e6 * s / calls, 2)) if calls else (lambda s: None)
     return {"runtime": "native", "native_same_tree_as_dom_wdeg": f"{t['same']}/{len(insts)}", "native_calls": calls,

@@ -100,6 +100,7 @@ class GraphTorchScorer(TorchScorer):
     graph itself (ray_pipeline.graph: the same function the datasets' graphs come from) at every call."""
 
     wants_state = True
+    reads_graph = True  # binary constraints only
 
     def __init__(self, model: torch.nn.Module, kind: Kind, meta: dict[str, Any], source: str):
         from ..graph import GRAPH_VERSION

@@ -105,8 +105,11 @@ def run(args: argparse.Namespace) -> int:
             return fail(str(e))
         kwargs = setting.solver_kwargs()
         print(setting.describe(args.model), file=sys.stderr)  # stderr: the last stdout line stays the result
-    solver = Solver(inst, heuristic=args.heuristic, value_order=args.value_order, node_limit=args.node_limit,
-                    time_limit=args.time_limit, seed=args.seed, scorer=scorer, restarts=args.restarts, **kwargs)
+    try:  # e.g. a graph scorer on an instance with clauses
+        solver = Solver(inst, heuristic=args.heuristic, value_order=args.value_order, node_limit=args.node_limit,
+                        time_limit=args.time_limit, seed=args.seed, scorer=scorer, restarts=args.restarts, **kwargs)
+    except ValueError as e:
+        return fail(f"{args.model or args.heuristic}: {e}")
     result = solver.solve()
     one_based = inst.family in ("cnf", "col")
     assignment = {}

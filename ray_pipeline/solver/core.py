@@ -180,9 +180,9 @@ class Solver:
             raise ValueError(f"first_var {first_var} out of range for {n} variables")
         self.stats = Stats()
         self.count_limit = 0
-        # a scorer the core evaluates itself (solver.policy.NativeMlp): no call into Python per decision
+        # a scorer the core evaluates itself (solver.policy.NativeMlp, NativeGraph): no call into Python per decision
         mlp = getattr(scorer, "native", None)
-        self._native_policy = isinstance(mlp, _native.Mlp)
+        self._native_policy = isinstance(mlp, _native.Policy)
         self._core = _native.Solver(
             c.native, heuristic, propagation == "mac", value_order == "min-conflicts",
             -1 if node_limit is None else int(node_limit), float(time_limit or 0.0), int(seed) & _WORD_MASK,

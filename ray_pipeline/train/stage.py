@@ -26,6 +26,8 @@ from . import driver, tracking
 from . import progress as train_progress
 
 log = logging.getLogger(__name__)
+# test instances of a graph kind's families whose learned searches check its native file against PyTorch
+NATIVE_CHECK_INSTANCES = 8
 
 
 def run(ctx: StageContext) -> StageResult:
@@ -109,8 +111,10 @@ def train_model(cfg: Config, paths: RunPaths, storage: Storage, kind: str, manif
     summary = {"kind": kind, "train_key": key, "params": n_params(model), "epochs_run": len(hist),
                "best": {k: v for k, v in best_metrics.items() if isinstance(v, (int, float))},
                "checkpoints": storage.uri_of(paths.checkpoints / name)}
-    ck_spec["summary"] = summary
     with atomic.directory(final) as tmp:
+        if kind_of(kind).graph:  # the core's own evaluation of it, checked against PyTorch on live search states
+            summary["native"] = _write_native_graph(cfg, paths, kind, model, ck_spec, manifest, tmp)
+        ck_spec["summary"] = summary
         model_io.save(model, ck_spec, tmp)
         atomic.write_json(tmp / "metrics.json", {"summary": summary, "history": hist})
         tracking.write_csv(tmp / "metrics.csv", hist)
@@ -120,6 +124,22 @@ def train_model(cfg: Config, paths: RunPaths, storage: Storage, kind: str, manif
     log.info("train %s: %d params, best %s", kind, summary["params"],
              {k: round(v, 4) for k, v in summary["best"].items() if k.startswith("val_")})
     return summary
+
+
+def _write_native_graph(cfg: Config, paths: RunPaths, kind: str, model, spec: dict[str, Any],
+                        manifest: dict[str, Any], out_dir: Path) -> dict[str, Any]:
+    """model.native.npz of a graph kind, checked on learned searches of the first test instances of its families.
+    It carries the setting the benchmarks run it with (evaluate.learned, as the student's files; its families)."""
+    from .. import learned_setting
+    from ..data import steps
+    from ..models import native_graph
+
+    families = driver.model_section(cfg, kind)["families"]
+    instances, _ = driver.graph_inputs(paths.dataset, families, "test")
+    first = sorted(instances)[:NATIVE_CHECK_INSTANCES]
+    setting = learned_setting.of(cfg.evaluate, families)
+    return native_graph.write(model, spec, out_dir, [steps.loads(instances[i], i) for i in first], manifest["top_k"],
+                              meta={learned_setting.KEY: setting.to_text()})
 
 
 def evaluate_on_test(paths: RunPaths, manifest: dict[str, Any], families: list[str] | None,

@@ -19,6 +19,7 @@ from ray_pipeline.kinds import kind_of
 from ray_pipeline.models import io as model_io
 from ray_pipeline.paths import RunPaths
 from ray_pipeline.solver import Solver, compile_instance
+from ray_pipeline.solver.policy import NativeGraph, load_native
 from ray_pipeline.train import driver
 
 from ..conftest import CONFIGS, SMOKE_OVERRIDES
@@ -46,6 +47,12 @@ def test_the_train_stage_trains_the_graph_scorer_on_its_families(graph_run):
         pc.equal(ds_lib.read_states(paths.dataset, "test")["family"], "rb"))
     assert test["families"] == ["rb"] and test["n"] == rb_test.num_rows > 0
     assert 0.0 <= test["top1"] <= 1.0
+    # the core's own evaluation of it, written once it matched PyTorch on live search states
+    native = spec["summary"]["native"]
+    assert native["file"] == "model.native.npz" and native["states"] >= 8 and native["max_abs_diff"] <= 1e-4
+    g = load_native(paths.model("graph") / "model.native.npz")
+    assert isinstance(g, NativeGraph) and g.params == spec["summary"]["params"]
+    assert json.loads(g.meta["learned_setting"])["families"] == ["rb"]
 
 
 def test_the_search_hands_the_model_the_graph_it_was_trained_on(graph_run):
@@ -74,18 +81,22 @@ def test_the_search_hands_the_model_the_graph_it_was_trained_on(graph_run):
     live = []
     real = scorer.score_state
 
+    native = load_native(paths.model("graph") / "model.native.npz")
+
     def spy(solver, cands, x):
         out = real(solver, cands, x)
-        live.append((solver.dom, list(solver.weights), list(cands), out))
+        live.append((solver.dom, list(solver.weights), list(cands), out, native.score_solver(solver, cands, x)))
         return out
 
     scorer.score_state = spy
     Solver(inst, heuristic="learned", scorer=scorer, top_k=k_max, max_depth=None, min_margin=1e9,
            node_limit=r["decision"] + 1).solve()
     dom, weights, _ = steps.replay_states(inst, compile_instance(inst), [r["decision"]], cfg.data.trace)[r["decision"]]
-    hits = [scores for d, w, c, scores in live if d == dom and w == list(weights) and c == list(r["candidates"])]
+    hits = [(scores, nat) for d, w, c, scores, nat in live
+            if d == dom and w == list(weights) and c == list(r["candidates"])]
     assert len(live) > r["decision"] // 2 and hits, "the live search never reached the stored state"
-    np.testing.assert_allclose(hits[0], offline, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(hits[0][0], offline, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(hits[0][1], offline, rtol=1e-4, atol=1e-5)  # the core's graph and network
     assert np.ptp(offline) > 0  # a model that ignored its inputs would pass the equality with constant scores
     assert sum(w > 1 for w in weights) > 0  # a state past some failures: the weights are part of what matched
 
@@ -96,13 +107,18 @@ def test_the_search_hands_the_model_the_graph_it_was_trained_on(graph_run):
 
 
 def test_bench_learned_runs_the_graph_scorer(graph_run, capsys):
+    """From PyTorch (model.pt) and in the core (model.native.npz): the same searches."""
     paths, args = graph_run
-    model = paths.model("graph") / "model.pt"
-    assert main(["bench", "learned", *args, "--model", str(model), "--size", "small", "--count", "2",
-                 "--top-k", "4", "--max-depth", "0", "--min-margin", "0", "--repeats", "1", "--workers", "1"]) == 0
-    out = json.loads(capsys.readouterr().out)
-    r = out["results"]["learned k=4 d=0 m=0"]
-    assert out["model"] == str(model) and r["solved"] == r["compared"] == 2 and r["model_calls"] >= 2
+    got = {}
+    for name in ("model.pt", "model.native.npz"):
+        model = paths.model("graph") / name
+        assert main(["bench", "learned", *args, "--model", str(model), "--size", "small", "--count", "3",
+                     "--top-k", "4", "--max-depth", "1", "--min-margin", "0", "--repeats", "1", "--workers", "1"]) == 0
+        out = json.loads(capsys.readouterr().out)
+        r = got[name] = out["results"]["learned k=4 d=1 m=0"]
+        assert out["model"] == str(model) and r["solved"] == r["compared"] == 3 and r["model_calls"] >= 3
+    for key in ("median_nodes", "geomean_node_ratio", "model_calls"):
+        assert got["model.pt"][key] == got["model.native.npz"][key], key
 
 
 def test_what_the_graph_scorer_refuses(graph_run, tmp_path, capsys):
@@ -118,5 +134,9 @@ def test_what_the_graph_scorer_refuses(graph_run, tmp_path, capsys):
     assert "train.graph.families" in capsys.readouterr().err
     model = paths.model("graph") / "model.pt"
     assert main(["bench", "learned", *args, "--model", str(model), "--family", "ksat", "--size", "small",
+                 "--count", "1", "--workers", "1"]) == 2
+    assert "a graph scorer reads binary constraints only; --family ksat has clauses" in capsys.readouterr().err
+    native = paths.model("graph") / "model.native.npz"
+    assert main(["bench", "learned", *args, "--model", str(native), "--family", "ksat", "--size", "small",
                  "--count", "1", "--workers", "1"]) == 2
     assert "a graph scorer reads binary constraints only; --family ksat has clauses" in capsys.readouterr().err

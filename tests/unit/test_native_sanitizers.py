@@ -51,7 +51,8 @@ def test_solver_tests_run_clean_under_asan_and_ubsan(tmp_path):
     tests = ["tests/unit/test_native_golden.py", "tests/unit/test_native_fuzz.py::test_native_core_every_option_on_random_instances",
              "tests/unit/test_native_fuzz.py::test_bad_states_are_refused_with_a_clear_error",
              "tests/unit/test_native_fuzz.py::test_native_mlp_policy_on_random_weights_and_instances",
-             "tests/unit/test_expert.py"]  # probes: solvers built and run inside a running search
+             "tests/unit/test_expert.py",  # probes: solvers built and run inside a running search
+             "tests/unit/test_native_graph.py"]  # the graph scorer in the core (torch-free)
     # The biggest golden instances (Sudoku, xlarge) and the expert's savings check (large probes) add minutes
     # under ASan and no code path the rest misses.
     r = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-k",

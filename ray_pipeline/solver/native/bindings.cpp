@@ -5,12 +5,15 @@
 
 #include <nanobind/nanobind.h>
 #include <nanobind/ndarray.h>
+#include <nanobind/stl/map.h>
 #include <nanobind/stl/optional.h>
 #include <nanobind/stl/shared_ptr.h>
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/vector.h>
 
 #include "core.hpp"
+#include "graph.hpp"
+#include "mlp.hpp"
 
 namespace nb = nanobind;
 using namespace nb::literals;
@@ -25,6 +28,14 @@ Matrix to_numpy(const std::vector<float>& rows) {
     nb::capsule owner(data, [](void* p) noexcept { delete static_cast<std::vector<float>*>(p); });
     const std::size_t k = rows.size() / rp::N_FEATURES;
     return Matrix(data->data(), {k, static_cast<std::size_t>(rp::N_FEATURES)}, owner);
+}
+
+// A state handed in from Python (parity checks): sizes match the instance, values inside its domains.
+void check_state(const rp::Compiled& c, const std::vector<rp::Word>& dom, const std::vector<long long>& weights) {
+    if (dom.size() != static_cast<std::size_t>(c.n) * c.W) throw std::invalid_argument("domains: wrong number of words");
+    if (static_cast<int>(weights.size()) != c.n_cons) throw std::invalid_argument("weights: one per constraint");
+    for (std::size_t i = 0; i < dom.size(); ++i)
+        if (dom[i] & ~c.init_dom[i]) throw std::invalid_argument("domains: values outside the instance's");
 }
 
 rp::Heuristic heuristic_of(const std::string& h) {
@@ -77,9 +88,9 @@ public:
              bool restarts, long long restart_base, int first_var, long long count_limit, long long probe_budget,
              std::optional<std::vector<rp::Word>> domains, std::optional<std::vector<long long>> weights,
              std::optional<std::vector<int>> var_rank, std::optional<std::vector<std::vector<int>>> val_rank,
-             nb::object tracer, nb::object policy, std::shared_ptr<rp::Mlp> mlp) {
+             nb::object tracer, nb::object policy, std::shared_ptr<rp::Policy> native_policy) {
         rp::Options o;
-        o.mlp = std::move(mlp);
+        o.policy = std::move(native_policy);
         o.heuristic = heuristic_of(heuristic);
         o.mac = mac;
         o.value_order = min_conflicts ? rp::ValueOrder::MinConflicts : rp::ValueOrder::Lex;
@@ -166,13 +177,16 @@ NB_MODULE(ray_pipeline_native, m) {
         .def_ro("n", &rp::Compiled::n)
         .def_ro("W", &rp::Compiled::W);
 
-    nb::class_<rp::Mlp>(m, "Mlp")
+    nb::class_<rp::Policy>(m, "Policy", "A scorer the core evaluates itself (Mlp, GraphNet).");
+
+    nb::class_<rp::Mlp, rp::Policy>(m, "Mlp")
         .def("__init__",
              [](rp::Mlp* self, int n_in, float clip, std::vector<float> mean, std::vector<float> stdev,
                 std::vector<std::vector<float>> weights, std::vector<std::vector<float>> biases, std::vector<bool> relu) {
                  if (weights.size() != biases.size() || weights.size() != relu.size())
                      throw std::invalid_argument("mlp: weights, biases and relu need one entry per layer");
-                 auto* p = new (self) rp::Mlp();
+                 rp::Mlp net;
+                 auto* p = &net;
                  p->n_in = n_in;
                  p->clip = clip;
                  p->mean = std::move(mean);
@@ -189,6 +203,7 @@ NB_MODULE(ray_pipeline_native, m) {
                      p->layers.push_back(std::move(L));
                  }
                  p->finish();
+                 new (self) rp::Mlp(std::move(net));  // constructed only once whole and checked
              },
              "n_in"_a, "clip"_a, "mean"_a, "stdev"_a, "weights"_a, "biases"_a, "relu"_a)
         .def_ro("n_in", &rp::Mlp::n_in)
@@ -207,16 +222,107 @@ NB_MODULE(ray_pipeline_native, m) {
              },
              "x"_a);
 
+    m.attr("GRAPH_VERSION") = rp::kGraphVersion;
+    m.def("state_graph",
+          [](const rp::Compiled& c, const std::vector<rp::Word>& dom, const std::vector<long long>& weights,
+             const std::vector<int>& cands) {
+              check_state(c, dom, weights);
+              const rp::StateGraph g = rp::build_state_graph(c, dom.data(), weights.data(), cands);
+              nb::dict d;
+              d["nodes"] = g.nodes;
+              d["open"] = std::vector<bool>(g.open.begin(), g.open.end());
+              d["in_start"] = g.in_start;
+              d["src"] = g.src;
+              d["edges"] = g.edges;
+              return d;
+          },
+          "compiled"_a, "domains"_a, "weights"_a, "candidates"_a,
+          "The constraint graph the native graph scorer reads (flat lists; edges grouped by destination).");
+
+    nb::class_<rp::GraphNet, rp::Policy>(m, "GraphNet")
+        .def("__init__",
+             [](rp::GraphNet* self, int n_in, int hidden, int rounds, float clip, std::vector<float> mean,
+                std::vector<float> stdev, std::map<std::string, std::vector<float>> params,
+                std::map<std::string, std::vector<int>> shapes) {
+                 // bounds first: the shapes below are products of these
+                 if (n_in <= 0 || n_in > 4096 || hidden <= 0 || hidden > 4096 || rounds < 0 || rounds > 64)
+                     throw std::invalid_argument("graph net: n_in and hidden must be in [1, 4096], rounds in [0, 64]");
+                 std::size_t used = 0;
+                 auto take = [&](const std::string& key) {
+                     auto it = params.find(key);
+                     if (it == params.end()) throw std::invalid_argument("graph net: missing array " + key);
+                     ++used;
+                     return std::move(it->second);
+                 };
+                 // a layer's outputs: its bias's length, or `n_out` for the layers without one; a weight's stated
+                 // [out, in] shape must agree (a transposed array has the same number of values)
+                 auto dense = [&](const std::string& name, int in, int n_out, bool bias) {
+                     rp::Dense d;
+                     d.n_in = in;
+                     d.w = take(name + ".w");
+                     if (bias) d.b = take(name + ".b");
+                     d.n_out = bias ? static_cast<int>(d.b.size()) : n_out;
+                     auto sh = shapes.find(name + ".w");
+                     if (sh != shapes.end() && sh->second != std::vector<int>{d.n_out, d.n_in})
+                         throw std::invalid_argument("graph net " + name + ": weight shape differs from [" +
+                                                     std::to_string(d.n_out) + ", " + std::to_string(d.n_in) + "]");
+                     return d;
+                 };
+                 rp::GraphNet net;
+                 net.n_in = n_in;
+                 net.hidden = hidden;
+                 net.clip = clip;
+                 net.mean = std::move(mean);
+                 net.stdev = std::move(stdev);
+                 const int H = hidden;
+                 net.embed0 = dense("embed0", rp::kNodeFeatures, H, true);
+                 net.embed1 = dense("embed1", H, H, true);
+                 for (int r = 0; r < rounds; ++r) {
+                     const std::string k = "r" + std::to_string(r) + ".";
+                     rp::GraphNet::Round R;
+                     R.src = dense(k + "src", H, H, true);
+                     R.dst = dense(k + "dst", H, H, false);
+                     R.edge = dense(k + "edge", rp::kEdgeFeatures, H, false);
+                     R.up0 = dense(k + "up0", 3 * H, H, true);
+                     R.up1 = dense(k + "up1", H, H, true);
+                     R.ln_w = take(k + "ln.w");
+                     R.ln_b = take(k + "ln.b");
+                     net.rounds.push_back(std::move(R));
+                 }
+                 net.head0 = dense("head0", H + 2 * n_in, 0, true);
+                 net.head1 = dense("head1", net.head0.n_out, 0, true);
+                 net.head2 = dense("head2", net.head1.n_out, 0, true);
+                 if (used != params.size()) throw std::invalid_argument("graph net: arrays other than the network's");
+                 net.finish();
+                 new (self) rp::GraphNet(std::move(net));  // constructed only once whole and checked
+             },
+             "n_in"_a, "hidden"_a, "rounds"_a, "clip"_a, "mean"_a, "stdev"_a, "params"_a, "shapes"_a)
+        .def_ro("n_in", &rp::GraphNet::n_in)
+        .def("score",
+             [](const rp::GraphNet& g, const rp::Compiled& c, const std::vector<rp::Word>& dom,
+                const std::vector<long long>& weights, const std::vector<int>& cands,
+                nb::ndarray<const float, nb::ndim<2>, nb::c_contig, nb::device::cpu> x) {
+                 check_state(c, dom, weights);
+                 if (x.shape(1) != static_cast<std::size_t>(g.n_in) || x.shape(0) != cands.size())
+                     throw std::invalid_argument("graph net: rows must be [candidates, " + std::to_string(g.n_in) + "]");
+                 g.check_instance(c);
+                 std::vector<double> out(cands.size());
+                 g.score_state(rp::PolicyState{c, dom.data(), weights.data()}, cands, x.data(), out.data());
+                 return out;
+             },
+             "compiled"_a, "domains"_a, "weights"_a, "candidates"_a, "x"_a,
+             "Scores of the candidates of the state (domains as words, one weight per constraint), as the core's search calls it.");
+
     nb::class_<PySolver>(m, "Solver")
         .def(nb::init<std::shared_ptr<rp::Compiled>, const std::string&, bool, bool, long long, double, std::uint64_t,
                       int, int, double, bool, long long, int, long long, long long, std::optional<std::vector<rp::Word>>,
                       std::optional<std::vector<long long>>, std::optional<std::vector<int>>,
-                      std::optional<std::vector<std::vector<int>>>, nb::object, nb::object, std::shared_ptr<rp::Mlp>>(),
+                      std::optional<std::vector<std::vector<int>>>, nb::object, nb::object, std::shared_ptr<rp::Policy>>(),
              "compiled"_a, "heuristic"_a, "mac"_a, "min_conflicts"_a, "node_limit"_a, "time_limit"_a, "seed"_a,
              "top_k"_a, "max_depth"_a, "min_margin"_a, "restarts"_a, "restart_base"_a, "first_var"_a, "count_limit"_a,
              "probe_budget"_a,
              "domains"_a.none(), "weights"_a.none(), "var_rank"_a.none(), "val_rank"_a.none(), "tracer"_a.none(),
-             "policy"_a.none(), "mlp"_a.none())
+             "policy"_a.none(), "native_policy"_a.none())
         .def("solve", &PySolver::solve)
         .def("set_count_limit", &PySolver::set_count_limit)
         .def("record_trace", &PySolver::record_trace, "max_records"_a, "capture"_a)

@@ -110,11 +110,12 @@ public:
             has_val_rank_ = true;
         }
         if (o_.first_var >= n_) throw std::invalid_argument("first_var out of range");
-        if (o_.heuristic == Heuristic::Learned && !hooks_ && !o_.mlp)
+        if (o_.heuristic == Heuristic::Learned && !hooks_ && !o_.policy)
             throw std::invalid_argument("heuristic 'learned' needs a policy");
-        if (o_.mlp && o_.mlp->n_in != N_FEATURES)
-            throw std::invalid_argument("the policy MLP takes " + std::to_string(o_.mlp->n_in) + " features, the core has " +
+        if (o_.policy && o_.policy->inputs() != N_FEATURES)
+            throw std::invalid_argument("the policy takes " + std::to_string(o_.policy->inputs()) + " features, the core has " +
                                         std::to_string(int(N_FEATURES)));
+        if (o_.policy) o_.policy->check_instance(cc_);
         inq_.assign(n_, 0);
         if (track_) {
             wsum_.assign(n_, 0);
@@ -775,8 +776,8 @@ private:
         st_.feature_time_s += now_s() - t0;
         ++st_.model_calls;
         const double t1 = now_s();
-        if (o_.mlp)
-            o_.mlp->score(feats.data(), static_cast<int>(top.size()), scores.data());
+        if (o_.policy)
+            o_.policy->score_state(PolicyState{cc_, dom_.data(), w_.data()}, top, feats.data(), scores.data());
         else
             hooks_->score(top, depth, feats, scores);
         st_.policy_time_s += now_s() - t1;

@@ -15,7 +15,7 @@
 #include <string>
 #include <vector>
 
-#include "mlp.hpp"
+#include "policy.hpp"
 
 namespace rp {
 
@@ -90,8 +90,9 @@ struct Options {
     int first_var = -1;
     long long count_limit = 0;
     long long probe_budget = 1000;  // expert: node budget of each probe (over it: cost budget+1, censored)
-    // The learned heuristic scored in the core (no Python call); without it, by Hooks::score.
-    std::shared_ptr<const Mlp> mlp;
+    // The learned heuristic scored in the core (no Python call: the student MLP, the graph scorer); without it,
+    // by Hooks::score.
+    std::shared_ptr<const Policy> policy;
 };
 
 struct Stats {

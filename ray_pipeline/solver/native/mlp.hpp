@@ -5,9 +5,11 @@
 
 #include <vector>
 
+#include "policy.hpp"
+
 namespace rp {
 
-struct Mlp {
+struct Mlp final : Policy {
     struct Layer {
         int n_in = 0, n_out = 0;
         bool relu = false;
@@ -27,6 +29,10 @@ struct Mlp {
 
     // out[r] = score of row r; rows is row-major [k][n_in].
     void score(const float* rows, int k, double* out) const;
+    int inputs() const override { return n_in; }
+    void score_state(const PolicyState&, const std::vector<int>& cands, const float* rows, double* out) const override {
+        score(rows, static_cast<int>(cands.size()), out);  // the rows are all it reads
+    }
 };
 
 }  // namespace rp

@@ -1,0 +1,292 @@
+#include "graph.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <stdexcept>
+
+#include "core.hpp"
+
+namespace rp {
+
+namespace {
+
+constexpr float kLogFloor = 1e-3f;  // ray_pipeline/graph.py _LOG_FLOOR: a value with no support left
+constexpr float kLayerNormEps = 1e-5f;  // torch.nn.LayerNorm's default
+
+int popcount_words(const Word* d, int W) {
+    int p = 0;
+    for (int k = 0; k < W; ++k) p += __builtin_popcountll(d[k]);
+    return p;
+}
+
+int popcount_and(const Word* a, const Word* b, int W) {
+    int p = 0;
+    for (int k = 0; k < W; ++k) p += __builtin_popcountll(a[k] & b[k]);
+    return p;
+}
+
+bool has_value(const Word* d, int a) { return (d[a >> 6] >> (a & 63)) & 1; }
+
+// For arc e (x -> y) under the current domains: the value pairs allowed, and the mean over x's values of
+// log(share of y's values supporting it), floored (graph.py's sup_x).
+void arc_support(const Compiled& c, int e, const Word* dx, const Word* dy, float size_y, int& allowed, float& log_sup) {
+    const int x = c.arc_x[e], W = c.W;
+    allowed = 0;
+    float sum = 0.0f;
+    int values = 0;
+    for (int a = 0; a < c.size[x]; ++a) {
+        if (!has_value(dx, a)) continue;
+        const int s = popcount_and(c.sup_words.data() + c.arc_sup[e] + static_cast<std::size_t>(a) * W, dy, W);
+        allowed += s;
+        sum += std::log(std::max(static_cast<float>(s) / size_y, kLogFloor));
+        ++values;
+    }
+    log_sup = values ? sum / static_cast<float>(values) : 0.0f;
+}
+
+void relu(std::vector<float>& v) {
+    for (float& x : v) x = std::max(x, 0.0f);
+}
+
+}  // namespace
+
+void check_graph_instance(const Compiled& c) {
+    if (c.n_cons != c.n_bin)
+        throw std::invalid_argument("an instance with " + std::to_string(c.n_cons - c.n_bin) +
+                                    " clauses has no constraint graph here (binary constraints only)");
+    if (!c.arcs_paired) throw std::invalid_argument("graph: a binary constraint is not one pair of opposite arcs");
+    for (std::size_t e = 0; e < c.arc_y.size(); ++e)
+        if (c.arc_x[e] == c.arc_y[e])
+            throw std::invalid_argument("graph: constraint " + std::to_string(c.arc_cid[e]) + " binds a variable to itself");
+}
+
+StateGraph build_state_graph(const Compiled& c, const Word* dom, const long long* weights, const std::vector<int>& cands) {
+    const int n = c.n, W = c.W;
+    check_graph_instance(c);
+    StateGraph g;
+    g.n = n;
+    std::vector<float> size(n);
+    g.open.assign(n, 0);
+    int n_open = 0;
+    for (int x = 0; x < n; ++x) {
+        const int p = popcount_words(dom + static_cast<std::size_t>(x) * W, W);
+        if (p == 0) throw std::invalid_argument("variable " + std::to_string(x) + " has an empty domain: not a search state");
+        size[x] = static_cast<float>(p);
+        g.open[x] = p > 1;
+        n_open += p > 1;
+    }
+    // each constraint's two arcs: [2 cid] from its low variable, [2 cid + 1] from its high one
+    std::vector<int> arc_of(2 * static_cast<std::size_t>(c.n_bin), -1);
+    for (std::size_t e = 0; e < c.arc_y.size(); ++e) {
+        const int x = c.arc_x[e], y = c.arc_y[e];
+        arc_of[2 * static_cast<std::size_t>(c.arc_cid[e]) + (x < y ? 0 : 1)] = static_cast<int>(e);
+    }
+    // per constraint between open variables: tightness, log1p weight, each side's log-support
+    struct Edge { int lo, hi; float tight, lw, sup_lo, sup_hi; };
+    std::vector<Edge> kept;
+    std::vector<int> deg(n, 0);
+    std::vector<float> wdeg(n, 0.0f), tsum(n, 0.0f), wt(n, 0.0f);
+    for (int cid = 0; cid < c.n_bin; ++cid) {
+        const int e_lo = arc_of[2 * static_cast<std::size_t>(cid)], e_hi = arc_of[2 * static_cast<std::size_t>(cid) + 1];
+        if (e_lo < 0 || e_hi < 0) throw std::invalid_argument("graph: constraint " + std::to_string(cid) + " lacks an arc");
+        const int x = c.arc_x[e_lo], y = c.arc_y[e_lo];
+        if (!g.open[x] || !g.open[y]) continue;
+        const Word* dx = dom + static_cast<std::size_t>(x) * W;
+        const Word* dy = dom + static_cast<std::size_t>(y) * W;
+        Edge ed{x, y, 0, 0, 0, 0};
+        int allowed = 0, allowed_rev = 0;
+        arc_support(c, e_lo, dx, dy, size[y], allowed, ed.sup_lo);
+        arc_support(c, e_hi, dy, dx, size[x], allowed_rev, ed.sup_hi);
+        const float w = static_cast<float>(weights[cid]);
+        ed.tight = 1.0f - static_cast<float>(allowed) / (size[x] * size[y]);
+        ed.lw = std::log1p(w);
+        kept.push_back(ed);
+        for (int v : {x, y}) {
+            ++deg[v];
+            wdeg[v] += w;
+            tsum[v] += ed.tight;
+            wt[v] += w * ed.tight;
+        }
+    }
+    // edges grouped by destination
+    g.in_start.assign(n + 1, 0);
+    for (const Edge& ed : kept) { ++g.in_start[ed.lo + 1]; ++g.in_start[ed.hi + 1]; }
+    for (int j = 0; j < n; ++j) g.in_start[j + 1] += g.in_start[j];
+    g.src.assign(g.in_start[n], 0);
+    g.edges.assign(static_cast<std::size_t>(g.in_start[n]) * kEdgeFeatures, 0.0f);
+    std::vector<int> fill(g.in_start.begin(), g.in_start.end() - 1);
+    auto put = [&](int i, int j, float tight, float lw, float s_i, float s_j) {
+        const int k = fill[j]++;
+        g.src[k] = i;
+        float* f = g.edges.data() + static_cast<std::size_t>(k) * kEdgeFeatures;
+        f[0] = tight; f[1] = lw; f[2] = s_i; f[3] = s_j;
+    };
+    for (const Edge& ed : kept) {
+        put(ed.lo, ed.hi, ed.tight, ed.lw, ed.sup_lo, ed.sup_hi);
+        put(ed.hi, ed.lo, ed.tight, ed.lw, ed.sup_hi, ed.sup_lo);
+    }
+    g.nodes.assign(static_cast<std::size_t>(n) * kNodeFeatures, 0.0f);
+    const float share = static_cast<float>(n_open) / static_cast<float>(n);
+    for (int x = 0; x < n; ++x) {
+        if (!g.open[x]) continue;
+        float* f = g.nodes.data() + static_cast<std::size_t>(x) * kNodeFeatures;
+        const float log_dom = std::log(size[x]), lwd = std::log1p(wdeg[x]);
+        f[0] = log_dom;
+        f[1] = std::log1p(static_cast<float>(deg[x]));
+        f[2] = lwd;
+        f[3] = log_dom - lwd;
+        f[4] = tsum[x] / std::max(static_cast<float>(deg[x]), 1.0f);
+        f[5] = std::log1p(wt[x]);
+        f[6] = 0.0f;
+        f[7] = 1.0f;
+        f[8] = share;
+    }
+    const float k = static_cast<float>(std::max<std::size_t>(1, cands.size()));
+    for (std::size_t i = 0; i < cands.size(); ++i) {
+        const int v = cands[i];
+        if (v < 0 || v >= n || !g.open[v])
+            throw std::invalid_argument("graph: candidate " + std::to_string(v) + " is not an open variable of " + std::to_string(n));
+        float* f = g.nodes.data() + static_cast<std::size_t>(v) * kNodeFeatures;
+        f[6] = 1.0f;
+        f[7] = static_cast<float>(i) / k;
+    }
+    return g;
+}
+
+void Dense::check(const std::string& name) const {
+    if (n_in <= 0 || n_out <= 0) throw std::invalid_argument("graph net " + name + ": empty shape");
+    if (w.size() != static_cast<std::size_t>(n_in) * n_out)
+        throw std::invalid_argument("graph net " + name + ": weight has " + std::to_string(w.size()) + " values, its shape " +
+                                    std::to_string(n_out) + "x" + std::to_string(n_in) + " needs " +
+                                    std::to_string(static_cast<std::size_t>(n_in) * n_out));
+    if (!b.empty() && static_cast<int>(b.size()) != n_out)
+        throw std::invalid_argument("graph net " + name + ": bias size does not match its outputs");
+    for (float v : w) if (!std::isfinite(v)) throw std::invalid_argument("graph net " + name + ": non-finite weights");
+    for (float v : b) if (!std::isfinite(v)) throw std::invalid_argument("graph net " + name + ": non-finite bias");
+}
+
+void Dense::apply(const float* x, float* y) const {
+    for (int o = 0; o < n_out; ++o) {
+        const float* row = w.data() + static_cast<std::size_t>(o) * n_in;
+        float s = b.empty() ? 0.0f : b[o];
+        for (int i = 0; i < n_in; ++i) s += row[i] * x[i];
+        y[o] = s;
+    }
+}
+
+void GraphNet::finish() {
+    auto need = [](bool ok, const std::string& what) { if (!ok) throw std::invalid_argument("graph net: " + what); };
+    need(n_in > 0 && hidden > 0, "n_in and hidden must be positive");
+    need(static_cast<int>(mean.size()) == n_in && static_cast<int>(stdev.size()) == n_in, "mean and stdev need one value per input");
+    for (float s : stdev) need(std::isfinite(s) && s > 0.0f, "stdev must be positive and finite");
+    for (float m : mean) need(std::isfinite(m), "mean must be finite");
+    need(std::isfinite(clip) && clip > 0.0f, "clip must be positive and finite (the model's Normalize clamps)");
+    auto shape = [&](const Dense& d, int i, int o, bool bias, const std::string& name) {
+        need(d.n_in == i && d.n_out == o, name + " takes " + std::to_string(d.n_in) + "->" + std::to_string(d.n_out) +
+                                              ", expected " + std::to_string(i) + "->" + std::to_string(o));
+        need(bias == !d.b.empty(), name + (bias ? " needs a bias" : " takes no bias"));
+        d.check(name);
+    };
+    const int H = hidden;
+    shape(embed0, kNodeFeatures, H, true, "embed0");
+    shape(embed1, H, H, true, "embed1");
+    for (std::size_t r = 0; r < rounds.size(); ++r) {
+        const std::string p = "round " + std::to_string(r) + " ";
+        const Round& R = rounds[r];
+        shape(R.src, H, H, true, p + "src");
+        shape(R.dst, H, H, false, p + "dst");
+        shape(R.edge, kEdgeFeatures, H, false, p + "edge");
+        shape(R.up0, 3 * H, H, true, p + "up0");
+        shape(R.up1, H, H, true, p + "up1");
+        need(static_cast<int>(R.ln_w.size()) == H && static_cast<int>(R.ln_b.size()) == H, p + "layer norm size");
+        for (float v : R.ln_w) need(std::isfinite(v), p + "non-finite layer norm");
+        for (float v : R.ln_b) need(std::isfinite(v), p + "non-finite layer norm");
+    }
+    need(head0.n_out > 0 && head1.n_out > 0, "empty head");
+    shape(head0, H + 2 * n_in, head0.n_out, true, "head0");
+    shape(head1, head0.n_out, head1.n_out, true, "head1");
+    shape(head2, head1.n_out, 1, true, "head2");
+}
+
+void GraphNet::check_instance(const Compiled& c) const { check_graph_instance(c); }
+
+void GraphNet::score_state(const PolicyState& s, const std::vector<int>& cands, const float* rows, double* out) const {
+    const StateGraph g = build_state_graph(s.compiled, s.dom, s.weights, cands);
+    const int n = g.n, H = hidden;
+    std::vector<float> h(static_cast<std::size_t>(n) * H, 0.0f), t(H), a(std::max(3 * H, H + 2 * n_in));
+    // only open variables matter: a closed one has no edges, so nothing it holds reaches a candidate
+    for (int x = 0; x < n; ++x) {
+        if (!g.open[x]) continue;
+        embed0.apply(g.nodes.data() + static_cast<std::size_t>(x) * kNodeFeatures, t.data());
+        relu(t);
+        embed1.apply(t.data(), h.data() + static_cast<std::size_t>(x) * H);
+    }
+    std::vector<float> S(h.size()), T(h.size()), m(H), u(H), sum(H), mx(H);
+    for (const Round& R : rounds) {
+        for (int x = 0; x < n; ++x) {
+            if (!g.open[x]) continue;
+            R.src.apply(h.data() + static_cast<std::size_t>(x) * H, S.data() + static_cast<std::size_t>(x) * H);
+            R.dst.apply(h.data() + static_cast<std::size_t>(x) * H, T.data() + static_cast<std::size_t>(x) * H);
+        }
+        std::vector<float> next(h);
+        for (int j = 0; j < n; ++j) {
+            if (!g.open[j]) continue;
+            std::fill(sum.begin(), sum.end(), 0.0f);
+            std::fill(mx.begin(), mx.end(), 0.0f);  // messages are >= 0, and the dense model's max sees masked zeros
+            const float* Tj = T.data() + static_cast<std::size_t>(j) * H;
+            for (int k = g.in_start[j]; k < g.in_start[j + 1]; ++k) {
+                R.edge.apply(g.edges.data() + static_cast<std::size_t>(k) * kEdgeFeatures, m.data());
+                const float* Si = S.data() + static_cast<std::size_t>(g.src[k]) * H;
+                for (int o = 0; o < H; ++o) {
+                    const float v = std::max(Si[o] + Tj[o] + m[o], 0.0f);
+                    sum[o] += v;
+                    mx[o] = std::max(mx[o], v);
+                }
+            }
+            const float cnt = std::max(static_cast<float>(g.in_start[j + 1] - g.in_start[j]), 1.0f);
+            const float* hj = h.data() + static_cast<std::size_t>(j) * H;
+            for (int o = 0; o < H; ++o) { a[o] = hj[o]; a[H + o] = sum[o] / cnt; a[2 * H + o] = mx[o]; }
+            R.up0.apply(a.data(), t.data());
+            relu(t);
+            R.up1.apply(t.data(), u.data());
+            float mu = 0.0f;
+            for (int o = 0; o < H; ++o) { u[o] += hj[o]; mu += u[o]; }
+            mu /= static_cast<float>(H);
+            float var = 0.0f;
+            for (int o = 0; o < H; ++o) var += (u[o] - mu) * (u[o] - mu);
+            var /= static_cast<float>(H);
+            const float inv = 1.0f / std::sqrt(var + kLayerNormEps);
+            float* nj = next.data() + static_cast<std::size_t>(j) * H;
+            for (int o = 0; o < H; ++o) nj[o] = (u[o] - mu) * inv * R.ln_w[o] + R.ln_b[o];
+        }
+        h.swap(next);
+    }
+    // the head: each candidate's node state, its normalised row, and that row minus the candidates' mean row
+    const std::size_t k = cands.size();
+    std::vector<float> xn(k * static_cast<std::size_t>(n_in)), xmean(n_in, 0.0f);
+    for (std::size_t r = 0; r < k; ++r)
+        for (int i = 0; i < n_in; ++i) {
+            const float v = std::min(clip, std::max(-clip, (rows[r * n_in + i] - mean[i]) / stdev[i]));
+            xn[r * n_in + i] = v;
+            xmean[i] += v;
+        }
+    for (int i = 0; i < n_in; ++i) xmean[i] /= static_cast<float>(std::max<std::size_t>(k, 1));
+    std::vector<float> z0(head0.n_out), z1(head1.n_out);
+    float z2 = 0.0f;
+    for (std::size_t r = 0; r < k; ++r) {
+        const float* hc = h.data() + static_cast<std::size_t>(cands[r]) * H;
+        std::copy(hc, hc + H, a.begin());
+        for (int i = 0; i < n_in; ++i) {
+            a[H + i] = xn[r * n_in + i];
+            a[H + n_in + i] = xn[r * n_in + i] - xmean[i];
+        }
+        head0.apply(a.data(), z0.data());
+        relu(z0);
+        head1.apply(z0.data(), z1.data());
+        relu(z1);
+        head2.apply(z1.data(), &z2);
+        out[r] = static_cast<double>(z2);
+    }
+}
+
+}  // namespace rp
