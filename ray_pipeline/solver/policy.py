@@ -81,7 +81,9 @@ def _meta(a: dict[str, np.ndarray]) -> dict[str, str]:
 def load_native(path: str | Path) -> "NativeMlp | NativeGraph":
     """The native policy in `path`: a graph scorer's file (it has a graph_version) or an MLP's."""
     a = _read_npz(Path(path))
-    return NativeGraph._from(a, path) if "graph_version" in a else NativeMlp._from(a, path)
+    policy = (NativeGraph if "graph_version" in a else NativeMlp).from_arrays(a, str(path))
+    policy.path = Path(path)
+    return policy
 
 
 def save_mlp(path: Path, *, kind: str, mean, std, clip: float, layers: list[tuple[np.ndarray, np.ndarray, bool]],
@@ -99,28 +101,28 @@ def save_mlp(path: Path, *, kind: str, mean, std, clip: float, layers: list[tupl
     _write_npz(path, arrays, meta)
 
 
-class NativeMlp:
-    """A scorer the core runs natively (Solver(scorer=NativeMlp(...)) passes it to C++, not as a callback).
-    Callable from Python too (features [k, F] -> scores [k]), for parity checks."""
+class _NativeFile:
+    """A native policy file's arrays, checked and turned into the core's object (`native`) by `_build`."""
 
     def __init__(self, path: str | Path):
         self._build(_read_npz(Path(path)), str(path))
-        self.path = Path(path)
+        self.path: Optional[Path] = Path(path)
 
     @classmethod
-    def _from(cls, arrays: dict[str, np.ndarray], path: str | Path) -> "NativeMlp":
-        self = cls.__new__(cls)
-        self._build(arrays, str(path))
-        self.path = Path(path)
-        return self
-
-    @classmethod
-    def from_arrays(cls, arrays: dict[str, np.ndarray], source: str = "arrays") -> "NativeMlp":
+    def from_arrays(cls, arrays: dict[str, np.ndarray], source: str = "arrays"):
         """The same checks and core object as from a file (benchmarks derive variants of a loaded model)."""
         self = cls.__new__(cls)
         self._build(dict(arrays), source)
         self.path = None
         return self
+
+    def _build(self, a: dict[str, np.ndarray], path: str) -> None:
+        raise NotImplementedError
+
+
+class NativeMlp(_NativeFile):
+    """A scorer the core runs natively (Solver(scorer=NativeMlp(...)) passes it to C++, not as a callback).
+    Callable from Python too (features [k, F] -> scores [k]), for parity checks."""
 
     def _build(self, a: dict[str, np.ndarray], path: str) -> None:
         need = {"kind", "feature_version", "features", "mean", "std", "clip", "n_layers", "relu"}
@@ -178,22 +180,11 @@ def save_graph(path: Path, *, kind: str, mean, std, clip: float, hidden: int, ro
     _write_npz(path, arrays, meta)
 
 
-class NativeGraph:
+class NativeGraph(_NativeFile):
     """The graph scorer the core runs natively (Solver(scorer=NativeGraph(...)) passes it to C++). `score_solver`
     scores a live solver's state from Python, for parity checks."""
 
     reads_graph = True  # binary constraints only
-
-    def __init__(self, path: str | Path):
-        self._build(_read_npz(Path(path)), str(path))
-        self.path = Path(path)
-
-    @classmethod
-    def _from(cls, arrays: dict[str, np.ndarray], path: str | Path) -> "NativeGraph":
-        self = cls.__new__(cls)
-        self._build(arrays, str(path))
-        self.path = Path(path)
-        return self
 
     def _build(self, a: dict[str, np.ndarray], path: str) -> None:
         need = {"kind", "feature_version", "features", "graph_version", "mean", "std", "clip", "hidden", "rounds"}
@@ -239,5 +230,5 @@ class NativeGraph:
 
     def zeroed(self) -> "NativeGraph":
         """As NativeMlp.zeroed."""
-        return NativeGraph._from({**self.arrays, "head2.w": np.zeros_like(self.arrays["head2.w"]),
+        return NativeGraph.from_arrays({**self.arrays, "head2.w": np.zeros_like(self.arrays["head2.w"]),
                                   "head2.b": np.zeros_like(self.arrays["head2.b"])}, "zeroed score layer")
