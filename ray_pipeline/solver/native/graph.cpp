@@ -27,9 +27,27 @@ int popcount_and(const Word* a, const Word* b, int W) {
 
 bool has_value(const Word* d, int a) { return (d[a >> 6] >> (a & 63)) & 1; }
 
+// log(max(k / size, floor)) for k = 0..size, per domain size: a support count is an integer, so the logs of a
+// state's graph (one per value per arc) come from a few small tables instead of one logf each.
+class LogShares {
+public:
+    const float* of(int size) {
+        if (static_cast<int>(tables_.size()) <= size) tables_.resize(static_cast<std::size_t>(size) + 1);
+        std::vector<float>& t = tables_[static_cast<std::size_t>(size)];
+        if (t.empty())
+            for (int k = 0; k <= size; ++k)
+                t.push_back(std::log(std::max(static_cast<float>(k) / static_cast<float>(size), kLogFloor)));
+        return t.data();
+    }
+
+private:
+    std::vector<std::vector<float>> tables_;
+};
+
 // For arc e (x -> y) under the current domains: the value pairs allowed, and the mean over x's values of
-// log(share of y's values supporting it), floored (graph.py's sup_x).
-void arc_support(const Compiled& c, int e, const Word* dx, const Word* dy, float size_y, int& allowed, float& log_sup) {
+// log(share of y's values supporting it), floored (graph.py's sup_x). `log_share[k]` = that log for k supports.
+void arc_support(const Compiled& c, int e, const Word* dx, const Word* dy, const float* log_share, int& allowed,
+                 float& log_sup) {
     const int x = c.arc_x[e], W = c.W;
     allowed = 0;
     float sum = 0.0f;
@@ -38,7 +56,7 @@ void arc_support(const Compiled& c, int e, const Word* dx, const Word* dy, float
         if (!has_value(dx, a)) continue;
         const int s = popcount_and(c.sup_words.data() + c.arc_sup[e] + static_cast<std::size_t>(a) * W, dy, W);
         allowed += s;
-        sum += std::log(std::max(static_cast<float>(s) / size_y, kLogFloor));
+        sum += log_share[s];
         ++values;
     }
     log_sup = values ? sum / static_cast<float>(values) : 0.0f;
@@ -86,6 +104,7 @@ StateGraph build_state_graph(const Compiled& c, const Word* dom, const long long
     std::vector<Edge> kept;
     std::vector<int> deg(n, 0);
     std::vector<float> wdeg(n, 0.0f), tsum(n, 0.0f), wt(n, 0.0f);
+    LogShares logs;
     for (int cid = 0; cid < c.n_bin; ++cid) {
         const int e_lo = arc_of[2 * static_cast<std::size_t>(cid)], e_hi = arc_of[2 * static_cast<std::size_t>(cid) + 1];
         if (e_lo < 0 || e_hi < 0) throw std::invalid_argument("graph: constraint " + std::to_string(cid) + " lacks an arc");
@@ -95,8 +114,8 @@ StateGraph build_state_graph(const Compiled& c, const Word* dom, const long long
         const Word* dy = dom + static_cast<std::size_t>(y) * W;
         Edge ed{x, y, 0, 0, 0, 0};
         int allowed = 0, allowed_rev = 0;
-        arc_support(c, e_lo, dx, dy, size[y], allowed, ed.sup_lo);
-        arc_support(c, e_hi, dy, dx, size[x], allowed_rev, ed.sup_hi);
+        arc_support(c, e_lo, dx, dy, logs.of(static_cast<int>(size[y])), allowed, ed.sup_lo);
+        arc_support(c, e_hi, dy, dx, logs.of(static_cast<int>(size[x])), allowed_rev, ed.sup_hi);
         const float w = static_cast<float>(weights[cid]);
         ed.tight = 1.0f - static_cast<float>(allowed) / (size[x] * size[y]);
         ed.lw = std::log1p(w);
@@ -153,7 +172,7 @@ StateGraph build_state_graph(const Compiled& c, const Word* dom, const long long
     return g;
 }
 
-void Dense::check(const std::string& name) const {
+void Dense::finish(const std::string& name) {
     if (n_in <= 0 || n_out <= 0) throw std::invalid_argument("graph net " + name + ": empty shape");
     if (w.size() != static_cast<std::size_t>(n_in) * n_out)
         throw std::invalid_argument("graph net " + name + ": weight has " + std::to_string(w.size()) + " values, its shape " +
@@ -163,14 +182,19 @@ void Dense::check(const std::string& name) const {
         throw std::invalid_argument("graph net " + name + ": bias size does not match its outputs");
     for (float v : w) if (!std::isfinite(v)) throw std::invalid_argument("graph net " + name + ": non-finite weights");
     for (float v : b) if (!std::isfinite(v)) throw std::invalid_argument("graph net " + name + ": non-finite bias");
+    wt.assign(w.size(), 0.0f);
+    for (int o = 0; o < n_out; ++o)
+        for (int i = 0; i < n_in; ++i) wt[static_cast<std::size_t>(i) * n_out + o] = w[static_cast<std::size_t>(o) * n_in + i];
 }
 
-void Dense::apply(const float* x, float* y) const {
-    for (int o = 0; o < n_out; ++o) {
-        const float* row = w.data() + static_cast<std::size_t>(o) * n_in;
-        float s = b.empty() ? 0.0f : b[o];
-        for (int i = 0; i < n_in; ++i) s += row[i] * x[i];
-        y[o] = s;
+void Dense::apply(const float* __restrict x, float* __restrict y) const {
+    if (b.empty()) std::fill(y, y + n_out, 0.0f);
+    else std::copy(b.begin(), b.end(), y);
+    for (int i = 0; i < n_in; ++i) {
+        const float xi = x[i];
+        if (xi == 0.0f) continue;  // after a ReLU many inputs are zero
+        const float* __restrict row = wt.data() + static_cast<std::size_t>(i) * n_out;
+        for (int o = 0; o < n_out; ++o) y[o] += row[o] * xi;  // independent lanes: vectorises
     }
 }
 
@@ -181,18 +205,18 @@ void GraphNet::finish() {
     for (float s : stdev) need(std::isfinite(s) && s > 0.0f, "stdev must be positive and finite");
     for (float m : mean) need(std::isfinite(m), "mean must be finite");
     need(std::isfinite(clip) && clip > 0.0f, "clip must be positive and finite (the model's Normalize clamps)");
-    auto shape = [&](const Dense& d, int i, int o, bool bias, const std::string& name) {
+    auto shape = [&](Dense& d, int i, int o, bool bias, const std::string& name) {
         need(d.n_in == i && d.n_out == o, name + " takes " + std::to_string(d.n_in) + "->" + std::to_string(d.n_out) +
                                               ", expected " + std::to_string(i) + "->" + std::to_string(o));
         need(bias == !d.b.empty(), name + (bias ? " needs a bias" : " takes no bias"));
-        d.check(name);
+        d.finish(name);
     };
     const int H = hidden;
     shape(embed0, kNodeFeatures, H, true, "embed0");
     shape(embed1, H, H, true, "embed1");
     for (std::size_t r = 0; r < rounds.size(); ++r) {
         const std::string p = "round " + std::to_string(r) + " ";
-        const Round& R = rounds[r];
+        Round& R = rounds[r];
         shape(R.src, H, H, true, p + "src");
         shape(R.dst, H, H, false, p + "dst");
         shape(R.edge, kEdgeFeatures, H, false, p + "edge");
@@ -206,6 +230,23 @@ void GraphNet::finish() {
     shape(head0, H + 2 * n_in, head0.n_out, true, "head0");
     shape(head1, head0.n_out, head1.n_out, true, "head1");
     shape(head2, head1.n_out, 1, true, "head2");
+    // head0 split for score_state: [W_h, W_x + W_r] on [h, x'] (with the bias), and W_r alone on the mean row
+    const int O = head0.n_out, I = head0.n_in;
+    head_hx = Dense{};
+    head_hx.n_in = H + n_in;
+    head_hx.n_out = O;
+    head_hx.b = head0.b;
+    head_rel = Dense{};
+    head_rel.n_in = n_in;
+    head_rel.n_out = O;
+    for (int o = 0; o < O; ++o) {
+        const float* row = head0.w.data() + static_cast<std::size_t>(o) * I;
+        for (int i = 0; i < H; ++i) head_hx.w.push_back(row[i]);
+        for (int i = 0; i < n_in; ++i) head_hx.w.push_back(row[H + i] + row[H + n_in + i]);
+        for (int i = 0; i < n_in; ++i) head_rel.w.push_back(row[H + n_in + i]);
+    }
+    head_hx.finish("head0 (h, x)");
+    head_rel.finish("head0 (mean)");
 }
 
 void GraphNet::check_instance(const Compiled& c) const { check_graph_instance(c); }
@@ -221,7 +262,7 @@ void GraphNet::score_state(const PolicyState& s, const std::vector<int>& cands, 
         relu(t);
         embed1.apply(t.data(), h.data() + static_cast<std::size_t>(x) * H);
     }
-    std::vector<float> S(h.size()), T(h.size()), m(H), u(H), sum(H), mx(H);
+    std::vector<float> S(h.size()), T(h.size()), u(H), sum(H), mx(H);
     for (const Round& R : rounds) {
         for (int x = 0; x < n; ++x) {
             if (!g.open[x]) continue;
@@ -234,11 +275,15 @@ void GraphNet::score_state(const PolicyState& s, const std::vector<int>& cands, 
             std::fill(sum.begin(), sum.end(), 0.0f);
             std::fill(mx.begin(), mx.end(), 0.0f);  // messages are >= 0, and the dense model's max sees masked zeros
             const float* Tj = T.data() + static_cast<std::size_t>(j) * H;
+            const float* C = R.edge.wt.data();  // [kEdgeFeatures][H]: the edge term fused into the message loop
+            static_assert(kEdgeFeatures == 4, "the message loop below reads four edge features");
             for (int k = g.in_start[j]; k < g.in_start[j + 1]; ++k) {
-                R.edge.apply(g.edges.data() + static_cast<std::size_t>(k) * kEdgeFeatures, m.data());
+                const float* e = g.edges.data() + static_cast<std::size_t>(k) * kEdgeFeatures;
                 const float* Si = S.data() + static_cast<std::size_t>(g.src[k]) * H;
+                const float e0 = e[0], e1 = e[1], e2 = e[2], e3 = e[3];
                 for (int o = 0; o < H; ++o) {
-                    const float v = std::max(Si[o] + Tj[o] + m[o], 0.0f);
+                    const float v = std::max(Si[o] + Tj[o] + (e0 * C[o] + e1 * C[H + o] + e2 * C[2 * H + o] +
+                                                              e3 * C[3 * H + o]), 0.0f);
                     sum[o] += v;
                     mx[o] = std::max(mx[o], v);
                 }
@@ -271,17 +316,17 @@ void GraphNet::score_state(const PolicyState& s, const std::vector<int>& cands, 
             xmean[i] += v;
         }
     for (int i = 0; i < n_in; ++i) xmean[i] /= static_cast<float>(std::max<std::size_t>(k, 1));
-    std::vector<float> z0(head0.n_out), z1(head1.n_out);
+    // head0 [h, x', x' - m] = head_hx [h, x'] - head_rel m: the mean's part once per call, not per candidate
+    std::vector<float> z0(head0.n_out), z1(head1.n_out), zm(head0.n_out);
+    head_rel.apply(xmean.data(), zm.data());
     float z2 = 0.0f;
     for (std::size_t r = 0; r < k; ++r) {
         const float* hc = h.data() + static_cast<std::size_t>(cands[r]) * H;
         std::copy(hc, hc + H, a.begin());
-        for (int i = 0; i < n_in; ++i) {
-            a[H + i] = xn[r * n_in + i];
-            a[H + n_in + i] = xn[r * n_in + i] - xmean[i];
-        }
-        head0.apply(a.data(), z0.data());
-        relu(z0);
+        std::copy(xn.begin() + static_cast<std::ptrdiff_t>(r * n_in), xn.begin() + static_cast<std::ptrdiff_t>((r + 1) * n_in),
+                  a.begin() + H);
+        head_hx.apply(a.data(), z0.data());
+        for (int o = 0; o < head0.n_out; ++o) z0[o] = std::max(z0[o] - zm[o], 0.0f);
         head1.apply(z0.data(), z1.data());
         relu(z1);
         head2.apply(z1.data(), &z2);

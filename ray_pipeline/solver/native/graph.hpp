@@ -40,8 +40,9 @@ struct Dense {
     int n_in = 0, n_out = 0;
     std::vector<float> w;  // [n_out][n_in] (PyTorch's Linear layout)
     std::vector<float> b;  // [n_out], or empty: no bias
-    void check(const std::string& name) const;
-    void apply(const float* x, float* y) const;  // y = W x (+ b)
+    std::vector<float> wt;  // [n_in][n_out], derived by finish(): the inner loop runs over outputs
+    void finish(const std::string& name);  // checks sizes and values (std::invalid_argument), derives wt
+    void apply(const float* x, float* y) const;  // y = W x (+ b); x and y must not overlap
 };
 
 struct GraphNet final : Policy {
@@ -55,6 +56,7 @@ struct GraphNet final : Policy {
     };
     std::vector<Round> rounds;
     Dense head0, head1, head2;       // [h_cand, x', x' - mean over candidates of x'] -> score
+    Dense head_hx, head_rel;         // head0 split by finish() (see score_state)
 
     // Checks every shape and value (std::invalid_argument naming the layer).
     void finish();
