@@ -8,8 +8,9 @@ evaluate stage runs (`evaluate.learned.model`):
 - `model.native.npz`: a scalar string array, the record as JSON (plain arrays: still nothing to unpickle).
 Its values come from the config (`from_config`; `CONFIG_KEYS` lists them, and the export stage's hash covers
 them, so a changed setting re-exports). The train stage writes the same record, with train.graph.families, into a
-graph model's `model.native.npz` (the benchmarks' setting for it; no stage evaluates it). A file exported before the record existed still loads: `choose` falls
-back to `defaults()`, the config's own defaults, and says so. Explicit settings (command-line flags) win.
+graph model's `model.native.npz` (the benchmarks' setting for it; no stage evaluates it). A file exported before
+the record existed still loads: `choose` falls back to `defaults()`, the config's own defaults, and says so.
+Explicit settings (command-line flags) win.
 
 Not in the record: the feature version (every file already carries it as `feature_version`, and a loader
 refuses a mismatch) and the value order (the evaluate stage leaves the solver's default, which `solve`

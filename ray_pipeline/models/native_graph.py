@@ -72,7 +72,6 @@ def write(model: GraphScorer, spec: dict[str, Any], out_dir: Path, instances: Se
     say so (log + the returned record). `meta`: string entries the file carries (solver.policy.save_graph)."""
     out_dir = Path(out_dir)
     final, partial = out_dir / NATIVE_FILE, out_dir / f".{NATIVE_FILE}.partial"
-    final.unlink(missing_ok=True)  # never an earlier model's file beside this one
     save_graph(partial, kind=spec["kind"], mean=model.norm.mean.numpy(), std=model.norm.std.numpy(), clip=Normalize.CLIP,
                hidden=model.embed[-1].out_features, rounds=len(model.rounds), params=native_params(model), meta=meta)
     try:

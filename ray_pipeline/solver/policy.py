@@ -6,7 +6,7 @@
 - `NativeGraph`: the graph scorer evaluated inside the core (`models/graph/model.native.npz`, written by the train
   stage, which checks it against PyTorch on live search states): the core builds the state's constraint graph
   from its own domains and weights (native/graph.cpp, the features of ray_pipeline/graph.py) and runs the network.
-  `load_native` reads either file (its `kind` says which).
+  `load_native` reads either file (a graph scorer's has a `graph_version`).
 
 The file format is plain arrays (np.load with allow_pickle=False: nothing in it can run code):
   kind, feature_version, features   strings: what the model is and which columns it reads, in order

@@ -22,7 +22,7 @@ from ray_pipeline.solver import Solver, compile_instance
 from ray_pipeline.solver.policy import NativeGraph, load_native
 from ray_pipeline.train import driver
 
-from ..conftest import CONFIGS, SMOKE_OVERRIDES
+from ..conftest import BENCHMARKS, CONFIGS, SMOKE_OVERRIDES
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -140,3 +140,7 @@ def test_what_the_graph_scorer_refuses(graph_run, tmp_path, capsys):
     assert main(["bench", "learned", *args, "--model", str(native), "--family", "ksat", "--size", "small",
                  "--count", "1", "--workers", "1"]) == 2
     assert "a graph scorer reads binary constraints only; --family ksat has clauses" in capsys.readouterr().err
+    cnf = BENCHMARKS / "sat" / "uf20-01.cnf"  # `solve` names the model and the reason, no traceback
+    assert main(["solve", str(cnf), "--heuristic", "learned", "--model", str(native)]) == 2
+    err = capsys.readouterr().err
+    assert f"error: {native}: " in err and "clauses" in err, err

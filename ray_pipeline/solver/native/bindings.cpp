@@ -186,11 +186,10 @@ NB_MODULE(ray_pipeline_native, m) {
                  if (weights.size() != biases.size() || weights.size() != relu.size())
                      throw std::invalid_argument("mlp: weights, biases and relu need one entry per layer");
                  rp::Mlp net;
-                 auto* p = &net;
-                 p->n_in = n_in;
-                 p->clip = clip;
-                 p->mean = std::move(mean);
-                 p->stdev = std::move(stdev);
+                 net.n_in = n_in;
+                 net.clip = clip;
+                 net.mean = std::move(mean);
+                 net.stdev = std::move(stdev);
                  int d = n_in;
                  for (std::size_t l = 0; l < weights.size(); ++l) {
                      rp::Mlp::Layer L;
@@ -200,9 +199,9 @@ NB_MODULE(ray_pipeline_native, m) {
                      L.w = std::move(weights[l]);
                      L.b = std::move(biases[l]);
                      d = L.n_out;
-                     p->layers.push_back(std::move(L));
+                     net.layers.push_back(std::move(L));
                  }
-                 p->finish();
+                 net.finish();
                  new (self) rp::Mlp(std::move(net));  // constructed only once whole and checked
              },
              "n_in"_a, "clip"_a, "mean"_a, "stdev"_a, "weights"_a, "biases"_a, "relu"_a)
