@@ -52,6 +52,17 @@ void arc_support(const Compiled& c, int e, const Word* dx, const Word* dy, const
     allowed = 0;
     float sum = 0.0f;
     int values = 0;
+    if (W == 1) {  // one word per domain (at most 64 values): walk x's values bit by bit
+        const Word* rows = c.sup_words.data() + c.arc_sup[e];
+        for (Word m = dx[0]; m; m &= m - 1) {
+            const int s = __builtin_popcountll(rows[__builtin_ctzll(m)] & dy[0]);
+            allowed += s;
+            sum += log_share[s];
+            ++values;
+        }
+        log_sup = values ? sum / static_cast<float>(values) : 0.0f;
+        return;
+    }
     for (int a = 0; a < c.size[x]; ++a) {
         if (!has_value(dx, a)) continue;
         const int s = popcount_and(c.sup_words.data() + c.arc_sup[e] + static_cast<std::size_t>(a) * W, dy, W);
@@ -60,6 +71,17 @@ void arc_support(const Compiled& c, int e, const Word* dx, const Word* dy, const
         ++values;
     }
     log_sup = values ? sum / static_cast<float>(values) : 0.0f;
+}
+
+// log1p of a constraint's weight (an integer count of failures, mostly small): one per edge per call otherwise
+float log1p_weight(long long w) {
+    constexpr int kTable = 4096;
+    static const std::vector<float> table = [] {
+        std::vector<float> t(kTable);
+        for (int k = 0; k < kTable; ++k) t[static_cast<std::size_t>(k)] = std::log1p(static_cast<float>(k));
+        return t;
+    }();
+    return w >= 0 && w < kTable ? table[static_cast<std::size_t>(w)] : std::log1p(static_cast<float>(w));
 }
 
 void relu(std::vector<float>& v) {
@@ -118,7 +140,7 @@ StateGraph build_state_graph(const Compiled& c, const Word* dom, const long long
         arc_support(c, e_hi, dy, dx, logs.of(static_cast<int>(size[x])), allowed_rev, ed.sup_hi);
         const float w = static_cast<float>(weights[cid]);
         ed.tight = 1.0f - static_cast<float>(allowed) / (size[x] * size[y]);
-        ed.lw = std::log1p(w);
+        ed.lw = log1p_weight(weights[cid]);
         kept.push_back(ed);
         for (int v : {x, y}) {
             ++deg[v];
@@ -187,7 +209,35 @@ void Dense::finish(const std::string& name) {
         for (int i = 0; i < n_in; ++i) wt[static_cast<std::size_t>(i) * n_out + o] = w[static_cast<std::size_t>(o) * n_in + i];
 }
 
+namespace {
+
+// Dense::apply for a width known at compile time: the outputs stay in registers across the inputs. The same
+// additions in the same order as the general loop, so the same floats.
+template <int O>
+void apply_fixed(const std::vector<float>& wt, const std::vector<float>& b, int n_in, const float* __restrict x,
+                 float* __restrict y) {
+    float acc[O];
+    for (int o = 0; o < O; ++o) acc[o] = b.empty() ? 0.0f : b[static_cast<std::size_t>(o)];
+    const float* __restrict w = wt.data();
+    for (int i = 0; i < n_in; ++i) {
+        const float xi = x[i];
+        if (xi == 0.0f) continue;
+        const float* __restrict row = w + static_cast<std::size_t>(i) * O;
+        for (int o = 0; o < O; ++o) acc[o] += row[o] * xi;
+    }
+    for (int o = 0; o < O; ++o) y[o] = acc[o];
+}
+
+}  // namespace
+
 void Dense::apply(const float* __restrict x, float* __restrict y) const {
+    switch (n_out) {  // the widths models are trained with; any other takes the general loop
+        case 8: return apply_fixed<8>(wt, b, n_in, x, y);
+        case 16: return apply_fixed<16>(wt, b, n_in, x, y);
+        case 32: return apply_fixed<32>(wt, b, n_in, x, y);
+        case 64: return apply_fixed<64>(wt, b, n_in, x, y);
+        default: break;
+    }
     if (b.empty()) std::fill(y, y + n_out, 0.0f);
     else std::copy(b.begin(), b.end(), y);
     for (int i = 0; i < n_in; ++i) {
@@ -253,29 +303,45 @@ void GraphNet::check_instance(const Compiled& c) const { check_graph_instance(c)
 
 void GraphNet::score_state(const PolicyState& s, const std::vector<int>& cands, const float* rows, double* out) const {
     const StateGraph g = build_state_graph(s.compiled, s.dom, s.weights, cands);
-    const int n = g.n, H = hidden;
+    const int n = g.n, H = hidden, R = static_cast<int>(rounds.size());
+    // Only the candidates' final states are read, so only their receptive field is computed: need[r][x] says
+    // that x's state after r rounds is read (need[R]: the candidates; need[r]: need[r + 1] and its neighbours;
+    // edges come in opposite pairs). Closed variables have no edges: they never enter it. Exact, not a cut-off.
+    std::vector<std::vector<std::uint8_t>> need(static_cast<std::size_t>(R) + 1);
+    need[static_cast<std::size_t>(R)].assign(n, 0);
+    for (int v : cands) need[static_cast<std::size_t>(R)][v] = 1;
+    for (int r = R - 1; r >= 0; --r) {
+        const std::vector<std::uint8_t>& later = need[static_cast<std::size_t>(r) + 1];
+        std::vector<std::uint8_t>& now = need[static_cast<std::size_t>(r)];
+        now = later;
+        for (int j = 0; j < n; ++j)
+            if (later[j])
+                for (int k = g.in_start[j]; k < g.in_start[j + 1]; ++k) now[g.src[k]] = 1;
+    }
     std::vector<float> h(static_cast<std::size_t>(n) * H, 0.0f), t(H), a(std::max(3 * H, H + 2 * n_in));
-    // only open variables matter: a closed one has no edges, so nothing it holds reaches a candidate
     for (int x = 0; x < n; ++x) {
-        if (!g.open[x]) continue;
+        if (!need[0][x]) continue;
         embed0.apply(g.nodes.data() + static_cast<std::size_t>(x) * kNodeFeatures, t.data());
         relu(t);
         embed1.apply(t.data(), h.data() + static_cast<std::size_t>(x) * H);
     }
     std::vector<float> S(h.size()), T(h.size()), u(H), sum(H), mx(H);
-    for (const Round& R : rounds) {
+    for (int r = 0; r < R; ++r) {
+        const Round& L = rounds[static_cast<std::size_t>(r)];
+        const std::vector<std::uint8_t>& read = need[static_cast<std::size_t>(r)];
+        const std::vector<std::uint8_t>& upd = need[static_cast<std::size_t>(r) + 1];
         for (int x = 0; x < n; ++x) {
-            if (!g.open[x]) continue;
-            R.src.apply(h.data() + static_cast<std::size_t>(x) * H, S.data() + static_cast<std::size_t>(x) * H);
-            R.dst.apply(h.data() + static_cast<std::size_t>(x) * H, T.data() + static_cast<std::size_t>(x) * H);
+            if (!read[x]) continue;
+            L.src.apply(h.data() + static_cast<std::size_t>(x) * H, S.data() + static_cast<std::size_t>(x) * H);
+            if (upd[x]) L.dst.apply(h.data() + static_cast<std::size_t>(x) * H, T.data() + static_cast<std::size_t>(x) * H);
         }
         std::vector<float> next(h);
         for (int j = 0; j < n; ++j) {
-            if (!g.open[j]) continue;
+            if (!upd[j]) continue;
             std::fill(sum.begin(), sum.end(), 0.0f);
             std::fill(mx.begin(), mx.end(), 0.0f);  // messages are >= 0, and the dense model's max sees masked zeros
             const float* Tj = T.data() + static_cast<std::size_t>(j) * H;
-            const float* C = R.edge.wt.data();  // [kEdgeFeatures][H]: the edge term fused into the message loop
+            const float* C = L.edge.wt.data();  // [kEdgeFeatures][H]: the edge term fused into the message loop
             static_assert(kEdgeFeatures == 4, "the message loop below reads four edge features");
             for (int k = g.in_start[j]; k < g.in_start[j + 1]; ++k) {
                 const float* e = g.edges.data() + static_cast<std::size_t>(k) * kEdgeFeatures;
@@ -291,9 +357,9 @@ void GraphNet::score_state(const PolicyState& s, const std::vector<int>& cands, 
             const float cnt = std::max(static_cast<float>(g.in_start[j + 1] - g.in_start[j]), 1.0f);
             const float* hj = h.data() + static_cast<std::size_t>(j) * H;
             for (int o = 0; o < H; ++o) { a[o] = hj[o]; a[H + o] = sum[o] / cnt; a[2 * H + o] = mx[o]; }
-            R.up0.apply(a.data(), t.data());
+            L.up0.apply(a.data(), t.data());
             relu(t);
-            R.up1.apply(t.data(), u.data());
+            L.up1.apply(t.data(), u.data());
             float mu = 0.0f;
             for (int o = 0; o < H; ++o) { u[o] += hj[o]; mu += u[o]; }
             mu /= static_cast<float>(H);
@@ -302,7 +368,7 @@ void GraphNet::score_state(const PolicyState& s, const std::vector<int>& cands, 
             var /= static_cast<float>(H);
             const float inv = 1.0f / std::sqrt(var + kLayerNormEps);
             float* nj = next.data() + static_cast<std::size_t>(j) * H;
-            for (int o = 0; o < H; ++o) nj[o] = (u[o] - mu) * inv * R.ln_w[o] + R.ln_b[o];
+            for (int o = 0; o < H; ++o) nj[o] = (u[o] - mu) * inv * L.ln_w[o] + L.ln_b[o];
         }
         h.swap(next);
     }
