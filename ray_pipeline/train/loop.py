@@ -209,7 +209,6 @@ def train_fn(c: LoopConfig) -> None:
         run.finish()
 
 
-@torch.no_grad()
 class _Shard:
     """A worker's dataset shard. With `cache`, read from Ray Data once (the first epoch) and served from memory
     after, shuffled per epoch by a seeded permutation: a small dataset's epoch otherwise pays Ray Data's streaming
@@ -262,6 +261,7 @@ def _teacher_logits(c: LoopConfig) -> Callable[[dict], dict]:
     return add
 
 
+@torch.no_grad()  # no autograd graph per validation batch
 def _validate(kind: str, model: torch.nn.Module, shard, c: LoopConfig, device: torch.device) -> dict[str, float]:
     model.eval()
     sums: dict[str, float] = {"loss": 0.0, "count": 0.0}
