@@ -111,9 +111,9 @@ def _numpy_net(a, g, x, cands):
     return lin(relu(lin(relu(lin(z, "head0")), "head1")), "head2")[:, 0]
 
 
-def _random_file(path, rng, hidden, rounds):
+def _random_file(path, rng, hidden, rounds, head=(24, 12)):
     save_graph(path, kind="graph", mean=rng.normal(0, 1, F), std=rng.uniform(0.5, 5, F), clip=CLIP, hidden=hidden, rounds=rounds,
-               params=_random_params(rng, hidden, rounds))
+               params=_random_params(rng, hidden, rounds, head))
     return NativeGraph(path)
 
 
@@ -121,9 +121,11 @@ def test_native_graph_net_on_random_weights_and_live_states(tmp_path):
     """Random networks: scores equal the numpy transcription to 1e-4 on live states, and a search scored inside
     the core equals the search that calls the same network from Python, counter for counter."""
     rng = np.random.default_rng(11)
+    # the core's fixed-width kernels (8/16/32/64 outputs) and its general loop; 0-3 rounds (the receptive field)
+    shapes = [(16, 2, (32, 16)), (8, 3, (64, 8)), (13, 1, (24, 12)), (32, 0, (16, 5)), (5, 2, (24, 12))]
     for t, (family, size, index) in enumerate(BINARY):
-        hidden, rounds = int(rng.integers(2, 20)), int(rng.integers(0, 4))
-        net = _random_file(tmp_path / f"g{t}.npz", rng, hidden, rounds)
+        hidden, rounds, head = shapes[t]
+        net = _random_file(tmp_path / f"g{t}.npz", rng, hidden, rounds, head)
         inst = generate(family, size, index, 0, {})
         sup = graph.supports(compile_instance(inst))
         states = _live_states(inst, limit=20)
