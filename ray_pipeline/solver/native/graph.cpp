@@ -25,8 +25,6 @@ int popcount_and(const Word* a, const Word* b, int W) {
     return p;
 }
 
-bool has_value(const Word* d, int a) { return (d[a >> 6] >> (a & 63)) & 1; }
-
 // log(max(k / size, floor)) for k = 0..size, per domain size: a support count is an integer, so the logs of a
 // state's graph (one per value per arc) come from a few small tables instead of one logf each.
 class LogShares {
@@ -48,28 +46,20 @@ private:
 // log(share of y's values supporting it), floored (graph.py's sup_x). `log_share[k]` = that log for k supports.
 void arc_support(const Compiled& c, int e, const Word* dx, const Word* dy, const float* log_share, int& allowed,
                  float& log_sup) {
-    const int x = c.arc_x[e], W = c.W;
+    const int W = c.W;
+    const Word* rows = c.sup_words.data() + c.arc_sup[e];  // row a: x's value a's supports in y
     allowed = 0;
     float sum = 0.0f;
     int values = 0;
-    if (W == 1) {  // one word per domain (at most 64 values): walk x's values bit by bit
-        const Word* rows = c.sup_words.data() + c.arc_sup[e];
-        for (Word m = dx[0]; m; m &= m - 1) {
-            const int s = __builtin_popcountll(rows[__builtin_ctzll(m)] & dy[0]);
+    // x's values in increasing order, bit by bit (a domain never holds a value past its variable's rows)
+    for (int k = 0; k < W; ++k)
+        for (Word m = dx[k]; m; m &= m - 1) {
+            const int a = 64 * k + __builtin_ctzll(m);
+            const int s = popcount_and(rows + static_cast<std::size_t>(a) * W, dy, W);
             allowed += s;
             sum += log_share[s];
             ++values;
         }
-        log_sup = values ? sum / static_cast<float>(values) : 0.0f;
-        return;
-    }
-    for (int a = 0; a < c.size[x]; ++a) {
-        if (!has_value(dx, a)) continue;
-        const int s = popcount_and(c.sup_words.data() + c.arc_sup[e] + static_cast<std::size_t>(a) * W, dy, W);
-        allowed += s;
-        sum += log_share[s];
-        ++values;
-    }
     log_sup = values ? sum / static_cast<float>(values) : 0.0f;
 }
 
