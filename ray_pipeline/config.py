@@ -15,7 +15,7 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .atomic import stable_hash
-from .kinds import ALL_KINDS, KINDS, known_kind, known_scorer
+from .kinds import ALL_KINDS, KINDS, OPTIONAL_KINDS, known_kind, known_learned, known_scorer
 
 FAMILIES = ("nqueens", "coloring", "sudoku", "rb", "ksat")
 SIZES = ("small", "medium", "large", "xlarge", "xxlarge")  # smallest first; per family: problems.SIZE_DEFAULTS
@@ -31,6 +31,7 @@ ValueOrder = Literal["lex", "min-conflicts"]
 Stage = Literal["generate", "train", "tune", "export", "evaluate", "report"]
 KindName = Annotated[str, AfterValidator(known_kind)]  # a kind declared in ray_pipeline.kinds
 ScorerName = Annotated[str, AfterValidator(known_scorer)]  # ... that scores candidates
+LearnedName = Annotated[str, AfterValidator(known_learned)]  # ... or an optional kind that does
 
 
 class ConfigError(ValueError):
@@ -267,6 +268,11 @@ class TrainSection(_Section):
                                      f"so the {t} comes first")
         return self
 
+    def families_of(self, kind: str) -> Optional[list[str]]:
+        """The families a scorer of `kind` trains on (None = all): a graph kind's own (train.<kind>.families:
+        binary constraints only), every other scorer's train.families."""
+        return list(getattr(self, kind).families) if ALL_KINDS[kind].graph else self.families
+
 
 # --------------------------------------------------------------------------------------------- tune
 class SearchDim(_Section):
@@ -305,7 +311,7 @@ class TuneSection(_Section):
 
 # --------------------------------------------------------------------------------------------- evaluate / export
 class LearnedSection(_Section):
-    model: ScorerName = "student"
+    model: LearnedName = "student"
     top_k: int = Field(8, ge=1, description="score only the best K candidates by dom/wdeg")
     max_depth: Optional[int] = Field(0, ge=0, description="call the model only up to this depth (None = always): "
                                      "depth = positive branches above the decision, so 0 = every root-level choice; "
@@ -314,7 +320,8 @@ class LearnedSection(_Section):
                               "candidate higher by more than this (score units; pick it with bench learned)")
     runtime: Literal["deployed", "native", "onnx", "onnx-int8", "torch"] = Field(
         "deployed", description="deployed = the file the export stage chose: the native MLP (scored inside the "
-        "solver core) when it matches ONNX Runtime, else FP32 ONNX (export.stage.choose_files)")
+        "solver core) when it matches ONNX Runtime, else FP32 ONNX (export.stage.choose_files); for an optional "
+        "kind (no ONNX export): its native file when the train stage wrote one, else PyTorch")
 
     def solver_kwargs(self) -> dict[str, Any]:
         return {"top_k": self.top_k, "max_depth": self.max_depth, "min_margin": self.min_margin}
@@ -439,6 +446,18 @@ class Config(_Section):
                 not any(fs.family in fams for fs in self.data.generate.families):
             raise ValueError(f"evaluate.fresh_calibration: data.generate.families holds none of train.families "
                              f"{fams}, so there is no training mix to build again (set it to 0)")
+        return self
+
+    @model_validator(mode="after")
+    def _learned_model_is_trained(self) -> "Config":
+        m, runtime = self.evaluate.learned.model, self.evaluate.learned.runtime
+        if m in OPTIONAL_KINDS:  # the pipeline's kinds are always trained; an optional one only when listed
+            if m not in self.train.models:
+                raise ValueError(f"evaluate.learned.model: {m!r} is an optional kind: list it in train.models "
+                                 f"(now {self.train.models}) so the train stage builds it")
+            if runtime.startswith("onnx"):
+                raise ValueError(f"evaluate.learned.runtime: {runtime!r}: the {m} kind has no ONNX export "
+                                 "(deployed, native or torch)")
         return self
 
     # ----------------------------------------------------------------------------------- helpers

@@ -157,8 +157,9 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
          description="Cost predictor: instance features -> log1p(nodes) and log(seconds) of the baseline solver "
                      "(MAC + dom/wdeg)."),
 )}
-# Trained only when train.models lists them; export, evaluate, report and the UI take the pipeline's KINDS and
-# neither need nor show these (the benchmarks run them: `bench learned --model .../graph/model.pt`).
+# Trained only when train.models lists them. Export, evaluate, report and the UI take the pipeline's KINDS and
+# need none of these; the evaluate stage runs one as the learned heuristic when evaluate.learned.model names it
+# (the export stage then stores the setting in its native file), and the benchmarks take any of them with --model.
 OPTIONAL_KINDS: dict[str, Kind] = {k.name: k for k in (
     Kind("graph", INPUT_FEATURES, "input", ("hidden", "rounds", "dropout"), _graph, scorer=True, set_input=True,
          graph=True, quantize=False,
@@ -210,6 +211,15 @@ def known_scorer(name: str) -> str:
                          f"({', '.join(k.name for k in scorers())})")
     if not KINDS[name].scorer:
         raise ValueError(f"{name!r} is not a variable scorer (scorers: {', '.join(k.name for k in scorers())})")
+    return name
+
+
+def known_learned(name: str) -> str:
+    """A pydantic validator: `name` is a variable scorer the learned heuristic can run (the deployed one, its
+    teacher, or an optional scorer such as the graph scorer, which the solver core runs from its native file)."""
+    if not kind_of(known_kind(name)).scorer:
+        raise ValueError(f"{name!r} is not a variable scorer (scorers: "
+                         f"{', '.join(k.name for k in ALL_KINDS.values() if k.scorer)})")
     return name
 
 

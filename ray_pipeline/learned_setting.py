@@ -73,8 +73,8 @@ def of(e: EvaluateSection, families: Optional[list[str]]) -> LearnedSetting:
 
 
 def from_config(cfg: Config) -> LearnedSetting:
-    """The setting the evaluate stage runs the learned heuristic with."""
-    return of(cfg.evaluate, cfg.train.families)
+    """The setting the evaluate stage runs the learned heuristic with (the families: its model's)."""
+    return of(cfg.evaluate, cfg.train.families_of(cfg.evaluate.learned.model))
 
 
 def defaults() -> LearnedSetting:

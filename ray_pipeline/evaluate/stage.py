@@ -15,7 +15,7 @@ import numpy as np
 from .. import atomic
 from ..console import progress
 from ..data import dataset as ds_lib
-from ..kinds import cost_predictor, deployed, scorers
+from ..kinds import OPTIONAL_KINDS, cost_predictor, deployed, scorers
 from ..pipeline import StageContext, StageResult
 from . import analysis, fresh, speedup
 
@@ -100,13 +100,20 @@ def file_items(files: list[str]) -> list[dict[str, Any]]:
 
 def learned_model_path(learned, paths, export: dict[str, Any]) -> Path:
     """The file the learned heuristic runs (evaluate.learned.model / runtime; `deployed` = the export stage's
-    choice, native MLP, FP32 or INT8): one place, for this stage and `bench learned` / `bench heldout`."""
+    choice, native MLP, FP32 or INT8): one place, for this stage and `bench learned` / `bench heldout`. An optional
+    kind (the graph scorer) has no ONNX export: `deployed` is its native file, written by the train stage once the
+    core's scores matched PyTorch's, else its PyTorch file."""
+    mdir = paths.model(learned.model)
+    if learned.model in OPTIONAL_KINDS:
+        if learned.runtime == "deployed":
+            return mdir / "model.native.npz" if (mdir / "model.native.npz").is_file() else mdir / "model.pt"
+        return mdir / {"native": "model.native.npz", "torch": "model.pt"}[learned.runtime]  # config: no onnx
     model_file = export[learned.model]["deploy"] if learned.runtime == "deployed" and \
         export.get(learned.model, {}).get("deploy") else \
         {"deployed": "model.onnx", "native": "model.native.npz", "onnx": "model.onnx", "onnx-int8": "model.int8.onnx",
          "torch": "model.pt"}[
             learned.runtime]
-    return paths.model(learned.model) / model_file
+    return mdir / model_file
 
 
 def run(ctx: StageContext) -> StageResult:
@@ -182,7 +189,9 @@ def run(ctx: StageContext) -> StageResult:
         from ..inference import load_scorer
         from ..storage import pack
 
-        load_scorer(model_path)  # a missing or unusable model fails here, naming its file, before any task
+        scorer = load_scorer(model_path)  # a missing or unusable model fails here, naming its file, before any task
+        if getattr(scorer, "reads_graph", False):
+            _binary_only(items, model_path)
         model = ray.put(pack(model_path.parent, (model_path.name, "model.json")))
     # ---- calibration on fresh instances of the training mix: labelled by Ray tasks beside the speedup tasks
     specs = fresh.fresh_specs(cfg, e.fresh_calibration) if e.fresh_calibration else []
@@ -238,6 +247,21 @@ def run(ctx: StageContext) -> StageResult:
     return StageResult(outputs={"path": str(out_dir / "evaluation.json"), "speedup": summary,
                                 "suggestions": ev["suggestions"]},
                        output_hash=output_hash(paths))
+
+
+def _binary_only(items: list[dict[str, Any]], model_path: Path) -> None:
+    """A graph scorer reads binary constraints only (ray_pipeline.graph): any instance with clauses is named here,
+    before a task starts, with where it came from (evaluate.files or a split of the dataset)."""
+    from ..problems.instance import loads
+
+    bad = [it for it in items if loads(it["instance_json"]).clauses]
+    if bad:
+        where = ", ".join(f"{it['name']} ({'evaluate.files' if it['split'] == 'external' else it['split'] + ' split'})"
+                          for it in bad[:3])
+        raise ValueError(f"evaluate.learned.model: {model_path} is a graph scorer, which reads binary constraints "
+                         f"only; {len(bad)} instance(s) to evaluate have clauses: {where}"
+                         f"{' ...' if len(bad) > 3 else ''} (leave CNF files and k-SAT out of evaluate.files / the "
+                         f"generated families, or evaluate another model)")
 
 
 def _item_heuristics(heuristics: list[str], position: int, expert_max: int) -> list[str]:

@@ -13,7 +13,7 @@ from typing import Any, Optional
 import numpy as np
 
 from .. import atomic, learned_setting
-from ..kinds import KINDS, deployed
+from ..kinds import ALL_KINDS, KINDS, OPTIONAL_KINDS, deployed
 from ..learned_setting import KEY
 from ..pipeline import StageContext, StageResult
 
@@ -255,6 +255,8 @@ def run(ctx: StageContext) -> StageResult:
         atomic.write_text(paths.model(k) / "card.md", card)
         registry.add_model(run=cfg.run.name, name=k, kind=k, path=str(paths.model(k)), spec=spec, export=r,
                            config_hash=ctx.manifest.data["config_hash"])
+    if cfg.evaluate.learned.model in OPTIONAL_KINDS:  # no ONNX export: the train stage's files take the setting
+        _store_setting(paths.model(cfg.evaluate.learned.model), setting)
     atomic.write_json(paths.models / "export_summary.json", results)
     d = deployed().name
     s = results[d]
@@ -264,6 +266,19 @@ def run(ctx: StageContext) -> StageResult:
                                 "summary": str(paths.models / "export_summary.json")}, output_hash=output_hash(paths))
 
 
+def _store_setting(mdir: Path, setting: str) -> None:
+    """The evaluated setting into an optional kind's model.json and native file (when the train stage wrote one),
+    each replaced whole: the same setting gives the same bytes."""
+    from ..solver.policy import with_meta
+
+    native = mdir / "model.native.npz"
+    if native.is_file():
+        atomic.write_bytes(native, with_meta(native, {KEY: setting}))
+    spec = json.loads((mdir / "model.json").read_text())
+    atomic.write_json(mdir / "model.json", {**spec, KEY: json.loads(setting)})
+
+
 def output_hash(paths) -> str:
-    return atomic.hash_files({f"{k}/{name}": paths.model(k) / name for k in KINDS
+    # ALL_KINDS: an optional kind's native file carries the setting when it is the one evaluated (_store_setting)
+    return atomic.hash_files({f"{k}/{name}": paths.model(k) / name for k in ALL_KINDS
                               for name in ("model.onnx", "model.int8.onnx", "model.native.npz")})

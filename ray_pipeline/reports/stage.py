@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from .. import atomic
-from ..kinds import KINDS, deployed, scorers, top1_ratio_key
+from ..kinds import ALL_KINDS, KINDS, OPTIONAL_KINDS, deployed, scorers, top1_ratio_key
 from ..pipeline import StageContext, StageResult
 
 
@@ -22,7 +22,9 @@ def _load(path: Path) -> Optional[dict[str, Any]]:
 def _model_label(model: str) -> str:
     """models/student/model.onnx -> 'student via ONNX Runtime (model.onnx)'."""
     p = Path(model)
-    runtime = {".pt": "PyTorch", ".npz": "the solver core's native MLP"}.get(p.suffix, "ONNX Runtime")
+    kd = ALL_KINDS.get(p.parent.name)
+    native = "the solver core's graph network" if kd is not None and kd.graph else "the solver core's native MLP"
+    runtime = {".pt": "PyTorch", ".npz": native}.get(p.suffix, "ONNX Runtime")
     return f"{p.parent.name} via {runtime} ({p.name})"
 
 
@@ -118,9 +120,13 @@ def run(ctx: StageContext) -> StageResult:
         fams = train["test"][d.name].get("families", "all")
         L += ["", f"## Models (test split, families: {', '.join(fams) if isinstance(fams, list) else fams})", "",
               "| model | params | top-1 | top-3 | MRR |", "|---|---|---|---|---|"]
-        for k in (s.name for s in scorers()):
+        # optional scorers the run trained (train.models), on their own families' test states
+        extra = [k for k, kd in OPTIONAL_KINDS.items() if kd.scorer and k in train and k in train["test"]]
+        for k in [*(s.name for s in scorers()), *extra]:
             t = train["test"][k]
-            L.append(f"| {k} | {train[k]['params']} | {_fmt(t['top1'])} | {_fmt(t['top3'])} | {_fmt(t['mrr'])} |")
+            own = t.get("families")
+            name = f"{k} (families: {', '.join(own)})" if k in extra and own and own != fams else k
+            L.append(f"| {name} | {train[k]['params']} | {_fmt(t['top1'])} | {_fmt(t['top3'])} | {_fmt(t['mrr'])} |")
         L.append(f"| dom/wdeg's choice | - | {_fmt(train['test'][d.name]['baseline_top1'])} | - | - |")
         L += ["", f"{d.name.capitalize()}/{ref} top-1: {_fmt(train[ratio], 4)} "
               f"({d.name} has {train[d.name]['params'] / train[ref]['params']:.1%} of the {ref}'s "

@@ -22,6 +22,7 @@ A graph scorer's file has kind, feature_version, features, mean, std, clip as ab
 """
 from __future__ import annotations
 
+import io
 import zipfile
 from pathlib import Path
 from typing import Any, Optional
@@ -38,7 +39,7 @@ class PolicyFileError(ValueError):
     """A policy file that cannot be used; the message names the file and the reason."""
 
 
-def _write_npz(path: Path, arrays: dict[str, Any], meta: Optional[dict[str, str]]) -> None:
+def _write_npz(path: "Path | io.BytesIO", arrays: dict[str, Any], meta: Optional[dict[str, str]]) -> None:
     clash = sorted(set(meta or {}) & set(arrays))
     if clash:
         raise ValueError(f"metadata keys {clash} are the model's own arrays")
@@ -50,6 +51,15 @@ def _write_npz(path: Path, arrays: dict[str, Any], meta: Optional[dict[str, str]
         for name, arr in arrays.items():
             with z.open(zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0)), "w") as f:
                 np.lib.format.write_array(f, np.asarray(arr), allow_pickle=False)
+
+
+def with_meta(path: Path, meta: dict[str, str]) -> bytes:
+    """The bytes of the policy file `path` with the metadata entries `meta` set (added or replaced), the arrays
+    unchanged: how the export stage stores the evaluated setting in a file it did not write (the graph scorer's)."""
+    a = _read_npz(Path(path))
+    buf = io.BytesIO()
+    _write_npz(buf, {k: v for k, v in a.items() if k not in meta}, meta)
+    return buf.getvalue()
 
 
 def _read_npz(path: Path) -> dict[str, np.ndarray]:

@@ -148,9 +148,8 @@ def training_datasets(cfg: Config, paths: RunPaths, storage: Storage, kind: str,
         return {sp: cost_dataset(paths.dataset, sp) for sp in ("train", "val")}
     sync_dataset(paths, storage)
     if kind_of(kind).graph:
-        fams = model_section(cfg, kind)["families"]
         return {sp: graph_dataset(paths.dataset, sp, manifest["top_k"], cfg.train.target, cfg.train.target_temperature,
-                                  fams, cfg.data.trace, storage=storage) for sp in ("train", "val")}
+                                  cfg.train.families_of(kind), cfg.data.trace, storage=storage) for sp in ("train", "val")}
     return {sp: scorer_dataset(paths.dataset, sp, manifest["top_k"], cfg.train.target, cfg.train.target_temperature,
                                cfg.train.families, storage=storage) for sp in ("train", "val")}
 

@@ -134,7 +134,7 @@ def _write_native_graph(cfg: Config, paths: RunPaths, kind: str, model, spec: di
     from ..data import steps
     from ..models import native_graph
 
-    families = driver.model_section(cfg, kind)["families"]
+    families = cfg.train.families_of(kind)
     instances, _ = driver.graph_inputs(paths.dataset, families, "test")
     first = sorted(instances)[:NATIVE_CHECK_INSTANCES]
     setting = learned_setting.of(cfg.evaluate, families)
@@ -158,7 +158,7 @@ def evaluate_on_test(paths: RunPaths, manifest: dict[str, Any], families: list[s
         kd = kind_of(kind)
         if kd.graph and cfg is None:
             raise ValueError(f"evaluate_on_test: the {kind} kind reads train.{kind} and data.trace: pass cfg")
-        fams = driver.model_section(cfg, kind)["families"] if kd.graph else families
+        fams = cfg.train.families_of(kind) if kd.graph else families
         expect = None
         if kd.graph:
             from ..graph import GRAPH_VERSION

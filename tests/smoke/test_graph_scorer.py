@@ -144,3 +144,38 @@ def test_what_the_graph_scorer_refuses(graph_run, tmp_path, capsys):
     assert main(["solve", str(cnf), "--heuristic", "learned", "--model", str(native)]) == 2
     err = capsys.readouterr().err
     assert f"error: {native}: " in err and "clauses" in err, err
+
+
+def test_the_evaluate_stage_runs_the_graph_scorer_when_it_is_the_learned_model(graph_run, capsys):
+    """evaluate.learned.model=graph: the export stage stores the evaluated setting in the graph scorer's files
+    (the arrays unchanged), the evaluate stage runs the core's graph network on the instances and the report
+    names it; an instance with clauses is refused before any task, named. (Last in this module: it re-runs the
+    copied run's later stages.)"""
+    paths, args = graph_run
+    full = [a if a != "train.models=[graph]" else "train.models=[teacher, student, cost, graph]" for a in args]
+    col = f"{BENCHMARKS}/col/myciel6.col:7"
+    native = paths.model("graph") / "model.native.npz"
+    before = load_native(native).arrays
+    assert main(["run", *full, "evaluate.learned.model=graph", "evaluate.learned.max_depth=1", "evaluate.splits=[]",
+                 f"evaluate.files=[{col}]", "--stages", "train,export,evaluate,report"]) == 0
+    g = load_native(native)
+    stored = json.loads(g.meta["learned_setting"])
+    assert stored["max_depth"] == 1 and stored["families"] == ["rb"]
+    assert json.loads((paths.model("graph") / "model.json").read_text())["learned_setting"] == stored
+    for k, v in before.items():  # only the metadata changed
+        if k != "learned_setting":
+            np.testing.assert_array_equal(g.arrays[k], v)
+    ev = json.loads((paths.evaluation / "evaluation.json").read_text())["speedup"]
+    assert ev["learned"]["model"] == str(native) and ev["learned"]["max_depth"] == 1
+    assert ev["summary"]["external"]["learned"]["solved"] == 1
+    rows = [r for r in json.loads((paths.evaluation / "speedup_rows.json").read_text()) if r["heuristic"] == "learned"]
+    assert len(rows) == 1 and rows[0]["model_calls"] > 0
+    report = (paths.reports / "report.md").read_text()
+    assert "learned = graph via the solver core's graph network (model.native.npz)" in report
+    assert "| graph (families: rb) |" in report
+
+    cnf = f"{BENCHMARKS}/sat/uf20-01.cnf"
+    assert main(["run", *full, "evaluate.learned.model=graph", "evaluate.splits=[]", f"evaluate.files=[{col}, {cnf}]",
+                 "--stages", "evaluate"]) != 0
+    err = capsys.readouterr().err
+    assert "reads binary constraints only" in err and "uf20-01.cnf (evaluate.files)" in err, err

@@ -173,3 +173,17 @@ def test_fresh_calibration_needs_a_training_mix():
     with pytest.raises(ConfigError, match="evaluate.fresh_calibration: data.generate.families holds none of"):
         load_config(CONFIGS / "quick.yaml", base)  # quick.yaml: fresh_calibration 1, train.families [rb, ksat]
     assert load_config(CONFIGS / "quick.yaml", [*base, "evaluate.fresh_calibration=0"]).evaluate.fresh_calibration == 0
+
+
+def test_an_optional_learned_model_must_be_trained_and_has_no_onnx():
+    """evaluate.learned.model may name an optional scorer (the graph scorer) only when train.models builds it, and
+    such a kind has no ONNX file to run; a kind that scores nothing is refused as before."""
+    with pytest.raises(ConfigError, match=r"evaluate.learned.model: 'graph' is an optional kind: list it in "
+                                          r"train.models"):
+        load_config(CONFIGS / "quick.yaml", ["evaluate.learned.model=graph"])
+    both = ["evaluate.learned.model=graph", "train.models=[teacher, student, cost, graph]"]
+    with pytest.raises(ConfigError, match="evaluate.learned.runtime: 'onnx-int8': the graph kind has no ONNX"):
+        load_config(CONFIGS / "quick.yaml", [*both, "evaluate.learned.runtime=onnx-int8"])
+    assert load_config(CONFIGS / "quick.yaml", both).evaluate.learned.model == "graph"
+    with pytest.raises(ConfigError, match="'cost' is not a variable scorer"):
+        load_config(CONFIGS / "quick.yaml", ["evaluate.learned.model=cost"])

@@ -29,7 +29,7 @@ from ray_pipeline.models.nets import StudentScorer
 from ray_pipeline.problems import generate
 from ray_pipeline.problems.instance import write_json
 from ray_pipeline.solver import Solver
-from ray_pipeline.solver.policy import NativeMlp
+from ray_pipeline.solver.policy import NativeMlp, with_meta
 from ray_pipeline.solver.schema import INPUT_FEATURES
 from ray_pipeline.storage import pack
 
@@ -129,6 +129,10 @@ def test_the_native_file_with_its_setting_is_a_function_of_its_contents(exported
     assert all(i.date_time == (1980, 1, 1, 0, 0, 0) for i in zipfile.ZipFile(tmp_path / "a.npz").infolist())
     with pytest.raises(ValueError, match="model's own arrays"):
         ot.save_native_mlp(model, KINDS["student"], tmp_path / "d.npz", {"kind": "teacher"})
+    # the export stage's way for a file it did not write (the graph scorer's): set the entry, keep the arrays
+    assert with_meta(tmp_path / "c.npz", meta) == a
+    legacy = ot.save_native_mlp(model, KINDS["student"], tmp_path / "e.npz", None)
+    assert with_meta(legacy, meta) == a
 
 
 def test_a_model_exported_again_without_a_setting_loses_it_everywhere(exported, legacy):

@@ -19,7 +19,7 @@ ALLOWED = {
     # config defaults (values a user may change in YAML), not branches in the code
     ("config.py", 'teachers: dict[str, float] = Field(default_factory=lambda: {"teacher": 1.0},'),
     ("config.py", 'model: ScorerName = "teacher"'),
-    ("config.py", 'model: ScorerName = "student"'),
+    ("config.py", 'model: LearnedName = "student"'),
     # the "cost" section of evaluation.json / of an explorer result: the cost predictor's numbers, a data key
     ("evaluate/stage.py", 'ev["cost"] = _cost_metrics(paths, cost_model)'),
     ("reports/stage.py", 'f"Cost predictor (test): {json.dumps(ev[\'cost\'].get(\'test\', {}))}", "", "Suggestions:", ""]'),
