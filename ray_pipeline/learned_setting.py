@@ -8,7 +8,8 @@ evaluate stage runs (`evaluate.learned.model`):
 - `model.native.npz`: a scalar string array, the record as JSON (plain arrays: still nothing to unpickle).
 Its values come from the config (`from_config`; `CONFIG_KEYS` lists them, and the export stage's hash covers
 them, so a changed setting re-exports). The train stage writes the same record, with train.graph.families, into a
-graph model's `model.native.npz` (the benchmarks' setting for it; no stage evaluates it). A file exported before
+graph model's `model.native.npz` (the benchmarks' setting for it); when evaluate.learned.model names the graph
+model, the export stage stores it again in that file and its model.json (arrays unchanged). A file exported before
 the record existed still loads: `choose` falls back to `defaults()`, the config's own defaults, and says so.
 Explicit settings (command-line flags) win.
 
@@ -105,9 +106,9 @@ class Chosen:
         parts = [f"{k}={_show(k, v)} ({self.sources[k]})" for k, v in self.values.items()]
         line = f"learned heuristic: {', '.join(parts)}"
         if self.stored is None:
-            return (f"{line}\nnote: {model} stores no evaluated setting (exported before models carried one): "
-                    f"defaults were used where no flag was given; re-export it to store the setting it was "
-                    f"evaluated with")
+            return (f"{line}\nnote: {model} stores no evaluated setting (its run's evaluate stage ran another "
+                    f"model, or it was exported before models carried one): defaults were used where no flag was "
+                    f"given; to store one, make it evaluate.learned.model and export again")
         fam = ", ".join(self.stored.families) if self.stored.families else "all families"
         return f"{line}; the model trained on {fam}"
 
