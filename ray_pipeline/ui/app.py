@@ -182,6 +182,11 @@ def _ratio_rows(info: dict[str, Any]) -> str:
             "1 favours the learned heuristic, and only an interval wholly below 1 supports that claim</small>")
 
 
+def _ran(info: dict[str, Any]) -> str:
+    m = info.get("learned_model")
+    return f" (<span data-k='learned_model'>{e(m)}</span>)" if m else ""
+
+
 def _run_section(info: dict[str, Any]) -> str:
     run = info["name"]
     links = []
@@ -195,7 +200,7 @@ def _run_section(info: dict[str, Any]) -> str:
             f"{e(info['status'])}</span></h2><p><small>{e(info['dir'])} · created {e(info['created'])} · "
             f"updated {e(info['updated'])} · commit {e(info['git_commit'])} · config {e(info['config_hash'])}"
             f"</small></p>{notes}<h3>Stages</h3>{_stage_rows(info)}<h3>Models</h3>{_model_rows(info)}"
-            f"<h3>Learned heuristic vs dom/wdeg</h3>{_ratio_rows(info)}<p>{' · '.join(links)}</p>{tb}</section>")
+            f"<h3>Learned heuristic{_ran(info)} vs dom/wdeg</h3>{_ratio_rows(info)}<p>{' · '.join(links)}</p>{tb}</section>")
 
 
 def _stage_list(info: dict[str, Any]) -> str:

@@ -123,6 +123,10 @@ def run_info(root: Path, name: str) -> dict[str, Any]:
                            "time_ratio": learned.get("geomean_time_ratio"),
                            "time_ci": learned.get("geomean_time_ratio_ci95"),
                            "model_calls": learned.get("model_calls")})
+    # which model the evaluate stage ran as the learned heuristic (evaluate.learned.model: the deployed student,
+    # or an optional scorer such as the graph scorer): the ratios above are that model's
+    ran = (evaluation.get("speedup") or {}).get("learned", {}).get("model")
+    learned_model = f"{Path(ran).parent.name}/{Path(ran).name}" if ran else None
     reports = sorted(p.name for p in paths.reports.glob("*")) if paths.reports.is_dir() else []
     plots = [f"reports/{p}" for p in reports if p.endswith(".png")]
     if paths.evaluation.is_dir():
@@ -132,6 +136,7 @@ def run_info(root: Path, name: str) -> dict[str, Any]:
         "created": manifest.get("created"), "updated": manifest.get("updated"),
         "git_commit": manifest.get("git_commit"), "config_hash": manifest.get("config_hash"),
         "config": manifest.get("config") or {}, "stages": stages, "models": models, "ratios": ratios,
+        "learned_model": learned_model,
         "registered": name in reg_runs, "report": "reports/report.md" if (paths.reports / "report.md").is_file() else None,
         "plots": plots, "tensorboard": str(paths.tensorboard) if paths.tensorboard.is_dir() else None,
         "metrics": metrics, "notes": notes,

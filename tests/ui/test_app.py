@@ -183,6 +183,8 @@ def test_control_center_shows_runs_models_and_ratios(server, ui_root, smoke_run,
     assert float(shown) == pytest.approx(ev["heldout"]["learned"]["geomean_node_ratio"], abs=5e-4)
     export = json.loads((smoke_run.models / "export_summary.json").read_text())
     assert f">{export['student']['deploy']}<" in run_a and "report.md" in run_a
+    # the ratios name the model the evaluate stage ran (evaluate.learned.model, here the deployed student)
+    assert f"data-k=\"learned_model\">student/{export['student']['deploy']}<" in run_a
     assert "No speedup evaluation yet" in run_b
     # the links serve what the pipeline wrote, and nothing outside a run directory
     status, report = get(server + "/files/smoke/reports/report.md")
