@@ -205,21 +205,23 @@ def known_kind(name: str) -> str:
 
 
 def known_scorer(name: str) -> str:
-    """A pydantic validator: `name` is a declared variable scorer."""
+    """A pydantic validator: `name` is a declared variable scorer of the pipeline's own."""
     if known_kind(name) in OPTIONAL_KINDS:
         raise ValueError(f"{name!r} is an optional kind; this key takes one of the pipeline's scorers "
                          f"({', '.join(k.name for k in scorers())})")
-    if not KINDS[name].scorer:
-        raise ValueError(f"{name!r} is not a variable scorer (scorers: {', '.join(k.name for k in scorers())})")
-    return name
+    return _scorer_among(name, KINDS)
 
 
 def known_learned(name: str) -> str:
     """A pydantic validator: `name` is a variable scorer the learned heuristic can run (the deployed one, its
     teacher, or an optional scorer such as the graph scorer, which the solver core runs from its native file)."""
-    if not kind_of(known_kind(name)).scorer:
+    return _scorer_among(known_kind(name), ALL_KINDS)
+
+
+def _scorer_among(name: str, kinds: dict[str, Kind]) -> str:
+    if not kinds[name].scorer:
         raise ValueError(f"{name!r} is not a variable scorer (scorers: "
-                         f"{', '.join(k.name for k in ALL_KINDS.values() if k.scorer)})")
+                         f"{', '.join(k.name for k in kinds.values() if k.scorer)})")
     return name
 
 

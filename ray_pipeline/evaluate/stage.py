@@ -104,10 +104,8 @@ def learned_model_path(learned, paths, export: dict[str, Any]) -> Path:
     kind (the graph scorer) has no ONNX export: `deployed` is its native file, written by the train stage once the
     core's scores matched PyTorch's, else its PyTorch file."""
     mdir = paths.model(learned.model)
-    if learned.model in OPTIONAL_KINDS:
-        if learned.runtime == "deployed":
-            return mdir / "model.native.npz" if (mdir / "model.native.npz").is_file() else mdir / "model.pt"
-        return mdir / {"native": "model.native.npz", "torch": "model.pt"}[learned.runtime]  # config: no onnx
+    if learned.model in OPTIONAL_KINDS and learned.runtime == "deployed":  # (the config refuses its onnx runtimes)
+        return mdir / "model.native.npz" if (mdir / "model.native.npz").is_file() else mdir / "model.pt"
     model_file = export[learned.model]["deploy"] if learned.runtime == "deployed" and \
         export.get(learned.model, {}).get("deploy") else \
         {"deployed": "model.onnx", "native": "model.native.npz", "onnx": "model.onnx", "onnx-int8": "model.int8.onnx",
