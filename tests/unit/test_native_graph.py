@@ -222,3 +222,59 @@ def test_native_graph_on_random_binary_instances(tmp_path):
             checked += 1
             wide += c.W > 1
     assert checked >= 100 and wide >= 10, (checked, wide)
+
+
+def score_digest(tmp_dir) -> str:
+    """sha256 of the native graph scorer's scores (float64 bytes) at live states of three instances, called in an
+    interleaved order, plus a native learned search's counters: equal digests = bitwise the same arithmetic (widths
+    16 and 64 take the fixed-width kernels, 24 the general loop). test_native_sanitizers.py compares the build
+    without the AVX2 clones against the installed one with it."""
+    import hashlib
+    from pathlib import Path
+
+    rng = np.random.default_rng(23)
+    nets = [_random_file(Path(tmp_dir) / "d16.npz", rng, 16, 2, (64, 64)),
+            _random_file(Path(tmp_dir) / "d24.npz", rng, 24, 2, (24, 12))]
+    insts = [generate("rb", "medium", 7, 0, {}), generate("coloring", "small", 4, 0, {}), generate("rb", "small", 9, 0, {})]
+    per = [(compile_instance(i).native, _live_states(i, limit=25)) for i in insts]
+    h = hashlib.sha256()
+    for k in range(25):
+        for c, states in per:
+            if k < len(states):
+                words, weights, cands, x, _ = states[k]
+                for net in nets:
+                    h.update(np.asarray(net.native.score(c, words, weights, cands, x), np.float64).tobytes())
+    for net in nets:
+        r = Solver(insts[0], heuristic="learned", scorer=net, top_k=8, max_depth=None, node_limit=3000).solve()
+        h.update(repr((r.status, r.stats.nodes, r.stats.backtracks, r.stats.model_calls)).encode())
+    return h.hexdigest()
+
+
+def test_reused_support_counts_give_the_scores_of_a_first_call(tmp_path):
+    """A call reuses the support counts of constraints whose two domains are those of an earlier call on the same
+    instance (per thread, keyed by Compiled.uid). Scores after runs of calls on the states of two instances of the
+    same shape are bitwise those of a first call on a fresh thread (nothing cached)."""
+    import threading
+
+    rng = np.random.default_rng(4)
+    net = _random_file(tmp_path / "g.npz", rng, 16, 2, (64, 64))
+    insts = [generate("rb", "medium", 2, 0, {}), generate("rb", "medium", 3, 0, {})]
+    compiled = [compile_instance(i).native for i in insts]
+    states = [_live_states(i, limit=30, node_limit=2000) for i in insts]
+    # runs of one instance's states (a search's consecutive states share most domains), then the other's, then
+    # back, out of order and repeated
+    order = [(a, k) for a in (0, 1) for k in range(len(states[a]))] + [(0, 9), (0, 3), (0, 3), (1, 20), (0, 0)]
+    warm = [np.asarray(net.native.score(compiled[a], *states[a][k][:4])) for a, k in order]
+
+    def cold(a, k, out):
+        out.append(np.asarray(net.native.score(compiled[a], *states[a][k][:4])))
+
+    distinct = 0
+    for (a, k), got in zip(order, warm):
+        out = []
+        t = threading.Thread(target=cold, args=(a, k, out))
+        t.start()
+        t.join()
+        np.testing.assert_array_equal(got, out[0])
+        distinct += len(set(np.round(got, 6))) > 1
+    assert len(order) >= 40 and distinct >= 20  # real, varied scores, not a constant

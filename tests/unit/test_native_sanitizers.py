@@ -5,6 +5,10 @@ into a temporary directory, then runs the golden, fuzz and solver tests in a chi
 build (ray_pipeline.solver.core.NATIVE_ENV) with the sanitizer runtimes preloaded (CPython itself is not
 instrumented, so ASan's runtime has to be in the process before the module). Any report fails the run:
 UBSan halts on the first error, ASan always does. Leak checking stays off: CPython keeps memory at exit.
+
+That build also leaves out the graph scorer's AVX2 clones (-DRP_NO_SIMD_CLONES, native/graph.cpp): the same source
+for the SSE2 target only. Its scores are compared bitwise with the installed build's (which runs the AVX2 clones on
+a CPU that has them): the claim that the clones compute the same floats.
 """
 from __future__ import annotations
 
@@ -31,7 +35,7 @@ def test_solver_tests_run_clean_under_asan_and_ubsan(tmp_path):
 
     build = tmp_path / "build"
     subprocess.run(["cmake", "-S", str(REPO), "-B", str(build), "-DCMAKE_BUILD_TYPE=RelWithDebInfo",
-                    f"-DCMAKE_CXX_FLAGS={SANITIZE}", f"-DCMAKE_SHARED_LINKER_FLAGS={SANITIZE}",
+                    f"-DCMAKE_CXX_FLAGS={SANITIZE} -DRP_NO_SIMD_CLONES", f"-DCMAKE_SHARED_LINKER_FLAGS={SANITIZE}",
                     f"-Dnanobind_DIR={nanobind.cmake_dir()}", f"-DPython_EXECUTABLE={sys.executable}"],
                    check=True, capture_output=True)
     subprocess.run(["cmake", "--build", str(build), "-j", "2"], check=True, capture_output=True)
@@ -62,3 +66,12 @@ def test_solver_tests_run_clean_under_asan_and_ubsan(tmp_path):
     assert r.returncode == 0, report
     assert "runtime error" not in r.stderr and "AddressSanitizer" not in r.stderr, report
     assert " passed" in r.stdout and "failed" not in r.stdout, report
+
+    # the same graph scores, bit for bit, without the AVX2 clones (this build) and with them (the installed one)
+    from tests.unit.test_native_graph import score_digest
+
+    code = f"from tests.unit.test_native_graph import score_digest; print(score_digest({str(tmp_path)!r}))"
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    (tmp_path / "installed").mkdir()
+    assert r.stdout.strip() == score_digest(tmp_path / "installed")

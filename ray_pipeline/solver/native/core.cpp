@@ -4,6 +4,7 @@
 #include <pthread.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <exception>
@@ -960,6 +961,7 @@ long long luby(long long i) {
 
 void Compiled::finish() {
     auto bad = [](const std::string& m) { throw std::invalid_argument("compiled instance: " + m); };
+    uid = 0;  // set last, once every check has passed
     if (n <= 0 || W <= 0) bad("no variables or no words");
     const std::size_t nw = static_cast<std::size_t>(n) * W;
     if (init_dom.size() != nw || size.size() != static_cast<std::size_t>(n)) bad("domain arrays");
@@ -1057,6 +1059,8 @@ void Compiled::finish() {
             }
         }
     }
+    static std::atomic<std::uint64_t> next_uid{1};
+    uid = next_uid.fetch_add(1, std::memory_order_relaxed);
 }
 
 std::unique_ptr<SolverCore> make_solver(std::shared_ptr<const Compiled> c, const Options& opt,

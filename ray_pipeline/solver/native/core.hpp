@@ -53,6 +53,9 @@ struct Compiled {
     int n_bin = 0, n_cons = 0;
     std::vector<double> tightness;  // per constraint, as compile_instance computes it
     std::vector<int> static_deg, init_size;
+    // Set by finish(), unique per finished instance in this process: a cache of per-instance results (the graph
+    // scorer's, graph.cpp) keys on it, not on an address that a later instance may reuse.
+    std::uint64_t uid = 0;
 
     // Checks every array against the others (std::invalid_argument on any inconsistency), then derives arc_x:
     // the arrays come from Python and are never trusted blindly.

@@ -8,6 +8,16 @@
 
 namespace rp {
 
+// The dense layers and the message loop also get an AVX2 build, chosen at load time on CPUs that have it (GCC/Clang
+// function multiversioning on x86-64 ELF). The same multiplications and additions in the same order per output
+// (lanes are independent; AVX2 does not bring FMA, so nothing is contracted): the same floats as the SSE2 build,
+// tested bitwise against it (tests/unit/test_native_sanitizers.py builds without the clones).
+#if defined(__x86_64__) && defined(__ELF__) && (defined(__GNUC__) || defined(__clang__)) && !defined(RP_NO_SIMD_CLONES)
+#define RP_SIMD_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define RP_SIMD_CLONES
+#endif
+
 namespace {
 
 constexpr float kLogFloor = 1e-3f;  // ray_pipeline/graph.py _LOG_FLOOR: a value with no support left
@@ -19,7 +29,7 @@ int popcount_words(const Word* d, int W) {
     return p;
 }
 
-int popcount_and(const Word* a, const Word* b, int W) {
+inline int popcount_and(const Word* a, const Word* b, int W) {
     int p = 0;
     for (int k = 0; k < W; ++k) p += __builtin_popcountll(a[k] & b[k]);
     return p;
@@ -44,9 +54,11 @@ private:
 
 // For arc e (x -> y) under the current domains: the value pairs allowed, and the mean over x's values of
 // log(share of y's values supporting it), floored (graph.py's sup_x). `log_share[k]` = that log for k supports.
+// FW: words per domain when known at compile time (1: the loops over words vanish), else 0 (read from c).
+template <int FW>
 void arc_support(const Compiled& c, int e, const Word* dx, const Word* dy, const float* log_share, int& allowed,
                  float& log_sup) {
-    const int W = c.W;
+    const int W = FW > 0 ? FW : c.W;
     const Word* rows = c.sup_words.data() + c.arc_sup[e];  // row a: x's value a's supports in y
     allowed = 0;
     float sum = 0.0f;
@@ -74,10 +86,6 @@ float log1p_weight(long long w) {
     return w >= 0 && w < kTable ? table[static_cast<std::size_t>(w)] : std::log1p(static_cast<float>(w));
 }
 
-void relu(std::vector<float>& v) {
-    for (float& x : v) x = std::max(x, 0.0f);
-}
-
 }  // namespace
 
 void check_graph_instance(const Compiled& c) {
@@ -90,69 +98,117 @@ void check_graph_instance(const Compiled& c) {
             throw std::invalid_argument("graph: constraint " + std::to_string(c.arc_cid[e]) + " binds a variable to itself");
 }
 
-StateGraph build_state_graph(const Compiled& c, const Word* dom, const long long* weights, const std::vector<int>& cands) {
-    const int n = c.n, W = c.W;
-    check_graph_instance(c);
+namespace {
+
+// per constraint between open variables: tightness, log1p weight, each side's log-support
+struct Edge { int lo, hi; float tight, lw, sup_lo, sup_hi; };
+
+// A call's buffers, one set per thread: a search calls the scorer thousands of times on one instance, and these keep
+// their capacity from call to call instead of a dozen allocations each. What carries from one call to the next is
+// capacity, the log tables (which depend on nothing else) and the per-instance part below; every other field is
+// overwritten before it is read.
+struct Scratch {
+    LogShares logs;
+    // Per instance (Compiled::uid): each constraint's two arcs, and the support counts of its last call with both
+    // variables open under the domains they were counted with. Between the calls of one search most constraints
+    // see neither domain change, and the same domains give the same counts: reused, not recounted.
+    std::uint64_t uid = 0;
+    std::vector<int> arc_of;
+    struct Counted { int allowed; float sup_lo, sup_hi; };
+    std::vector<Counted> counted;
+    std::vector<Word> counted_dom;  // [n_bin][2][W]: lo's then hi's domain; all zero = nothing counted
     StateGraph g;
+    std::vector<float> size, wdeg, tsum, wt;
+    std::vector<int> deg, fill;
+    std::vector<Edge> kept;
+    std::vector<std::uint8_t> need;  // [R + 1][n]
+    std::vector<float> h, next, S, T, t, a, u, sum, mx, xn, xmean, z0, z1, zm;
+};
+
+template <int FW>
+void fill_state_graph(const Compiled& c, const Word* dom, const long long* weights, const std::vector<int>& cands,
+                      Scratch& s) {
+    const int n = c.n, W = FW > 0 ? FW : c.W;
+    check_graph_instance(c);
+    StateGraph& g = s.g;
     g.n = n;
-    std::vector<float> size(n);
+    s.size.assign(n, 0.0f);
     g.open.assign(n, 0);
     int n_open = 0;
     for (int x = 0; x < n; ++x) {
         const int p = popcount_words(dom + static_cast<std::size_t>(x) * W, W);
         if (p == 0) throw std::invalid_argument("variable " + std::to_string(x) + " has an empty domain: not a search state");
-        size[x] = static_cast<float>(p);
+        s.size[x] = static_cast<float>(p);
         g.open[x] = p > 1;
         n_open += p > 1;
     }
-    // each constraint's two arcs: [2 cid] from its low variable, [2 cid + 1] from its high one
-    std::vector<int> arc_of(2 * static_cast<std::size_t>(c.n_bin), -1);
-    for (std::size_t e = 0; e < c.arc_y.size(); ++e) {
-        const int x = c.arc_x[e], y = c.arc_y[e];
-        arc_of[2 * static_cast<std::size_t>(c.arc_cid[e]) + (x < y ? 0 : 1)] = static_cast<int>(e);
+    if (s.uid != c.uid || c.uid == 0) {
+        // each constraint's two arcs: [2 cid] from its low variable, [2 cid + 1] from its high one
+        s.arc_of.assign(2 * static_cast<std::size_t>(c.n_bin), -1);
+        for (std::size_t e = 0; e < c.arc_y.size(); ++e) {
+            const int x = c.arc_x[e], y = c.arc_y[e];
+            s.arc_of[2 * static_cast<std::size_t>(c.arc_cid[e]) + (x < y ? 0 : 1)] = static_cast<int>(e);
+        }
+        for (int cid = 0; cid < c.n_bin; ++cid)
+            if (s.arc_of[2 * static_cast<std::size_t>(cid)] < 0 || s.arc_of[2 * static_cast<std::size_t>(cid) + 1] < 0)
+                throw std::invalid_argument("graph: constraint " + std::to_string(cid) + " lacks an arc");
+        s.counted.assign(static_cast<std::size_t>(c.n_bin), Scratch::Counted{0, 0.0f, 0.0f});
+        s.counted_dom.assign(static_cast<std::size_t>(c.n_bin) * 2 * W, 0);
+        s.uid = c.uid;
     }
-    // per constraint between open variables: tightness, log1p weight, each side's log-support
-    struct Edge { int lo, hi; float tight, lw, sup_lo, sup_hi; };
-    std::vector<Edge> kept;
-    std::vector<int> deg(n, 0);
-    std::vector<float> wdeg(n, 0.0f), tsum(n, 0.0f), wt(n, 0.0f);
-    LogShares logs;
+    s.kept.clear();
+    s.deg.assign(n, 0);
+    s.wdeg.assign(n, 0.0f);
+    s.tsum.assign(n, 0.0f);
+    s.wt.assign(n, 0.0f);
     for (int cid = 0; cid < c.n_bin; ++cid) {
-        const int e_lo = arc_of[2 * static_cast<std::size_t>(cid)], e_hi = arc_of[2 * static_cast<std::size_t>(cid) + 1];
-        if (e_lo < 0 || e_hi < 0) throw std::invalid_argument("graph: constraint " + std::to_string(cid) + " lacks an arc");
+        const int e_lo = s.arc_of[2 * static_cast<std::size_t>(cid)];
+        const int e_hi = s.arc_of[2 * static_cast<std::size_t>(cid) + 1];
         const int x = c.arc_x[e_lo], y = c.arc_y[e_lo];
         if (!g.open[x] || !g.open[y]) continue;
         const Word* dx = dom + static_cast<std::size_t>(x) * W;
         const Word* dy = dom + static_cast<std::size_t>(y) * W;
         Edge ed{x, y, 0, 0, 0, 0};
-        int allowed = 0, allowed_rev = 0;
-        arc_support(c, e_lo, dx, dy, logs.of(static_cast<int>(size[y])), allowed, ed.sup_lo);
-        arc_support(c, e_hi, dy, dx, logs.of(static_cast<int>(size[x])), allowed_rev, ed.sup_hi);
+        Word* seen = s.counted_dom.data() + static_cast<std::size_t>(cid) * 2 * W;
+        Scratch::Counted& done = s.counted[static_cast<std::size_t>(cid)];
+        if (std::equal(dx, dx + W, seen) && std::equal(dy, dy + W, seen + W)) {
+            ed.sup_lo = done.sup_lo;
+            ed.sup_hi = done.sup_hi;
+        } else {
+            int allowed_rev = 0;
+            arc_support<FW>(c, e_lo, dx, dy, s.logs.of(static_cast<int>(s.size[y])), done.allowed, ed.sup_lo);
+            arc_support<FW>(c, e_hi, dy, dx, s.logs.of(static_cast<int>(s.size[x])), allowed_rev, ed.sup_hi);
+            done.sup_lo = ed.sup_lo;
+            done.sup_hi = ed.sup_hi;
+            std::copy(dx, dx + W, seen);
+            std::copy(dy, dy + W, seen + W);
+        }
+        const int allowed = done.allowed;
         const float w = static_cast<float>(weights[cid]);
-        ed.tight = 1.0f - static_cast<float>(allowed) / (size[x] * size[y]);
+        ed.tight = 1.0f - static_cast<float>(allowed) / (s.size[x] * s.size[y]);
         ed.lw = log1p_weight(weights[cid]);
-        kept.push_back(ed);
+        s.kept.push_back(ed);
         for (int v : {x, y}) {
-            ++deg[v];
-            wdeg[v] += w;
-            tsum[v] += ed.tight;
-            wt[v] += w * ed.tight;
+            ++s.deg[v];
+            s.wdeg[v] += w;
+            s.tsum[v] += ed.tight;
+            s.wt[v] += w * ed.tight;
         }
     }
     // edges grouped by destination
     g.in_start.assign(n + 1, 0);
-    for (const Edge& ed : kept) { ++g.in_start[ed.lo + 1]; ++g.in_start[ed.hi + 1]; }
+    for (const Edge& ed : s.kept) { ++g.in_start[ed.lo + 1]; ++g.in_start[ed.hi + 1]; }
     for (int j = 0; j < n; ++j) g.in_start[j + 1] += g.in_start[j];
     g.src.assign(g.in_start[n], 0);
     g.edges.assign(static_cast<std::size_t>(g.in_start[n]) * kEdgeFeatures, 0.0f);
-    std::vector<int> fill(g.in_start.begin(), g.in_start.end() - 1);
+    s.fill.assign(g.in_start.begin(), g.in_start.end() - 1);
     auto put = [&](int i, int j, float tight, float lw, float s_i, float s_j) {
-        const int k = fill[j]++;
+        const int k = s.fill[j]++;
         g.src[k] = i;
         float* f = g.edges.data() + static_cast<std::size_t>(k) * kEdgeFeatures;
         f[0] = tight; f[1] = lw; f[2] = s_i; f[3] = s_j;
     };
-    for (const Edge& ed : kept) {
+    for (const Edge& ed : s.kept) {
         put(ed.lo, ed.hi, ed.tight, ed.lw, ed.sup_lo, ed.sup_hi);
         put(ed.hi, ed.lo, ed.tight, ed.lw, ed.sup_hi, ed.sup_lo);
     }
@@ -161,13 +217,13 @@ StateGraph build_state_graph(const Compiled& c, const Word* dom, const long long
     for (int x = 0; x < n; ++x) {
         if (!g.open[x]) continue;
         float* f = g.nodes.data() + static_cast<std::size_t>(x) * kNodeFeatures;
-        const float log_dom = std::log(size[x]), lwd = std::log1p(wdeg[x]);
+        const float log_dom = std::log(s.size[x]), lwd = std::log1p(s.wdeg[x]);
         f[0] = log_dom;
-        f[1] = std::log1p(static_cast<float>(deg[x]));
+        f[1] = std::log1p(static_cast<float>(s.deg[x]));
         f[2] = lwd;
         f[3] = log_dom - lwd;
-        f[4] = tsum[x] / std::max(static_cast<float>(deg[x]), 1.0f);
-        f[5] = std::log1p(wt[x]);
+        f[4] = s.tsum[x] / std::max(static_cast<float>(s.deg[x]), 1.0f);
+        f[5] = std::log1p(s.wt[x]);
         f[6] = 0.0f;
         f[7] = 1.0f;
         f[8] = share;
@@ -181,7 +237,20 @@ StateGraph build_state_graph(const Compiled& c, const Word* dom, const long long
         f[6] = 1.0f;
         f[7] = static_cast<float>(i) / k;
     }
-    return g;
+}
+
+void fill_state_graph(const Compiled& c, const Word* dom, const long long* weights, const std::vector<int>& cands,
+                      Scratch& s) {
+    if (c.W == 1) fill_state_graph<1>(c, dom, weights, cands, s);
+    else fill_state_graph<0>(c, dom, weights, cands, s);
+}
+
+}  // namespace
+
+StateGraph build_state_graph(const Compiled& c, const Word* dom, const long long* weights, const std::vector<int>& cands) {
+    Scratch s;
+    fill_state_graph(c, dom, weights, cands, s);
+    return std::move(s.g);
 }
 
 void Dense::finish(const std::string& name) {
@@ -203,9 +272,10 @@ namespace {
 
 // Dense::apply for a width known at compile time: the outputs stay in registers across the inputs. The same
 // additions in the same order as the general loop, so the same floats.
+// Always inlined: inside Dense::apply's AVX2 clone it is compiled for AVX2 too.
 template <int O>
-void apply_fixed(const std::vector<float>& wt, const std::vector<float>& b, int n_in, const float* __restrict x,
-                 float* __restrict y) {
+__attribute__((always_inline)) inline void apply_fixed(const std::vector<float>& wt, const std::vector<float>& b,
+                                                       int n_in, const float* __restrict x, float* __restrict y) {
     float acc[O];
     for (int o = 0; o < O; ++o) acc[o] = b.empty() ? 0.0f : b[static_cast<std::size_t>(o)];
     const float* __restrict w = wt.data();
@@ -220,6 +290,7 @@ void apply_fixed(const std::vector<float>& wt, const std::vector<float>& b, int 
 
 }  // namespace
 
+RP_SIMD_CLONES
 void Dense::apply(const float* __restrict x, float* __restrict y) const {
     switch (n_out) {  // the widths models are trained with; any other takes the general loop
         case 8: return apply_fixed<8>(wt, b, n_in, x, y);
@@ -291,65 +362,106 @@ void GraphNet::finish() {
 
 void GraphNet::check_instance(const Compiled& c) const { check_graph_instance(c); }
 
-void GraphNet::score_state(const PolicyState& s, const std::vector<int>& cands, const float* rows, double* out) const {
-    const StateGraph g = build_state_graph(s.compiled, s.dom, s.weights, cands);
+namespace {
+
+// The messages into j, summed and maxed per output: sum[o], mx[o] over j's in-edges k of
+// relu(S[src k][o] + Tj[o] + edge term), the edge term fused in (C = the edge layer's [kEdgeFeatures][H] weights).
+// FH: H when known at compile time (the sums stay in registers), else 0. The same operations in the same order
+// either way.
+template <int FH>
+__attribute__((always_inline)) inline void aggregate_fixed(const StateGraph& g, int j, int H_,
+                                                           const float* __restrict S, const float* __restrict Tj,
+                                                           const float* __restrict C, float* __restrict sum,
+                                                           float* __restrict mx) {
+    static_assert(kEdgeFeatures == 4, "the message loop below reads four edge features");
+    const int H = FH > 0 ? FH : H_;
+    // messages are >= 0, and the dense model's max sees masked zeros
+    for (int o = 0; o < H; ++o) { sum[o] = 0.0f; mx[o] = 0.0f; }
+    for (int k = g.in_start[j]; k < g.in_start[j + 1]; ++k) {
+        const float* e = g.edges.data() + static_cast<std::size_t>(k) * kEdgeFeatures;
+        const float* __restrict Si = S + static_cast<std::size_t>(g.src[k]) * H;
+        const float e0 = e[0], e1 = e[1], e2 = e[2], e3 = e[3];
+        for (int o = 0; o < H; ++o) {
+            const float v =
+                std::max(Si[o] + Tj[o] + (e0 * C[o] + e1 * C[H + o] + e2 * C[2 * H + o] + e3 * C[3 * H + o]), 0.0f);
+            sum[o] += v;
+            mx[o] = std::max(mx[o], v);
+        }
+    }
+}
+
+RP_SIMD_CLONES
+void aggregate(const StateGraph& g, int j, int H, const float* __restrict S, const float* __restrict Tj,
+               const float* __restrict C, float* __restrict sum, float* __restrict mx) {
+    switch (H) {  // the widths models are trained with; any other takes the general loop
+        case 8: return aggregate_fixed<8>(g, j, H, S, Tj, C, sum, mx);
+        case 16: return aggregate_fixed<16>(g, j, H, S, Tj, C, sum, mx);
+        case 32: return aggregate_fixed<32>(g, j, H, S, Tj, C, sum, mx);
+        default: return aggregate_fixed<0>(g, j, H, S, Tj, C, sum, mx);
+    }
+}
+
+}  // namespace
+
+void GraphNet::score_state(const PolicyState& ps, const std::vector<int>& cands, const float* rows, double* out) const {
+    thread_local Scratch s;
+    fill_state_graph(ps.compiled, ps.dom, ps.weights, cands, s);
+    const StateGraph& g = s.g;
     const int n = g.n, H = hidden, R = static_cast<int>(rounds.size());
+    const std::size_t nn = static_cast<std::size_t>(n);
     // Only the candidates' final states are read, so only their receptive field is computed: need[r][x] says
     // that x's state after r rounds is read (need[R]: the candidates; need[r]: need[r + 1] and its neighbours;
     // edges come in opposite pairs). Closed variables have no edges: they never enter it. Exact, not a cut-off.
-    std::vector<std::vector<std::uint8_t>> need(static_cast<std::size_t>(R) + 1);
-    need[static_cast<std::size_t>(R)].assign(n, 0);
-    for (int v : cands) need[static_cast<std::size_t>(R)][v] = 1;
+    s.need.assign((static_cast<std::size_t>(R) + 1) * nn, 0);
+    auto need = [&](int r) { return s.need.data() + static_cast<std::size_t>(r) * nn; };
+    for (int v : cands) need(R)[v] = 1;
     for (int r = R - 1; r >= 0; --r) {
-        const std::vector<std::uint8_t>& later = need[static_cast<std::size_t>(r) + 1];
-        std::vector<std::uint8_t>& now = need[static_cast<std::size_t>(r)];
-        now = later;
+        const std::uint8_t* later = need(r + 1);
+        std::uint8_t* now = need(r);
+        std::copy(later, later + n, now);
         for (int j = 0; j < n; ++j)
             if (later[j])
                 for (int k = g.in_start[j]; k < g.in_start[j + 1]; ++k) now[g.src[k]] = 1;
     }
-    std::vector<float> h(static_cast<std::size_t>(n) * H, 0.0f), t(H), a(std::max(3 * H, H + 2 * n_in));
+    s.h.assign(nn * H, 0.0f);
+    s.t.assign(H, 0.0f);
+    s.a.assign(std::max(3 * H, H + 2 * n_in), 0.0f);
+    float* h = s.h.data();
+    float* t = s.t.data();
+    float* a = s.a.data();
+    auto relu = [](float* v, int m) { for (int o = 0; o < m; ++o) v[o] = std::max(v[o], 0.0f); };
     for (int x = 0; x < n; ++x) {
-        if (!need[0][x]) continue;
-        embed0.apply(g.nodes.data() + static_cast<std::size_t>(x) * kNodeFeatures, t.data());
-        relu(t);
-        embed1.apply(t.data(), h.data() + static_cast<std::size_t>(x) * H);
+        if (!need(0)[x]) continue;
+        embed0.apply(g.nodes.data() + static_cast<std::size_t>(x) * kNodeFeatures, t);
+        relu(t, H);
+        embed1.apply(t, h + static_cast<std::size_t>(x) * H);
     }
-    std::vector<float> S(h.size()), T(h.size()), u(H), sum(H), mx(H);
+    s.S.assign(nn * H, 0.0f);
+    s.T.assign(nn * H, 0.0f);
+    s.u.assign(H, 0.0f);
+    s.sum.assign(H, 0.0f);
+    s.mx.assign(H, 0.0f);
+    float* u = s.u.data();
     for (int r = 0; r < R; ++r) {
         const Round& L = rounds[static_cast<std::size_t>(r)];
-        const std::vector<std::uint8_t>& read = need[static_cast<std::size_t>(r)];
-        const std::vector<std::uint8_t>& upd = need[static_cast<std::size_t>(r) + 1];
+        const std::uint8_t* read = need(r);
+        const std::uint8_t* upd = need(r + 1);
         for (int x = 0; x < n; ++x) {
             if (!read[x]) continue;
-            L.src.apply(h.data() + static_cast<std::size_t>(x) * H, S.data() + static_cast<std::size_t>(x) * H);
-            if (upd[x]) L.dst.apply(h.data() + static_cast<std::size_t>(x) * H, T.data() + static_cast<std::size_t>(x) * H);
+            L.src.apply(h + static_cast<std::size_t>(x) * H, s.S.data() + static_cast<std::size_t>(x) * H);
+            if (upd[x]) L.dst.apply(h + static_cast<std::size_t>(x) * H, s.T.data() + static_cast<std::size_t>(x) * H);
         }
-        std::vector<float> next(h);
+        s.next = s.h;
         for (int j = 0; j < n; ++j) {
             if (!upd[j]) continue;
-            std::fill(sum.begin(), sum.end(), 0.0f);
-            std::fill(mx.begin(), mx.end(), 0.0f);  // messages are >= 0, and the dense model's max sees masked zeros
-            const float* Tj = T.data() + static_cast<std::size_t>(j) * H;
-            const float* C = L.edge.wt.data();  // [kEdgeFeatures][H]: the edge term fused into the message loop
-            static_assert(kEdgeFeatures == 4, "the message loop below reads four edge features");
-            for (int k = g.in_start[j]; k < g.in_start[j + 1]; ++k) {
-                const float* e = g.edges.data() + static_cast<std::size_t>(k) * kEdgeFeatures;
-                const float* Si = S.data() + static_cast<std::size_t>(g.src[k]) * H;
-                const float e0 = e[0], e1 = e[1], e2 = e[2], e3 = e[3];
-                for (int o = 0; o < H; ++o) {
-                    const float v = std::max(Si[o] + Tj[o] + (e0 * C[o] + e1 * C[H + o] + e2 * C[2 * H + o] +
-                                                              e3 * C[3 * H + o]), 0.0f);
-                    sum[o] += v;
-                    mx[o] = std::max(mx[o], v);
-                }
-            }
+            aggregate(g, j, H, s.S.data(), s.T.data() + static_cast<std::size_t>(j) * H, L.edge.wt.data(), s.sum.data(),
+                      s.mx.data());
             const float cnt = std::max(static_cast<float>(g.in_start[j + 1] - g.in_start[j]), 1.0f);
-            const float* hj = h.data() + static_cast<std::size_t>(j) * H;
-            for (int o = 0; o < H; ++o) { a[o] = hj[o]; a[H + o] = sum[o] / cnt; a[2 * H + o] = mx[o]; }
-            L.up0.apply(a.data(), t.data());
-            relu(t);
-            L.up1.apply(t.data(), u.data());
+            const float* hj = h + static_cast<std::size_t>(j) * H;
+            for (int o = 0; o < H; ++o) { a[o] = hj[o]; a[H + o] = s.sum[o] / cnt; a[2 * H + o] = s.mx[o]; }
+            L.up0.apply(a, t);
+            relu(t, H);
+            L.up1.apply(t, u);
             float mu = 0.0f;
             for (int o = 0; o < H; ++o) { u[o] += hj[o]; mu += u[o]; }
             mu /= static_cast<float>(H);
@@ -357,35 +469,38 @@ void GraphNet::score_state(const PolicyState& s, const std::vector<int>& cands, 
             for (int o = 0; o < H; ++o) var += (u[o] - mu) * (u[o] - mu);
             var /= static_cast<float>(H);
             const float inv = 1.0f / std::sqrt(var + kLayerNormEps);
-            float* nj = next.data() + static_cast<std::size_t>(j) * H;
+            float* nj = s.next.data() + static_cast<std::size_t>(j) * H;
             for (int o = 0; o < H; ++o) nj[o] = (u[o] - mu) * inv * L.ln_w[o] + L.ln_b[o];
         }
-        h.swap(next);
+        s.h.swap(s.next);
+        h = s.h.data();
     }
     // the head: each candidate's node state, its normalised row, and that row minus the candidates' mean row
     const std::size_t k = cands.size();
-    std::vector<float> xn(k * static_cast<std::size_t>(n_in)), xmean(n_in, 0.0f);
+    s.xn.assign(k * static_cast<std::size_t>(n_in), 0.0f);
+    s.xmean.assign(n_in, 0.0f);
     for (std::size_t r = 0; r < k; ++r)
         for (int i = 0; i < n_in; ++i) {
             const float v = std::min(clip, std::max(-clip, (rows[r * n_in + i] - mean[i]) / stdev[i]));
-            xn[r * n_in + i] = v;
-            xmean[i] += v;
+            s.xn[r * n_in + i] = v;
+            s.xmean[i] += v;
         }
-    for (int i = 0; i < n_in; ++i) xmean[i] /= static_cast<float>(std::max<std::size_t>(k, 1));
+    for (int i = 0; i < n_in; ++i) s.xmean[i] /= static_cast<float>(std::max<std::size_t>(k, 1));
     // head0 [h, x', x' - m] = head_hx [h, x'] - head_rel m: the mean's part once per call, not per candidate
-    std::vector<float> z0(head0.n_out), z1(head1.n_out), zm(head0.n_out);
-    head_rel.apply(xmean.data(), zm.data());
+    s.z0.assign(head0.n_out, 0.0f);
+    s.z1.assign(head1.n_out, 0.0f);
+    s.zm.assign(head0.n_out, 0.0f);
+    head_rel.apply(s.xmean.data(), s.zm.data());
     float z2 = 0.0f;
     for (std::size_t r = 0; r < k; ++r) {
-        const float* hc = h.data() + static_cast<std::size_t>(cands[r]) * H;
-        std::copy(hc, hc + H, a.begin());
-        std::copy(xn.begin() + static_cast<std::ptrdiff_t>(r * n_in), xn.begin() + static_cast<std::ptrdiff_t>((r + 1) * n_in),
-                  a.begin() + H);
-        head_hx.apply(a.data(), z0.data());
-        for (int o = 0; o < head0.n_out; ++o) z0[o] = std::max(z0[o] - zm[o], 0.0f);
-        head1.apply(z0.data(), z1.data());
-        relu(z1);
-        head2.apply(z1.data(), &z2);
+        const float* hc = h + static_cast<std::size_t>(cands[r]) * H;
+        std::copy(hc, hc + H, a);
+        std::copy(s.xn.data() + r * n_in, s.xn.data() + (r + 1) * n_in, a + H);
+        head_hx.apply(a, s.z0.data());
+        for (int o = 0; o < head0.n_out; ++o) s.z0[o] = std::max(s.z0[o] - s.zm[o], 0.0f);
+        head1.apply(s.z0.data(), s.z1.data());
+        relu(s.z1.data(), head1.n_out);
+        head2.apply(s.z1.data(), &z2);
         out[r] = static_cast<double>(z2);
     }
 }
