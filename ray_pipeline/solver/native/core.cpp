@@ -961,7 +961,6 @@ long long luby(long long i) {
 
 void Compiled::finish() {
     auto bad = [](const std::string& m) { throw std::invalid_argument("compiled instance: " + m); };
-    uid = 0;  // set last, once every check has passed
     if (n <= 0 || W <= 0) bad("no variables or no words");
     const std::size_t nw = static_cast<std::size_t>(n) * W;
     if (init_dom.size() != nw || size.size() != static_cast<std::size_t>(n)) bad("domain arrays");
@@ -1059,7 +1058,7 @@ void Compiled::finish() {
             }
         }
     }
-    static std::atomic<std::uint64_t> next_uid{1};
+    static std::atomic<std::uint64_t> next_uid{1};  // set last, once every check has passed
     uid = next_uid.fetch_add(1, std::memory_order_relaxed);
 }
 

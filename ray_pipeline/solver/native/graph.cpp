@@ -130,20 +130,9 @@ template <int FW>
 void fill_state_graph(const Compiled& c, const Word* dom, const long long* weights, const std::vector<int>& cands,
                       Scratch& s) {
     const int n = c.n, W = FW > 0 ? FW : c.W;
-    check_graph_instance(c);
     StateGraph& g = s.g;
-    g.n = n;
-    s.size.assign(n, 0.0f);
-    g.open.assign(n, 0);
-    int n_open = 0;
-    for (int x = 0; x < n; ++x) {
-        const int p = popcount_words(dom + static_cast<std::size_t>(x) * W, W);
-        if (p == 0) throw std::invalid_argument("variable " + std::to_string(x) + " has an empty domain: not a search state");
-        s.size[x] = static_cast<float>(p);
-        g.open[x] = p > 1;
-        n_open += p > 1;
-    }
-    if (s.uid != c.uid || c.uid == 0) {
+    if (s.uid != c.uid || c.uid == 0) {  // the instance's own part, once per instance (s.uid is set last)
+        check_graph_instance(c);
         // each constraint's two arcs: [2 cid] from its low variable, [2 cid + 1] from its high one
         s.arc_of.assign(2 * static_cast<std::size_t>(c.n_bin), -1);
         for (std::size_t e = 0; e < c.arc_y.size(); ++e) {
@@ -156,6 +145,17 @@ void fill_state_graph(const Compiled& c, const Word* dom, const long long* weigh
         s.counted.assign(static_cast<std::size_t>(c.n_bin), Scratch::Counted{0, 0.0f, 0.0f});
         s.counted_dom.assign(static_cast<std::size_t>(c.n_bin) * 2 * W, 0);
         s.uid = c.uid;
+    }
+    g.n = n;
+    s.size.assign(n, 0.0f);
+    g.open.assign(n, 0);
+    int n_open = 0;
+    for (int x = 0; x < n; ++x) {
+        const int p = popcount_words(dom + static_cast<std::size_t>(x) * W, W);
+        if (p == 0) throw std::invalid_argument("variable " + std::to_string(x) + " has an empty domain: not a search state");
+        s.size[x] = static_cast<float>(p);
+        g.open[x] = p > 1;
+        n_open += p > 1;
     }
     s.kept.clear();
     s.deg.assign(n, 0);
