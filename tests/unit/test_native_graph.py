@@ -227,14 +227,16 @@ def test_native_graph_on_random_binary_instances(tmp_path):
 def score_digest(tmp_dir) -> str:
     """sha256 of the native graph scorer's scores (float64 bytes) at live states of three instances, called in an
     interleaved order, plus a native learned search's counters: equal digests = bitwise the same arithmetic (widths
-    16 and 64 take the fixed-width kernels, 24 the general loop). test_native_sanitizers.py compares the build
-    without the AVX2 clones against the installed one with it."""
+    8, 16, 32 and 64 take the fixed-width kernels, one row or several at a time, 24 the general loop).
+    test_native_sanitizers.py compares the build without the AVX2 clones against the installed one with it."""
     import hashlib
     from pathlib import Path
 
     rng = np.random.default_rng(23)
     nets = [_random_file(Path(tmp_dir) / "d16.npz", rng, 16, 2, (64, 64)),
-            _random_file(Path(tmp_dir) / "d24.npz", rng, 24, 2, (24, 12))]
+            _random_file(Path(tmp_dir) / "d24.npz", rng, 24, 2, (24, 12)),
+            _random_file(Path(tmp_dir) / "d8.npz", rng, 8, 2, (32, 8)),
+            _random_file(Path(tmp_dir) / "d32.npz", rng, 32, 1, (64, 16))]
     insts = [generate("rb", "medium", 7, 0, {}), generate("coloring", "small", 4, 0, {}), generate("rb", "small", 9, 0, {})]
     per = [(compile_instance(i).native, _live_states(i, limit=25)) for i in insts]
     h = hashlib.sha256()

@@ -231,21 +231,29 @@ public:
 
     std::vector<int> dom_wdeg_order(const std::vector<int>& cands) const override {
         for (int x : cands) in_range(x);
+        std::vector<int> out;
+        dom_wdeg_top(cands, 0, out);
+        return out;
+    }
+
+    // The first k of cands by dom/wdeg (ties: rank; k <= 0: all of them), in order. (dom/wdeg, rank, x) is a
+    // total order, so a partial sort gives the same first k as a full one.
+    void dom_wdeg_top(const std::vector<int>& cands, int k, std::vector<int>& out) const {
         std::vector<bool> active;
         const std::vector<bool>* act = nullptr;
         if (has_clauses()) { active = active_clauses(); act = &active; }
-        std::vector<std::tuple<double, int, int>> keyed;
-        keyed.reserve(cands.size());
+        std::vector<std::tuple<double, int, int>>& keyed = keyed_;
+        keyed.clear();
         for (int x : cands) {
-            const long long wd = wdeg(x, act, true);
+            const long long wd = wdeg_of(x, true, act);
             keyed.emplace_back(wd ? double(popcount(x)) / double(wd) : INF, rank_[x], x);
         }
-        std::sort(keyed.begin(), keyed.end());
-        std::vector<int> out;
-        out.reserve(keyed.size());
-        for (auto& k : keyed) out.push_back(std::get<2>(k));
-        return out;
+        const std::size_t m = k > 0 ? std::min(keyed.size(), static_cast<std::size_t>(k)) : keyed.size();
+        std::partial_sort(keyed.begin(), keyed.begin() + static_cast<std::ptrdiff_t>(m), keyed.end());
+        out.clear();
+        for (std::size_t i = 0; i < m; ++i) out.push_back(std::get<2>(keyed[i]));
     }
+    mutable std::vector<std::tuple<double, int, int>> keyed_;
 
     int first_value(int x) const override { return value(in_range(x)); }
 
@@ -704,6 +712,11 @@ private:
         return s;
     }
 
+    // wdeg(), from the sums kept up to date where there are some
+    long long wdeg_of(int v, bool weighted, const std::vector<bool>* act) const {
+        return weighted && track_ ? wsum_[v] + clause_wdeg(v, act) : wdeg(v, act, weighted);
+    }
+
     // wdeg()'s clause part (weighted)
     long long clause_wdeg(int x, const std::vector<bool>* active) const {
         long long s = 0;
@@ -761,7 +774,7 @@ private:
         int best = -1;
         double bk = 0;
         for (int v : cands) {
-            const long long dd = weighted && track_ ? wsum_[v] + clause_wdeg(v, act) : wdeg(v, act, weighted);
+            const long long dd = wdeg_of(v, weighted, act);
             const double k = dd ? double(popcount(v)) / double(dd) : INF;
             if (best < 0 || k < bk || (k == bk && rank_[v] < rank_[best])) { best = v; bk = k; }
         }
@@ -769,9 +782,10 @@ private:
     }
 
     int select_learned(const std::vector<int>& cands, int depth) {
-        std::vector<int> top = dom_wdeg_order(cands);
-        if (o_.top_k > 0 && static_cast<int>(top.size()) > o_.top_k) top.resize(o_.top_k);
-        std::vector<double> scores(top.size(), 0.0);
+        std::vector<int>& top = top_;
+        dom_wdeg_top(cands, o_.top_k, top);
+        std::vector<double>& scores = scores_;
+        scores.assign(top.size(), 0.0);
         const double t0 = now_s();
         const std::vector<float> feats = features(top, depth);
         st_.feature_time_s += now_s() - t0;
@@ -791,10 +805,13 @@ private:
         return top[best];
     }
 
+    std::vector<int> top_;
+    std::vector<double> scores_;
+
     // The labeller run online: probe the dom/wdeg top-K, branch on the cheapest (ties: dom/wdeg order).
     int select_expert(const std::vector<int>& cands) {
-        std::vector<int> top = dom_wdeg_order(cands);
-        if (o_.top_k > 0 && static_cast<int>(top.size()) > o_.top_k) top.resize(o_.top_k);
+        std::vector<int> top;
+        dom_wdeg_top(cands, o_.top_k, top);
         const std::vector<long long> costs = probe_costs(top, o_.probe_budget);
         std::size_t best = 0;
         for (std::size_t i = 1; i < top.size(); ++i)

@@ -56,14 +56,14 @@ private:
 // For arc e (x -> y) under the current domains: the value pairs allowed, and the mean over x's values of
 // log(share of y's values supporting it), floored (graph.py's sup_x). `log_share[k]` = that log for k supports.
 // FW: words per domain when known at compile time (1: the loops over words vanish), else 0 (read from c).
+struct ArcSupport { int allowed; float log_sup; };
+
 template <int FW>
-void arc_support(const Compiled& c, int e, const Word* dx, const Word* dy, const float* log_share, int& allowed,
-                 float& log_sup) {
+ArcSupport arc_support(const Compiled& c, int e, const Word* dx, const Word* dy, const float* log_share) {
     const int W = FW > 0 ? FW : c.W;
     const Word* rows = c.sup_words.data() + c.arc_sup[e];  // row a: x's value a's supports in y
-    allowed = 0;
+    int allowed = 0, values = 0;
     float sum = 0.0f;
-    int values = 0;
     // x's values in increasing order, bit by bit (a domain never holds a value past its variable's rows)
     for (int k = 0; k < W; ++k)
         for (Word m = dx[k]; m; m &= m - 1) {
@@ -73,18 +73,44 @@ void arc_support(const Compiled& c, int e, const Word* dx, const Word* dy, const
             sum += log_share[s];
             ++values;
         }
-    log_sup = values ? sum / static_cast<float>(values) : 0.0f;
+    return {allowed, values ? sum / static_cast<float>(values) : 0.0f};
 }
 
-// log1p of a constraint's weight (an integer count of failures, mostly small): one per edge per call otherwise
-float log1p_weight(long long w) {
-    constexpr int kTable = 4096;
-    static const std::vector<float> table = [] {
-        std::vector<float> t(kTable);
-        for (int k = 0; k < kTable; ++k) t[static_cast<std::size_t>(k)] = std::log1p(static_cast<float>(k));
-        return t;
-    }();
-    return w >= 0 && w < kTable ? table[static_cast<std::size_t>(w)] : std::log1p(static_cast<float>(w));
+// logf / log1pf of small non-negative integers from tables (the same calls, made once): a constraint's weight (a
+// count of failures, mostly small) once per edge per call, a variable's degree, weighted degree and domain size
+// once per variable per call
+struct IntLogs {
+    static constexpr int kTable = 4096;
+    float log[kTable], log1p[kTable];
+    IntLogs() {
+        for (int k = 0; k < kTable; ++k) {
+            log[k] = std::log(static_cast<float>(k));
+            log1p[k] = std::log1p(static_cast<float>(k));
+        }
+    }
+};
+const IntLogs kIntLogs;
+
+inline float log1p_weight(long long w) {
+    return w >= 0 && w < IntLogs::kTable ? kIntLogs.log1p[w] : std::log1p(static_cast<float>(w));
+}
+
+// log1pf(v) for v >= 0, from the table when v is a whole number in it (integer-valued floats convert exactly)
+inline float log1p_float(float v) {
+    if (v >= 0.0f && v < static_cast<float>(IntLogs::kTable)) {
+        const int k = static_cast<int>(v);
+        if (static_cast<float>(k) == v) return kIntLogs.log1p[k];
+    }
+    return std::log1p(v);
+}
+
+// logf(v) for v >= 1 (a domain size), the same way
+inline float log_float(float v) {
+    if (v >= 0.0f && v < static_cast<float>(IntLogs::kTable)) {
+        const int k = static_cast<int>(v);
+        if (static_cast<float>(k) == v) return kIntLogs.log[k];
+    }
+    return std::log(v);
 }
 
 }  // namespace
@@ -123,7 +149,8 @@ struct Scratch {
     std::vector<int> deg, fill;
     std::vector<Edge> kept;
     std::vector<std::uint8_t> need;  // [R + 1][n]
-    std::vector<float> h, next, S, T, t, a, u, sum, mx, xn, xmean, z0, z1, zm;
+    std::vector<int> read, upd;  // the rows a round reads and updates (need[r], need[r + 1])
+    std::vector<float> h, next, S, T, U, A, a, xn, xmean, z0, z1, zm;
 };
 
 template <int FW>
@@ -169,31 +196,29 @@ void fill_state_graph(const Compiled& c, const Word* dom, const long long* weigh
         if (!g.open[x] || !g.open[y]) continue;
         const Word* dx = dom + static_cast<std::size_t>(x) * W;
         const Word* dy = dom + static_cast<std::size_t>(y) * W;
-        Edge ed{x, y, 0, 0, 0, 0};
         Word* seen = s.counted_dom.data() + static_cast<std::size_t>(cid) * 2 * W;
         Scratch::Counted& done = s.counted[static_cast<std::size_t>(cid)];
-        if (std::equal(dx, dx + W, seen) && std::equal(dy, dy + W, seen + W)) {
-            ed.sup_lo = done.sup_lo;
-            ed.sup_hi = done.sup_hi;
-        } else {
-            int allowed_rev = 0;
-            arc_support<FW>(c, e_lo, dx, dy, s.logs.of(static_cast<int>(s.size[y])), done.allowed, ed.sup_lo);
-            arc_support<FW>(c, e_hi, dy, dx, s.logs.of(static_cast<int>(s.size[x])), allowed_rev, ed.sup_hi);
-            done.sup_lo = ed.sup_lo;
-            done.sup_hi = ed.sup_hi;
+        if (!(std::equal(dx, dx + W, seen) && std::equal(dy, dy + W, seen + W))) {
+            const ArcSupport lo = arc_support<FW>(c, e_lo, dx, dy, s.logs.of(static_cast<int>(s.size[y])));
+            const ArcSupport hi = arc_support<FW>(c, e_hi, dy, dx, s.logs.of(static_cast<int>(s.size[x])));
+            done = Scratch::Counted{lo.allowed, lo.log_sup, hi.log_sup};
             std::copy(dx, dx + W, seen);
             std::copy(dy, dy + W, seen + W);
         }
-        const int allowed = done.allowed;
         const float w = static_cast<float>(weights[cid]);
-        ed.tight = 1.0f - static_cast<float>(allowed) / (s.size[x] * s.size[y]);
+        const float tight = 1.0f - static_cast<float>(done.allowed) / (s.size[x] * s.size[y]);
+        Edge& ed = s.kept.emplace_back();  // filled in place: no Edge on the stack read back whole
+        ed.lo = x;
+        ed.hi = y;
+        ed.tight = tight;
         ed.lw = log1p_weight(weights[cid]);
-        s.kept.push_back(ed);
+        ed.sup_lo = done.sup_lo;
+        ed.sup_hi = done.sup_hi;
         for (int v : {x, y}) {
             ++s.deg[v];
             s.wdeg[v] += w;
-            s.tsum[v] += ed.tight;
-            s.wt[v] += w * ed.tight;
+            s.tsum[v] += tight;
+            s.wt[v] += w * tight;
         }
     }
     // edges grouped by destination
@@ -218,9 +243,9 @@ void fill_state_graph(const Compiled& c, const Word* dom, const long long* weigh
     for (int x = 0; x < n; ++x) {
         if (!g.open[x]) continue;
         float* f = g.nodes.data() + static_cast<std::size_t>(x) * kNodeFeatures;
-        const float log_dom = std::log(s.size[x]), lwd = std::log1p(s.wdeg[x]);
+        const float log_dom = log_float(s.size[x]), lwd = log1p_float(s.wdeg[x]);
         f[0] = log_dom;
-        f[1] = std::log1p(static_cast<float>(s.deg[x]));
+        f[1] = log1p_float(static_cast<float>(s.deg[x]));
         f[2] = lwd;
         f[3] = log_dom - lwd;
         f[4] = s.tsum[x] / std::max(static_cast<float>(s.deg[x]), 1.0f);
@@ -304,7 +329,65 @@ __attribute__((always_inline)) inline void apply_fixed(const std::vector<float>&
     for (int v = 0; v < V; ++v) std::memcpy(y + 8 * v, &acc[v], sizeof(v8));
 }
 
+// apply_fixed<O> for G rows at once: each weight vector is loaded once for the G rows. Per output the same
+// multiplications and additions in the same order as apply_fixed, so the same floats.
+template <int O, int G>
+__attribute__((always_inline)) inline void apply_fixed_rows(const std::vector<float>& wt, const std::vector<float>& b,
+                                                            int n_in, const float* const* xs, float* const* ys) {
+    typedef float v8 __attribute__((vector_size(32)));
+    constexpr int V = O / 8;
+    v8 acc[G][V];
+    for (int g = 0; g < G; ++g)
+        for (int v = 0; v < V; ++v) {
+            if (b.empty()) acc[g][v] = v8{};
+            else std::memcpy(&acc[g][v], b.data() + 8 * v, sizeof(v8));
+        }
+    const float* __restrict w = wt.data();
+    for (int i = 0; i < n_in; ++i) {
+        const float* __restrict row = w + static_cast<std::size_t>(i) * O;
+        v8 r[V];
+        for (int v = 0; v < V; ++v) std::memcpy(&r[v], row + 8 * v, sizeof(v8));
+        for (int g = 0; g < G; ++g) {
+            const float xi = xs[g][i];
+            const v8 xv = {xi, xi, xi, xi, xi, xi, xi, xi};
+            for (int v = 0; v < V; ++v) acc[g][v] += r[v] * xv;
+        }
+    }
+    for (int g = 0; g < G; ++g)
+        for (int v = 0; v < V; ++v) std::memcpy(ys[g] + 8 * v, &acc[g][v], sizeof(v8));
+}
+
+template <int O, int G>
+__attribute__((always_inline)) inline void apply_rows_fixed(const Dense& d, const float* x, std::size_t ldx, float* y,
+                                                            std::size_t ldy, const int* rows, int count) {
+    int r = 0;
+    for (; r + G <= count; r += G) {
+        const float* xs[G];
+        float* ys[G];
+        for (int g = 0; g < G; ++g) {
+            xs[g] = x + static_cast<std::size_t>(rows[r + g]) * ldx;
+            ys[g] = y + static_cast<std::size_t>(rows[r + g]) * ldy;
+        }
+        apply_fixed_rows<O, G>(d.wt, d.b, d.n_in, xs, ys);
+    }
+    for (; r < count; ++r)
+        apply_fixed<O>(d.wt, d.b, d.n_in, x + static_cast<std::size_t>(rows[r]) * ldx,
+                       y + static_cast<std::size_t>(rows[r]) * ldy);
+}
+
 }  // namespace
+
+RP_SIMD_CLONES
+void Dense::apply_rows(const float* x, std::size_t ldx, float* y, std::size_t ldy, const int* rows, int count) const {
+    switch (n_out) {  // rows at a time: enough independent sums to hide the additions' latency, in registers
+        case 8: return apply_rows_fixed<8, 4>(*this, x, ldx, y, ldy, rows, count);
+        case 16: return apply_rows_fixed<16, 4>(*this, x, ldx, y, ldy, rows, count);
+        case 32: return apply_rows_fixed<32, 2>(*this, x, ldx, y, ldy, rows, count);
+        default: break;
+    }
+    for (int r = 0; r < count; ++r)
+        apply(x + static_cast<std::size_t>(rows[r]) * ldx, y + static_cast<std::size_t>(rows[r]) * ldy);
+}
 
 RP_SIMD_CLONES
 void Dense::apply(const float* __restrict x, float* __restrict y) const {
@@ -417,14 +500,21 @@ void aggregate(const StateGraph& g, int j, int H, const float* __restrict S, con
     }
 }
 
+// A thread's call buffers, reached through one function: each access to a thread_local from inside the (shared)
+// module is a call into the dynamic loader, and GCC does not keep the address across score_state's calls.
+__attribute__((noinline)) Scratch& thread_scratch() {
+    thread_local Scratch s;
+    return s;
+}
+
 }  // namespace
 
 void GraphNet::score_state(const PolicyState& ps, const std::vector<int>& cands, const float* rows, double* out) const {
-    thread_local Scratch s;
+    Scratch& s = thread_scratch();
     fill_state_graph(ps.compiled, ps.dom, ps.weights, cands, s);
     const StateGraph& g = s.g;
     const int n = g.n, H = hidden, R = static_cast<int>(rounds.size());
-    const std::size_t nn = static_cast<std::size_t>(n);
+    const std::size_t nn = static_cast<std::size_t>(n), HH = static_cast<std::size_t>(H);
     // Only the candidates' final states are read, so only their receptive field is computed: need[r][x] says
     // that x's state after r rounds is read (need[R]: the candidates; need[r]: need[r + 1] and its neighbours;
     // edges come in opposite pairs). Closed variables have no edges: they never enter it. Exact, not a cut-off.
@@ -439,54 +529,59 @@ void GraphNet::score_state(const PolicyState& ps, const std::vector<int>& cands,
             if (later[j])
                 for (int k = g.in_start[j]; k < g.in_start[j + 1]; ++k) now[g.src[k]] = 1;
     }
-    s.h.assign(nn * H, 0.0f);
-    s.t.assign(H, 0.0f);
+    // the same as lists of rows, in increasing order (the layers below take several rows at a time)
+    auto rows_of = [&](const std::uint8_t* mask, std::vector<int>& list) {
+        list.clear();
+        for (int x = 0; x < n; ++x) if (mask[x]) list.push_back(x);
+    };
+    s.h.assign(nn * HH, 0.0f);
+    s.S.assign(nn * HH, 0.0f);
+    s.T.assign(nn * HH, 0.0f);
+    s.U.assign(nn * HH, 0.0f);
+    s.A.assign(nn * 3 * HH, 0.0f);
     s.a.assign(std::max(3 * H, H + 2 * n_in), 0.0f);
     float* h = s.h.data();
-    float* t = s.t.data();
     float* a = s.a.data();
-    auto relu = [](float* v, int m) { for (int o = 0; o < m; ++o) v[o] = std::max(v[o], 0.0f); };
-    for (int x = 0; x < n; ++x) {
-        if (!need(0)[x]) continue;
-        embed0.apply(g.nodes.data() + static_cast<std::size_t>(x) * kNodeFeatures, t);
-        relu(t, H);
-        embed1.apply(t, h + static_cast<std::size_t>(x) * H);
-    }
-    s.S.assign(nn * H, 0.0f);
-    s.T.assign(nn * H, 0.0f);
-    s.u.assign(H, 0.0f);
-    s.sum.assign(H, 0.0f);
-    s.mx.assign(H, 0.0f);
-    float* u = s.u.data();
+    auto relu_rows = [&](float* v, const std::vector<int>& list) {
+        for (int x : list)
+            for (std::size_t o = 0; o < HH; ++o) v[x * HH + o] = std::max(v[x * HH + o], 0.0f);
+    };
+    rows_of(need(0), s.read);
+    const int m0 = static_cast<int>(s.read.size());
+    embed0.apply_rows(g.nodes.data(), kNodeFeatures, s.T.data(), HH, s.read.data(), m0);
+    relu_rows(s.T.data(), s.read);
+    embed1.apply_rows(s.T.data(), HH, h, HH, s.read.data(), m0);
     for (int r = 0; r < R; ++r) {
         const Round& L = rounds[static_cast<std::size_t>(r)];
-        const std::uint8_t* read = need(r);
-        const std::uint8_t* upd = need(r + 1);
-        for (int x = 0; x < n; ++x) {
-            if (!read[x]) continue;
-            L.src.apply(h + static_cast<std::size_t>(x) * H, s.S.data() + static_cast<std::size_t>(x) * H);
-            if (upd[x]) L.dst.apply(h + static_cast<std::size_t>(x) * H, s.T.data() + static_cast<std::size_t>(x) * H);
-        }
+        rows_of(need(r), s.read);
+        rows_of(need(r + 1), s.upd);
+        const int mr = static_cast<int>(s.read.size()), mu = static_cast<int>(s.upd.size());
+        L.src.apply_rows(h, HH, s.S.data(), HH, s.read.data(), mr);
+        L.dst.apply_rows(h, HH, s.T.data(), HH, s.upd.data(), mu);
         s.next = s.h;
-        for (int j = 0; j < n; ++j) {
-            if (!upd[j]) continue;
-            aggregate(g, j, H, s.S.data(), s.T.data() + static_cast<std::size_t>(j) * H, L.edge.wt.data(), s.sum.data(),
-                      s.mx.data());
+        // [h_j, mean message, max message] per updated j, then the update MLP on all of them
+        for (int j : s.upd) {
+            float* aj = s.A.data() + static_cast<std::size_t>(j) * 3 * HH;
+            aggregate(g, j, H, s.S.data(), s.T.data() + j * HH, L.edge.wt.data(), aj + HH, aj + 2 * HH);
             const float cnt = std::max(static_cast<float>(g.in_start[j + 1] - g.in_start[j]), 1.0f);
-            const float* hj = h + static_cast<std::size_t>(j) * H;
-            for (int o = 0; o < H; ++o) { a[o] = hj[o]; a[H + o] = s.sum[o] / cnt; a[2 * H + o] = s.mx[o]; }
-            L.up0.apply(a, t);
-            relu(t, H);
-            L.up1.apply(t, u);
-            float mu = 0.0f;
-            for (int o = 0; o < H; ++o) { u[o] += hj[o]; mu += u[o]; }
-            mu /= static_cast<float>(H);
+            const float* hj = h + j * HH;
+            for (int o = 0; o < H; ++o) { aj[o] = hj[o]; aj[H + o] /= cnt; }
+        }
+        L.up0.apply_rows(s.A.data(), 3 * HH, s.T.data(), HH, s.upd.data(), mu);
+        relu_rows(s.T.data(), s.upd);
+        L.up1.apply_rows(s.T.data(), HH, s.U.data(), HH, s.upd.data(), mu);
+        for (int j : s.upd) {
+            float* u = s.U.data() + j * HH;
+            const float* hj = h + j * HH;
+            float mean_u = 0.0f;
+            for (int o = 0; o < H; ++o) { u[o] += hj[o]; mean_u += u[o]; }
+            mean_u /= static_cast<float>(H);
             float var = 0.0f;
-            for (int o = 0; o < H; ++o) var += (u[o] - mu) * (u[o] - mu);
+            for (int o = 0; o < H; ++o) var += (u[o] - mean_u) * (u[o] - mean_u);
             var /= static_cast<float>(H);
             const float inv = 1.0f / std::sqrt(var + kLayerNormEps);
-            float* nj = s.next.data() + static_cast<std::size_t>(j) * H;
-            for (int o = 0; o < H; ++o) nj[o] = (u[o] - mu) * inv * L.ln_w[o] + L.ln_b[o];
+            float* nj = s.next.data() + j * HH;
+            for (int o = 0; o < H; ++o) nj[o] = (u[o] - mean_u) * inv * L.ln_w[o] + L.ln_b[o];
         }
         s.h.swap(s.next);
         h = s.h.data();
@@ -515,7 +610,7 @@ void GraphNet::score_state(const PolicyState& ps, const std::vector<int>& cands,
         head_hx.apply(a, s.z0.data());
         for (int o = 0; o < head0.n_out; ++o) s.z0[o] = std::max(s.z0[o] - s.zm[o], 0.0f);
         head1.apply(s.z0.data(), s.z1.data());
-        relu(s.z1.data(), head1.n_out);
+        for (float& v : s.z1) v = std::max(v, 0.0f);
         head2.apply(s.z1.data(), &z2);
         out[r] = static_cast<double>(z2);
     }

@@ -4,6 +4,7 @@
 // (ray_pipeline/solver/policy.py NativeGraph); tests hold both halves to the Python ones.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -43,6 +44,9 @@ struct Dense {
     std::vector<float> wt;  // [n_in][n_out], derived by finish(): the inner loop runs over outputs
     void finish(const std::string& name);  // checks sizes and values (std::invalid_argument), derives wt
     void apply(const float* x, float* y) const;  // y = W x (+ b); x and y must not overlap
+    // apply() to the rows x + r * ldx -> y + r * ldy for r in rows[0..count): the same floats, several rows at a
+    // time for narrow layers (their weights loaded once for several rows)
+    void apply_rows(const float* x, std::size_t ldx, float* y, std::size_t ldy, const int* rows, int count) const;
 };
 
 struct GraphNet final : Policy {
