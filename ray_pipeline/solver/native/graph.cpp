@@ -500,8 +500,8 @@ void aggregate(const StateGraph& g, int j, int H, const float* __restrict S, con
     }
 }
 
-// A thread's call buffers, reached through one function: each access to a thread_local from inside the (shared)
-// module is a call into the dynamic loader, and GCC does not keep the address across score_state's calls.
+// A thread's call buffers, reached through one function: in a shared module each access to a thread_local is a
+// call into the dynamic loader, and GCC repeated it after every call score_state makes (23 of them in a call).
 __attribute__((noinline)) Scratch& thread_scratch() {
     thread_local Scratch s;
     return s;
