@@ -227,7 +227,7 @@ def test_native_graph_on_random_binary_instances(tmp_path):
 def score_digest(tmp_dir) -> str:
     """sha256 of the native graph scorer's scores (float64 bytes) at live states of three instances, called in an
     interleaved order, plus a native learned search's counters: equal digests = bitwise the same arithmetic (widths
-    8, 16, 32 and 64 take the fixed-width kernels, one row or several at a time, 24 the general loop).
+    8, 16, 32 and 64 take the fixed-width kernels, 8-32 also several rows at a time, 24 the general loop).
     test_native_sanitizers.py compares the build without the AVX2 clones against the installed one with it."""
     import hashlib
     from pathlib import Path

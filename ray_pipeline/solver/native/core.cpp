@@ -232,17 +232,18 @@ public:
     std::vector<int> dom_wdeg_order(const std::vector<int>& cands) const override {
         for (int x : cands) in_range(x);
         std::vector<int> out;
-        dom_wdeg_top(cands, 0, out);
+        std::vector<std::tuple<double, int, int>> keyed;  // not the search's buffer: Python may call this mid-solve
+        dom_wdeg_top(cands, 0, out, keyed);
         return out;
     }
 
     // The first k of cands by dom/wdeg (ties: rank; k <= 0: all of them), in order. (dom/wdeg, rank, x) is a
     // total order, so a partial sort gives the same first k as a full one.
-    void dom_wdeg_top(const std::vector<int>& cands, int k, std::vector<int>& out) const {
+    void dom_wdeg_top(const std::vector<int>& cands, int k, std::vector<int>& out,
+                      std::vector<std::tuple<double, int, int>>& keyed) const {
         std::vector<bool> active;
         const std::vector<bool>* act = nullptr;
         if (has_clauses()) { active = active_clauses(); act = &active; }
-        std::vector<std::tuple<double, int, int>>& keyed = keyed_;
         keyed.clear();
         for (int x : cands) {
             const long long wd = wdeg_of(x, true, act);
@@ -253,7 +254,6 @@ public:
         out.clear();
         for (std::size_t i = 0; i < m; ++i) out.push_back(std::get<2>(keyed[i]));
     }
-    mutable std::vector<std::tuple<double, int, int>> keyed_;
 
     int first_value(int x) const override { return value(in_range(x)); }
 
@@ -783,7 +783,7 @@ private:
 
     int select_learned(const std::vector<int>& cands, int depth) {
         std::vector<int>& top = top_;
-        dom_wdeg_top(cands, o_.top_k, top);
+        dom_wdeg_top(cands, o_.top_k, top, keyed_);
         std::vector<double>& scores = scores_;
         scores.assign(top.size(), 0.0);
         const double t0 = now_s();
@@ -805,13 +805,16 @@ private:
         return top[best];
     }
 
+    // select_learned's buffers, reused from decision to decision (one search runs on one thread at a time)
     std::vector<int> top_;
     std::vector<double> scores_;
+    std::vector<std::tuple<double, int, int>> keyed_;
 
     // The labeller run online: probe the dom/wdeg top-K, branch on the cheapest (ties: dom/wdeg order).
     int select_expert(const std::vector<int>& cands) {
         std::vector<int> top;
-        dom_wdeg_top(cands, o_.top_k, top);
+        std::vector<std::tuple<double, int, int>> keyed;
+        dom_wdeg_top(cands, o_.top_k, top, keyed);
         const std::vector<long long> costs = probe_costs(top, o_.probe_budget);
         std::size_t best = 0;
         for (std::size_t i = 1; i < top.size(); ++i)

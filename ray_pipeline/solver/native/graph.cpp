@@ -84,7 +84,7 @@ struct IntLogs {
     float log[kTable], log1p[kTable];
     IntLogs() {
         for (int k = 0; k < kTable; ++k) {
-            log[k] = std::log(static_cast<float>(k));
+            log[k] = k ? std::log(static_cast<float>(k)) : -INFINITY;  // logf(0), without raising its flag
             log1p[k] = std::log1p(static_cast<float>(k));
         }
     }
@@ -335,6 +335,7 @@ template <int O, int G>
 __attribute__((always_inline)) inline void apply_fixed_rows(const std::vector<float>& wt, const std::vector<float>& b,
                                                             int n_in, const float* const* xs, float* const* ys) {
     typedef float v8 __attribute__((vector_size(32)));
+    static_assert(O % 8 == 0, "fixed widths are multiples of 8");
     constexpr int V = O / 8;
     v8 acc[G][V];
     for (int g = 0; g < G; ++g)
@@ -379,7 +380,8 @@ __attribute__((always_inline)) inline void apply_rows_fixed(const Dense& d, cons
 
 RP_SIMD_CLONES
 void Dense::apply_rows(const float* x, std::size_t ldx, float* y, std::size_t ldy, const int* rows, int count) const {
-    switch (n_out) {  // rows at a time: enough independent sums to hide the additions' latency, in registers
+    switch (n_out) {  // rows at a time: enough independent sums to hide the additions' latency (all in registers
+                      // in the AVX2 clone; the SSE2 build spills a few at 32 outputs)
         case 8: return apply_rows_fixed<8, 4>(*this, x, ldx, y, ldy, rows, count);
         case 16: return apply_rows_fixed<16, 4>(*this, x, ldx, y, ldy, rows, count);
         case 32: return apply_rows_fixed<32, 2>(*this, x, ldx, y, ldy, rows, count);

@@ -45,7 +45,7 @@ struct Dense {
     void finish(const std::string& name);  // checks sizes and values (std::invalid_argument), derives wt
     void apply(const float* x, float* y) const;  // y = W x (+ b); x and y must not overlap
     // apply() to the rows x + r * ldx -> y + r * ldy for r in rows[0..count): the same floats, several rows at a
-    // time for narrow layers (their weights loaded once for several rows)
+    // time for narrow layers (their weights loaded once for several rows); x's and y's rows must not overlap
     void apply_rows(const float* x, std::size_t ldx, float* y, std::size_t ldy, const int* rows, int count) const;
 };
 
