@@ -181,3 +181,12 @@ def test_speedup_summary_gives_bootstrap_intervals_and_splits_by_answer():
     assert mine["by_status"]["UNSAT"]["geomean_node_ratio"] == pytest.approx((0.5 * 0.8 * 1.2) ** (1 / 3), abs=1e-4)
     assert s["dom-wdeg"]["geomean_node_ratio_ci95"] == [1.0, 1.0]  # against itself: no spread
     assert summarize(rows, "dom-wdeg")["heldout"] == s  # fixed bootstrap seed: same rows, same report
+    # without inference: no model time here, so the time ratio itself; a quarter of each learned time in the model
+    # and features gives 3/4 of it
+    assert mine["geomean_time_ratio_without_inference"] == mine["geomean_time_ratio"]
+    for r in rows:
+        if r["heuristic"] == "mine":
+            r.update(model_time_s=0.2 * r["time_s"], feature_time_s=0.05 * r["time_s"])
+    s2 = summarize(rows, "dom-wdeg")["heldout"]["mine"]
+    assert s2["geomean_time_ratio"] == mine["geomean_time_ratio"]
+    assert s2["geomean_time_ratio_without_inference"] == pytest.approx(0.75 * mine["geomean_time_ratio"], abs=2e-4)
