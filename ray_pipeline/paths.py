@@ -4,6 +4,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+# in a model's directory: the weights the solver core runs itself (the student's written by the export stage, the
+# graph scorer's by the train stage)
+NATIVE_FILE = "model.native.npz"
+
 
 @dataclass(frozen=True)
 class RunPaths:

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ..kinds import kind_of
+from ..paths import NATIVE_FILE
 from ..solver import Solver
 from ..solver.policy import NativeGraph, PolicyFileError, save_graph
 from .io import GraphTorchScorer
@@ -20,7 +21,6 @@ from .nets import GraphScorer, Normalize
 
 log = logging.getLogger(__name__)
 
-NATIVE_FILE = "model.native.npz"
 
 
 def native_params(model: GraphScorer) -> dict[str, np.ndarray]:

@@ -250,8 +250,9 @@ async def compare(request: web.Request) -> web.Response:
             raise BadRequest(f"unknown run {n!r}; runs under {s.root}: {', '.join(names) or 'none'}", 404)
     ia, ib = runs.run_info(s.root, a), runs.run_info(s.root, b)
     keys = [f"stage.{x['name']}" for x in ia["stages"]]
-    keys += [f"{k}.{f}" for k in runs.MODEL_KINDS for f in ("params", "top1", "deploy", "fp32_bytes", "int8_bytes",
-                                                            "fp32_latency_us", "int8_latency_us")]
+    present = {m["name"] for m in ia["models"] + ib["models"]}  # an optional kind only where a run has it
+    keys += [f"{k}.{f}" for k in runs.MODEL_KINDS if k in present or k in KINDS
+             for f in ("params", "top1", "deploy", "fp32_bytes", "int8_bytes", "fp32_latency_us", "int8_latency_us")]
     keys += [f"ratio.{r['split']}.{w}" for r in ia["ratios"] for w in ("node_ratio", "time_ratio")]
     rows = []
     for k in keys:

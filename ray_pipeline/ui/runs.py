@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..config import STAGES
-from ..kinds import KINDS, scorers
-from ..paths import RunPaths, registry_path
+from ..kinds import ALL_KINDS, OPTIONAL_KINDS, scorers
+from ..paths import NATIVE_FILE, RunPaths, registry_path
 
-MODEL_KINDS = tuple(KINDS)
+# the pipeline's kinds, then the optional ones a run may have trained (the graph scorer): listed when on disk
+MODEL_KINDS = tuple(ALL_KINDS)
 
 
 def _json(path: Path, notes: list[str]) -> Optional[dict[str, Any]]:
@@ -100,6 +101,8 @@ def run_info(root: Path, name: str) -> dict[str, Any]:
         fp32, int8 = _variant(variants, "onnx-fp32"), _variant(variants, exp.get("int8_choice") or "onnx-int8")
         test = (train_summary.get("test") or {}).get(kind) or {}
         deploy = exp.get("deploy") or reg.get("deploy")
+        if deploy is None and kind in OPTIONAL_KINDS and (mdir / NATIVE_FILE).is_file():
+            deploy = NATIVE_FILE  # not exported: the train stage writes the file the core runs
         models.append({
             "name": kind, "kind": spec.get("kind"), "params": exp.get("params") or reg.get("params")
             or (train_summary.get(kind) or {}).get("params"),

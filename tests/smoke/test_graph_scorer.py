@@ -173,6 +173,13 @@ def test_the_evaluate_stage_runs_the_graph_scorer_when_it_is_the_learned_model(g
     report = (paths.reports / "report.md").read_text()
     assert "learned = graph via the solver core's graph network (model.native.npz)" in report
     assert "| graph (families: rb) |" in report
+    # the Control Center lists it beside the pipeline's models, with the file the core runs
+    from ray_pipeline.ui import app as ui_app, runs as ui_runs
+    info = ui_runs.run_info(paths.run.parent, paths.run.name)
+    g = next(m for m in info["models"] if m["name"] == "graph")
+    assert g["deploy"] == "model.native.npz" and g["params"] > 0 and 0 <= g["top1"] <= 1
+    assert info["learned_model"] == "graph/model.native.npz"
+    assert "data-model='graph'" in ui_app._model_rows(info)
 
     cnf = f"{BENCHMARKS}/sat/uf20-01.cnf"
     assert main(["run", *full, "evaluate.learned.model=graph", "evaluate.splits=[]", f"evaluate.files=[{col}, {cnf}]",
