@@ -158,8 +158,9 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
                      "(MAC + dom/wdeg)."),
 )}
 # Trained only when train.models lists them. Export, evaluate, report and the Model Explorer take the pipeline's
-# KINDS and need none of these (the Control Center lists these too when a run has them); the evaluate stage runs one as the learned heuristic when evaluate.learned.model names it
-# (the export stage then stores the setting in its native file), and the benchmarks take any of them with --model.
+# KINDS and need none of these (the Control Center lists these too when a run has them); the evaluate stage runs
+# one as the learned heuristic when evaluate.learned.model names it (the export stage then stores the setting in
+# its native file), and the benchmarks take any of them with --model.
 OPTIONAL_KINDS: dict[str, Kind] = {k.name: k for k in (
     Kind("graph", INPUT_FEATURES, "input", ("hidden", "rounds", "dropout"), _graph, scorer=True, set_input=True,
          graph=True, quantize=False,

@@ -22,7 +22,6 @@ from .nets import GraphScorer, Normalize
 log = logging.getLogger(__name__)
 
 
-
 def native_params(model: GraphScorer) -> dict[str, np.ndarray]:
     """The network's arrays by the names of solver.policy.graph_array_names."""
     def linears(seq: nn.Module) -> list[nn.Linear]:
